@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from .models import DailyRollup, UsageEvent
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The ledger is append-only: staff inspect it here; corrections are billing's business."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "workspace", "occurred_at", "feature", "model", "quantity", "unit_price", "amount"]
+    list_filter = ["feature", "model", "spot"]
+    search_fields = ["event_id", "workspace__slug"]
+    date_hierarchy = "occurred_at"
+    list_select_related = ["workspace"]
+    show_full_result_count = False
+
+
+@admin.register(DailyRollup)
+class DailyRollupAdmin(ReadOnlyAdmin):
+    list_display = ["day", "workspace", "feature", "model", "width", "height", "steps", "quantity", "amount_micros"]
+    list_filter = ["feature", "model"]
+    search_fields = ["workspace__slug"]
+    date_hierarchy = "day"
+    list_select_related = ["workspace"]

@@ -1,0 +1,160 @@
+"""Usage API: POST /events, POST /quote, GET /usage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import PayloadTooLarge
+from workspaces.access import WorkspaceAccess
+from workspaces.authentication import ApiKeyAuthentication
+from workspaces.models import Scope
+
+from . import serializers
+from .selectors import usage_summary
+from .services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, events_ingest, quote_event
+
+
+def _money(value) -> str | None:
+    return None if value is None else f"{value:.6f}"
+
+
+def _json_body(request) -> Any:
+    """The body as JSON, read directly (no DRF parser) so that errors say exactly what is wrong."""
+    raw = request.body
+    if not raw.strip():
+        raise exceptions.ParseError("Empty body: send a JSON event object or {\"events\": [...]}.")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise exceptions.ParseError("Body is not UTF-8 JSON.") from None
+    except json.JSONDecodeError as exc:
+        raise exceptions.ParseError(f"Body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+
+
+class EventIngestApi(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.USAGE_WRITE
+
+    @extend_schema(
+        operation_id="events_ingest",
+        summary="Report usage events (one, or a batch of up to 1,000)",
+        request=serializers.EventBatchSerializer,
+        responses={200: serializers.IngestResponseSerializer},
+        examples=[
+            OpenApiExample(
+                "One SDXL image",
+                value={
+                    "event_id": "gen-7f3a",
+                    "occurred_at": "2026-11-25T10:00:00Z",
+                    "feature": "generation",
+                    "model": "sdxl",
+                    "steps": 50,
+                    "width": 1024,
+                    "height": 1824,
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request):
+        body = _json_body(request)
+        if isinstance(body, dict) and "events" in body:
+            if set(body) != {"events"}:
+                raise exceptions.ParseError("A batch is {\"events\": [...]} with no other keys.")
+            raw_events = body["events"]
+            if not isinstance(raw_events, list):
+                raise exceptions.ParseError("'events' must be a list of event objects.")
+        elif isinstance(body, dict):
+            raw_events = [body]
+        elif isinstance(body, list):
+            raw_events = body
+        else:
+            raise exceptions.ParseError("Send a JSON event object, a list of events, or {\"events\": [...]}.")
+        if not raw_events:
+            raise exceptions.ParseError("The batch is empty: send 1 to 1,000 events.")
+        if len(raw_events) > MAX_BATCH:
+            raise PayloadTooLarge(f"{len(raw_events):,} events in one request; send at most {MAX_BATCH:,}.")
+
+        outcome = events_ingest(workspace=self.workspace, api_key=request.auth, raw_events=raw_events)
+        return Response(
+            {
+                "accepted": outcome.count(ACCEPTED),
+                "duplicates": outcome.count(DUPLICATE),
+                "conflicts": outcome.count(CONFLICT),
+                "rejected": outcome.count(REJECTED),
+                "results": [
+                    {
+                        "index": result.index,
+                        "event_id": result.event_id,
+                        "status": result.status,
+                        "amount": _money(result.amount),
+                        "errors": result.errors,
+                    }
+                    for result in outcome.results
+                ],
+            }
+        )
+
+
+class QuoteApi(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [WorkspaceAccess]
+    required_scope = (Scope.USAGE_WRITE, Scope.USAGE_READ)
+
+    @extend_schema(
+        operation_id="quote",
+        summary="Price an event without recording it",
+        request=serializers.QuoteRequestSerializer,
+        responses={200: serializers.QuoteSerializer},
+    )
+    def post(self, request):
+        price, errors = quote_event(_json_body(request))
+        if price is None:
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {
+                "unit_price": _money(price.unit_price),
+                "quantity": price.quantity,
+                "amount": _money(price.amount),
+                "currency": "USD",
+                "price_book": price.price_book,
+            }
+        )
+
+
+class UsageApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.USAGE_READ
+
+    @extend_schema(
+        operation_id="usage",
+        summary="Quantity and spend over UTC days, grouped by any dimensions",
+        parameters=[serializers.UsageQuerySerializer],
+        responses={200: serializers.UsageResponseSerializer},
+    )
+    def get(self, request):
+        query = serializers.UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        summary = usage_summary(
+            workspace=self.workspace, start=params["start"], end=params["end"], group_by=params["group_by"]
+        )
+        return Response(
+            {
+                "workspace": self.workspace.slug,
+                "start": params["start"].isoformat(),
+                "end": params["end"].isoformat(),
+                "group_by": list(params["group_by"]),
+                "rows": [{**row, "amount": _money(row["amount"])} for row in summary.rows],
+                "quantity": summary.quantity,
+                "total": _money(summary.total),
+                "currency": "USD",
+            }
+        )

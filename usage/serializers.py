@@ -1,0 +1,117 @@
+"""Serializers for the usage API: the query of GET /usage, and the shapes the OpenAPI schema
+shows. Event bodies are checked by usage.validation (same rules, faster for 1,000-event
+batches); EventSerializer documents them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from billing.pricing import FEATURES, MODELS
+
+from .selectors import GROUP_BY_CHOICES
+from .validation import MAX_EVENT_ID_LENGTH, MAX_QUANTITY, MAX_SIDE, MAX_STEPS, MIN_SIDE
+
+MAX_RANGE_DAYS = 731
+
+
+class EventSerializer(serializers.Serializer):
+    """One usage event (documentation of the body checked by usage.validation.parse_event)."""
+
+    event_id = serializers.CharField(max_length=MAX_EVENT_ID_LENGTH, help_text="Your idempotency id, unique per workspace")
+    occurred_at = serializers.DateTimeField(help_text="ISO 8601 with offset; at most 5 minutes in the future")
+    feature = serializers.ChoiceField(choices=FEATURES)
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY, default=1)
+    model = serializers.ChoiceField(choices=MODELS, required=False, help_text="generation only")
+    steps = serializers.IntegerField(min_value=1, max_value=MAX_STEPS, required=False, help_text="generation only")
+    width = serializers.IntegerField(min_value=MIN_SIDE, max_value=MAX_SIDE, required=False, help_text="generation only")
+    height = serializers.IntegerField(min_value=MIN_SIDE, max_value=MAX_SIDE, required=False, help_text="generation only")
+    composition_control = serializers.BooleanField(default=False, help_text="generation only")
+    spot = serializers.BooleanField(default=False)
+    metadata = serializers.DictField(required=False, help_text="Free-form JSON object, at most 4 KB")
+
+
+class QuoteRequestSerializer(EventSerializer):
+    event_id = serializers.CharField(max_length=MAX_EVENT_ID_LENGTH, required=False)
+    occurred_at = serializers.DateTimeField(required=False, help_text="Default: now")
+
+
+class EventBatchSerializer(serializers.Serializer):
+    events = EventSerializer(many=True, help_text="1 to 1,000 events")
+
+
+class EventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    event_id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "conflict", "rejected"])
+    amount = serializers.DecimalField(max_digits=18, decimal_places=6, allow_null=True)
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class IngestResponseSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    conflicts = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = EventResultSerializer(many=True)
+
+
+class QuoteSerializer(serializers.Serializer):
+    unit_price = serializers.DecimalField(max_digits=14, decimal_places=6)
+    quantity = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=18, decimal_places=6)
+    currency = serializers.CharField()
+    price_book = serializers.IntegerField()
+
+
+class GroupByField(serializers.CharField):
+    def to_internal_value(self, data):
+        names = [name.strip() for name in super().to_internal_value(data).split(",") if name.strip()]
+        unknown = [name for name in names if name not in GROUP_BY_CHOICES]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown dimension(s) {', '.join(unknown)}; any of: {', '.join(GROUP_BY_CHOICES)}."
+            )
+        return tuple(dict.fromkeys(names))
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    start = serializers.DateField(required=False, help_text="First UTC day (default: 1st of this month)")
+    end = serializers.DateField(required=False, help_text="Last UTC day, inclusive (default: today)")
+    group_by = GroupByField(required=False, default="", allow_blank=True, help_text=f"Comma-separated: {', '.join(GROUP_BY_CHOICES)}")
+    workspace = serializers.SlugField(required=False, help_text="Session users in several workspaces")
+
+    def validate(self, attrs):
+        today = timezone.now().date()
+        attrs.setdefault("start", today.replace(day=1))
+        attrs.setdefault("end", today)
+        if attrs["end"] < attrs["start"]:
+            raise serializers.ValidationError({"end": ["Must not be before start."]})
+        if attrs["end"] - attrs["start"] > timedelta(days=MAX_RANGE_DAYS):
+            raise serializers.ValidationError({"end": [f"The range is at most {MAX_RANGE_DAYS} days."]})
+        return attrs
+
+
+class UsageRowSerializer(serializers.Serializer):
+    day = serializers.CharField(required=False)
+    month = serializers.CharField(required=False)
+    feature = serializers.CharField(required=False)
+    model = serializers.CharField(required=False, allow_null=True)
+    resolution = serializers.CharField(required=False, allow_null=True)
+    steps = serializers.IntegerField(required=False, allow_null=True)
+    api_key = serializers.CharField(required=False)
+    api_key_name = serializers.CharField(required=False)
+    quantity = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6)
+
+
+class UsageResponseSerializer(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+    group_by = serializers.ListField(child=serializers.CharField())
+    rows = UsageRowSerializer(many=True)
+    quantity = serializers.IntegerField()
+    total = serializers.DecimalField(max_digits=20, decimal_places=6)
+    currency = serializers.CharField()

@@ -1,0 +1,303 @@
+"""Writes to the usage ledger: `events_ingest`, the only way events enter Meterboard."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from billing.pricing import Price, PriceBookHistory, PricingError, price_item
+from billing.selectors import price_book_history
+from workspaces.models import ApiKey, Workspace
+
+from .models import ROLLUP_KEY, DailyRollup, UsageEvent
+from .validation import Errors, ParsedEvent, parse_event
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1_000
+ACCEPTED, DUPLICATE, CONFLICT, REJECTED = "accepted", "duplicate", "conflict", "rejected"
+MICROS = Decimal(1_000_000)
+_INSERT_CHUNK = 500  # rows per INSERT statement: well inside SQLite's and PostgreSQL's limits
+_DEADLOCK_RETRIES = 5
+
+
+@dataclass
+class EventResult:
+    index: int
+    event_id: Any
+    status: str
+    amount: Decimal | None = None
+    errors: Errors = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    results: list[EventResult]
+
+    def count(self, status: str) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+
+@dataclass
+class _Priced:
+    index: int
+    event: ParsedEvent
+    price: Price
+    content_hash: str
+
+
+def quote_event(raw: Any, *, now: datetime | None = None) -> tuple[Price | None, Errors]:
+    """Price an event body without storing it (`event_id` optional, `occurred_at` default now)."""
+    now = now or timezone.now()
+    event, errors = parse_event(raw, now=now, require_event_id=False)
+    if event is None:
+        return None, errors
+    priced, errors = _price(event, price_book_history())
+    return (priced, errors) if priced else (None, errors)
+
+
+def _price(event: ParsedEvent, history: PriceBookHistory) -> tuple[Price | None, Errors]:
+    book = history.at(event.occurred_at)
+    if book is None:
+        first = history.books[0].effective_from.isoformat() if history.books else "never"
+        return None, {"occurred_at": [f"Is before the first price book (in force from {first})."]}
+    try:
+        return price_item(book, event.item), {}
+    except PricingError as exc:
+        return None, {"feature": [str(exc)]}
+
+
+def events_ingest(
+    *, workspace: Workspace, api_key: ApiKey, raw_events: Sequence[Any], now: datetime | None = None
+) -> IngestResult:
+    """Validate, price and store a batch of events, each exactly once.
+
+    Promises: every valid event is stored (even when others in the batch are rejected) or
+    reported a duplicate/conflict of one already stored; the daily rollups move in the same
+    transaction as the events they sum; an `event_id` seen before, in this batch or earlier, or
+    in a concurrent request, is never stored or counted twice (the unique index decides).
+    """
+    now = now or timezone.now()
+    history = price_book_history()
+    results: list[EventResult | None] = [None] * len(raw_events)
+    first_by_id: dict[str, _Priced] = {}
+    batch_repeats: list[_Priced] = []
+    for index, raw in enumerate(raw_events):
+        event, errors = parse_event(raw, now=now)
+        price = None
+        if event is not None:
+            price, errors = _price(event, history)
+        if event is None or price is None:
+            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            results[index] = EventResult(index, event_id, REJECTED, errors=errors)
+            continue
+        priced = _Priced(index, event, price, event.content_hash)
+        if event.event_id in first_by_id:
+            batch_repeats.append(priced)
+        else:
+            first_by_id[event.event_id] = priced
+
+    stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now)
+    for priced in first_by_id.values():
+        results[priced.index] = _outcome(priced, stored, first_in_batch=True)
+    for priced in batch_repeats:
+        results[priced.index] = _outcome(priced, stored, first_in_batch=False)
+    return IngestResult(results=[result for result in results if result is not None])
+
+
+def _outcome(
+    priced: _Priced, stored: dict[str, tuple[str, Decimal, bool]], *, first_in_batch: bool
+) -> EventResult:
+    event_id = priced.event.event_id
+    content_hash, amount, inserted_now = stored[event_id]
+    if inserted_now and first_in_batch:
+        return EventResult(priced.index, event_id, ACCEPTED, amount=amount)
+    if content_hash == priced.content_hash:
+        return EventResult(priced.index, event_id, DUPLICATE, amount=amount)
+    return EventResult(
+        priced.index,
+        event_id,
+        CONFLICT,
+        errors={
+            "event_id": [
+                "Already used for an event with different content; send a new event_id for a "
+                "new event (the stored event is unchanged)."
+            ]
+        },
+    )
+
+
+def _store_with_retry(
+    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime
+) -> dict[str, tuple[str, Decimal, bool]]:
+    for attempt in range(1, _DEADLOCK_RETRIES + 1):
+        try:
+            with transaction.atomic():
+                return _store(workspace, api_key, batch, now)
+        except OperationalError as exc:
+            # Rows are written in event_id and key order so that concurrent batches queue rather
+            # than deadlock; should the database still pick a victim, redo the whole batch.
+            if "deadlock" not in str(exc).lower() or attempt == _DEADLOCK_RETRIES:
+                raise
+            logger.warning("ingest deadlock for %s, retry %d", workspace.slug, attempt)
+            time.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _store(
+    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime
+) -> dict[str, tuple[str, Decimal, bool]]:
+    """Insert what is new, read back what was there. Returns event_id → (hash, amount, new?)."""
+    batch = sorted(batch, key=lambda priced: priced.event.event_id)
+    inserted: set[str] = set()
+    for start in range(0, len(batch), _INSERT_CHUNK):
+        inserted.update(_insert_events(workspace, api_key, batch[start : start + _INSERT_CHUNK], now))
+    stored: dict[str, tuple[str, Decimal, bool]] = {
+        priced.event.event_id: (priced.content_hash, priced.price.amount, True)
+        for priced in batch
+        if priced.event.event_id in inserted
+    }
+    existing_ids = [priced.event.event_id for priced in batch if priced.event.event_id not in inserted]
+    for start in range(0, len(existing_ids), _INSERT_CHUNK):
+        rows = UsageEvent.objects.filter(
+            workspace=workspace, event_id__in=existing_ids[start : start + _INSERT_CHUNK]
+        ).values_list("event_id", "content_hash", "amount")
+        for event_id, content_hash, amount in rows:
+            stored[event_id] = (content_hash, amount, False)
+    _add_to_rollups(workspace, api_key, [p for p in batch if p.event.event_id in inserted])
+    return stored
+
+
+_EVENT_COLUMNS = (
+    "workspace_id",
+    "api_key_id",
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "feature",
+    "model",
+    "steps",
+    "width",
+    "height",
+    "composition_control",
+    "spot",
+    "quantity",
+    "metadata",
+    "unit_price",
+    "amount",
+    "price_book_id",
+    "content_hash",
+)
+
+
+def _insert_events(
+    workspace: Workspace, api_key: ApiKey, chunk: list[_Priced], now: datetime
+) -> list[str]:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: one statement, and the unique index, not a
+    read-then-write, decides which event is new; a concurrent twin waits and then skips."""
+    if not chunk:
+        return []
+    ops = connection.ops
+    fields = {field.attname: field for field in UsageEvent._meta.concrete_fields}
+    params: list[Any] = []
+    for priced in chunk:
+        event, item, price = priced.event, priced.event.item, priced.price
+        values = {
+            "workspace_id": workspace.pk,
+            "api_key_id": api_key.pk,
+            "event_id": event.event_id,
+            "occurred_at": event.occurred_at,
+            "received_at": now,
+            "feature": item.feature,
+            "model": item.model,
+            "steps": item.steps,
+            "width": item.width,
+            "height": item.height,
+            "composition_control": item.composition_control,
+            "spot": event.spot,
+            "quantity": item.quantity,
+            "metadata": event.metadata,
+            "unit_price": price.unit_price,
+            "amount": price.amount,
+            "price_book_id": _price_book_pk(price.price_book),
+            "content_hash": priced.content_hash,
+        }
+        params.extend(
+            fields[name].get_db_prep_save(values[name], connection) for name in _EVENT_COLUMNS
+        )
+    row = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
+    table = ops.quote_name(UsageEvent._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(map(ops.quote_name, _EVENT_COLUMNS))}) "
+        f"VALUES {', '.join([row] * len(chunk))} "
+        f"ON CONFLICT (workspace_id, event_id) DO NOTHING RETURNING event_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+_price_book_pks: dict[int, int] = {}
+
+
+def _price_book_pk(version: int) -> int:
+    if version not in _price_book_pks:
+        from billing.models import PriceBook
+
+        _price_book_pks[version] = PriceBook.objects.values_list("pk", flat=True).get(version=version)
+    return _price_book_pks[version]
+
+
+def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Priced]) -> None:
+    """Add the newly stored events to their daily rollup rows (upsert, sorted keys)."""
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for priced in inserted:
+        item = priced.event.item
+        key = (
+            workspace.pk,
+            priced.event.occurred_at.date(),
+            api_key.pk,
+            item.feature,
+            item.model,
+            item.steps or 0,
+            item.width or 0,
+            item.height or 0,
+            item.composition_control,
+            priced.event.spot,
+            int(priced.price.unit_price * MICROS),
+        )
+        totals = sums[key]
+        totals[0] += item.quantity
+        totals[1] += int(priced.price.amount * MICROS)
+        totals[2] += 1
+    if not sums:
+        return
+    ops = connection.ops
+    table = ops.quote_name(DailyRollup._meta.db_table)
+    columns = ROLLUP_KEY + ("quantity", "amount_micros", "events")
+    by_column = {field.attname: field for field in DailyRollup._meta.concrete_fields}
+    fields = [by_column[column] for column in columns]
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ("quantity", "amount_micros", "events"))
+    keys = sorted(sums)
+    for start in range(0, len(keys), _INSERT_CHUNK):
+        chunk = keys[start : start + _INSERT_CHUNK]
+        params: list[Any] = []
+        for key in chunk:
+            values = (*key, *sums[key])
+            params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values))
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
+            f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {updates}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)

@@ -1,0 +1,190 @@
+"""Validation of one usage event as sent by the generation API. Pure: no ORM, no Django.
+
+Hand-written rather than a DRF serializer because it runs for every event of a 1,000-event
+batch; its errors have DRF's shape (`{"field": ["message"]}`). The bounds are documented in the
+README (and the OpenAPI schema, usage.serializers) and checked here:
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from billing.pricing import FEATURES, GENERATION, MODELS, UsageItem
+
+MAX_EVENT_ID_LENGTH = 128
+MAX_QUANTITY = 100_000
+MAX_STEPS = 1_000
+MIN_SIDE, MAX_SIDE = 64, 8_192
+MAX_METADATA_BYTES = 4_096
+MAX_FUTURE = timedelta(minutes=5)
+
+GENERATION_FIELDS = ("model", "steps", "width", "height", "composition_control")
+KNOWN_FIELDS = frozenset(
+    ("event_id", "occurred_at", "feature", "quantity", "spot", "metadata") + GENERATION_FIELDS
+)
+
+Errors = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event_id: str
+    occurred_at: datetime  # aware, UTC
+    item: UsageItem
+    spot: bool
+    metadata: dict[str, Any]
+
+    @property
+    def content_hash(self) -> str:
+        """Fingerprint of everything billable or stored, independent of key order or the
+        offset the instant was written in: a retry hashes the same, a changed event does not."""
+        item = self.item
+        canonical = "|".join(
+            (
+                self.occurred_at.isoformat(),
+                item.feature,
+                item.model,
+                str(item.steps),
+                str(item.width),
+                str(item.height),
+                "1" if item.composition_control else "0",
+                "1" if self.spot else "0",
+                str(item.quantity),
+                json.dumps(self.metadata, sort_keys=True, separators=(",", ":")),
+            )
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _whole_number(value: Any, name: str, low: int, high: int, errors: Errors) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        errors[name] = ["Must be a whole number."]
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            errors[name] = ["Must be a whole number."]
+            return None
+        value = int(value)
+    if not low <= value <= high:
+        errors[name] = [f"Must be between {low:,} and {high:,}."]
+        return None
+    return value
+
+
+def _flag(value: Any, name: str, errors: Errors) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        errors[name] = ["Must be true or false."]
+        return False
+    return value
+
+
+def _instant(value: Any, now: datetime, errors: Errors) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        errors["occurred_at"] = ["Required: an ISO 8601 instant with offset, e.g. 2026-11-25T10:00:00Z."]
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        errors["occurred_at"] = [f"Not an ISO 8601 instant: {value[:40]!r}."]
+        return None
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        errors["occurred_at"] = ["Must include a UTC offset (e.g. 'Z' or '+00:00'); naive times are ambiguous."]
+        return None
+    instant = instant.astimezone(timezone.utc)
+    if instant > now + MAX_FUTURE:
+        errors["occurred_at"] = ["Is more than 5 minutes in the future; check the sender's clock."]
+        return None
+    return instant
+
+
+def parse_event(
+    raw: Any, *, now: datetime, require_event_id: bool = True
+) -> tuple[ParsedEvent | None, Errors]:
+    """Check one event; return it normalised, or None with per-field errors."""
+    if not isinstance(raw, dict):
+        return None, {"non_field_errors": ["Each event must be a JSON object."]}
+    errors: Errors = {}
+    for name in sorted(set(raw) - KNOWN_FIELDS):
+        errors[name] = ["Unknown field; put free-form data in 'metadata'."]
+
+    event_id = raw.get("event_id")
+    if require_event_id or event_id is not None:
+        if not isinstance(event_id, str) or not event_id.strip():
+            errors["event_id"] = ["Required: a non-empty string (your idempotency id)."]
+        elif len(event_id) > MAX_EVENT_ID_LENGTH:
+            errors["event_id"] = [f"At most {MAX_EVENT_ID_LENGTH} characters."]
+        elif not event_id.isprintable():
+            errors["event_id"] = ["Must not contain control characters."]
+
+    if "occurred_at" in raw or require_event_id:
+        occurred_at = _instant(raw.get("occurred_at"), now, errors)
+    else:
+        occurred_at = now
+
+    feature = raw.get("feature")
+    if feature not in FEATURES:
+        errors["feature"] = [f"Unknown feature {feature!r}; one of: {', '.join(FEATURES)}."]
+
+    quantity = raw.get("quantity", 1)
+    quantity = _whole_number(quantity, "quantity", 1, MAX_QUANTITY, errors)
+    spot = _flag(raw.get("spot"), "spot", errors)
+
+    metadata = raw.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        errors["metadata"] = ["Must be a JSON object."]
+    else:
+        encoded = json.dumps(metadata, separators=(",", ":"))
+        if len(encoded.encode()) > MAX_METADATA_BYTES:
+            errors["metadata"] = [f"At most {MAX_METADATA_BYTES:,} bytes of JSON."]
+        elif "\\u0000" in encoded:
+            # PostgreSQL's jsonb cannot store NUL; refuse it here rather than fail the batch.
+            errors["metadata"] = ["Must not contain NUL (\\u0000) characters."]
+
+    model, steps, width, height, composition = "", None, None, None, False
+    if feature == GENERATION:
+        model = raw.get("model")
+        if model not in MODELS:
+            errors["model"] = [f"Required for generation: one of {', '.join(MODELS)} (got {model!r})."]
+        for name in ("steps", "width", "height"):
+            if raw.get(name) is None:
+                errors[name] = ["Required for generation."]
+        if raw.get("steps") is not None:
+            steps = _whole_number(raw["steps"], "steps", 1, MAX_STEPS, errors)
+        if raw.get("width") is not None:
+            width = _whole_number(raw["width"], "width", MIN_SIDE, MAX_SIDE, errors)
+        if raw.get("height") is not None:
+            height = _whole_number(raw["height"], "height", MIN_SIDE, MAX_SIDE, errors)
+        composition = _flag(raw.get("composition_control"), "composition_control", errors)
+    elif feature in FEATURES:
+        for name in GENERATION_FIELDS:
+            if raw.get(name) is not None:
+                errors[name] = [f"Only for generation, not {feature}; put it in 'metadata'."]
+
+    if errors:
+        return None, errors
+    return (
+        ParsedEvent(
+            event_id=event_id or "",
+            occurred_at=occurred_at,
+            item=UsageItem(
+                feature=feature,
+                quantity=quantity,
+                model=model,
+                steps=steps,
+                width=width,
+                height=height,
+                composition_control=composition,
+            ),
+            spot=spot,
+            metadata=metadata,
+        ),
+        {},
+    )

@@ -1,0 +1,109 @@
+"""Writes for tenancy: workspaces, members, API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from .models import ALL_SCOPES, ApiKey, Membership, Workspace
+
+SECRET_MARK = "mbk_"
+# last_used_at is written at most this often per key and process, so a key in hot use costs
+# one UPDATE a minute, not one per request.
+LAST_USED_RESOLUTION_SECONDS = 60
+_last_used_written: dict[int, float] = {}
+
+
+class InvalidScopes(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # shown once, never stored
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def workspace_create(*, slug: str, owner_email: str, name: str = "") -> Workspace:
+    """Create a workspace owned by `owner_email`, creating that user if needed.
+
+    Idempotent for the same slug and owner: an existing workspace is returned unchanged.
+    """
+    User = get_user_model()
+    owner, _ = User.objects.get_or_create(
+        username=owner_email.lower(), defaults={"email": owner_email.lower()}
+    )
+    workspace, _ = Workspace.objects.get_or_create(slug=slug, defaults={"name": name or slug})
+    Membership.objects.get_or_create(
+        workspace=workspace, user=owner, defaults={"role": Membership.Role.OWNER}
+    )
+    return workspace
+
+
+def api_key_create(
+    *, workspace: Workspace, name: str, scopes: list[str] | tuple[str, ...] | None = None
+) -> IssuedKey:
+    """Issue a key for `workspace`. The returned secret is the only copy anywhere."""
+    scopes = list(scopes) if scopes else list(ALL_SCOPES)
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown:
+        raise InvalidScopes(
+            f"Unknown scope(s): {', '.join(unknown)}. Choose from: {', '.join(ALL_SCOPES)}."
+        )
+    prefix = secrets.token_hex(6)  # 12 hex characters, unique index
+    secret = f"{SECRET_MARK}{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        workspace=workspace,
+        name=name,
+        prefix=prefix,
+        secret_hash=_hash_secret(secret),
+        scopes=sorted(set(scopes)),
+    )
+    return IssuedKey(api_key=api_key, secret=secret)
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke a key; it answers 401 from the next request on. Revoking twice is a no-op."""
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def api_key_authenticate(secret: str) -> ApiKey | None:
+    """The active key whose secret this is, or None (unknown, malformed or revoked)."""
+    if not secret.startswith(SECRET_MARK):
+        return None
+    prefix, _, rest = secret[len(SECRET_MARK) :].partition("_")
+    if not prefix or not rest:
+        return None
+    api_key = (
+        ApiKey.objects.select_related("workspace")
+        .filter(prefix=prefix, revoked_at__isnull=True)
+        .first()
+    )
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
+        return None
+    _touch_last_used(api_key)
+    return api_key
+
+
+def _touch_last_used(api_key: ApiKey) -> None:
+    now = time.monotonic()
+    if now - _last_used_written.get(api_key.pk, -1e9) < LAST_USED_RESOLUTION_SECONDS:
+        return
+    _last_used_written[api_key.pk] = now
+    api_key.last_used_at = timezone.now()
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=api_key.last_used_at)

@@ -61,6 +61,7 @@ class PriceBookSnapshot:
     composition_multiplier: Decimal
     unit_quantum: Decimal  # generation unit prices round half-up to this (0.001)
     rates: Mapping[tuple[str, str], Rate] = field(default_factory=dict)
+    id: int | None = None  # the database row, when the snapshot came from one
 
     def rate_for(self, feature: str, model: str) -> Rate:
         rate = self.rates.get((feature, model)) or self.rates.get((feature, ""))

@@ -15,6 +15,7 @@ _cached: tuple[tuple, PriceBookHistory] | None = None
 
 def _snapshot(book: PriceBook) -> PriceBookSnapshot:
     return PriceBookSnapshot(
+        id=book.pk,
         version=book.version,
         effective_from=book.effective_from,
         composition_multiplier=book.composition_multiplier,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from config import schedule
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("MB_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Every periodic job lives in config/schedule.py, each with a comment saying why it runs.
-from config.schedule import CELERY_BEAT_SCHEDULE  # noqa: E402
+CELERY_BEAT_SCHEDULE = schedule.CELERY_BEAT_SCHEDULE
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

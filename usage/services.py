@@ -14,7 +14,7 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from billing.pricing import Price, PriceBookHistory, PricingError, price_item
+from billing.pricing import Price, PriceBookHistory, PriceBookSnapshot, PricingError, price_item
 from billing.selectors import price_book_history
 from workspaces.models import ApiKey, Workspace
 
@@ -52,6 +52,7 @@ class _Priced:
     index: int
     event: ParsedEvent
     price: Price
+    price_book_id: int
     content_hash: str
 
 
@@ -61,15 +62,21 @@ def quote_event(raw: Any, *, now: datetime | None = None) -> tuple[Price | None,
     event, errors = parse_event(raw, now=now, require_event_id=False)
     if event is None:
         return None, errors
-    priced, errors = _price(event, price_book_history())
-    return (priced, errors) if priced else (None, errors)
+    book, errors = _book_for(event, price_book_history())
+    if book is None:
+        return None, errors
+    return _price(event, book)
 
 
-def _price(event: ParsedEvent, history: PriceBookHistory) -> tuple[Price | None, Errors]:
+def _book_for(event: ParsedEvent, history: PriceBookHistory) -> tuple[PriceBookSnapshot | None, Errors]:
     book = history.at(event.occurred_at)
     if book is None:
         first = history.books[0].effective_from.isoformat() if history.books else "never"
         return None, {"occurred_at": [f"Is before the first price book (in force from {first})."]}
+    return book, {}
+
+
+def _price(event: ParsedEvent, book: PriceBookSnapshot) -> tuple[Price | None, Errors]:
     try:
         return price_item(book, event.item), {}
     except PricingError as exc:
@@ -93,14 +100,16 @@ def events_ingest(
     batch_repeats: list[_Priced] = []
     for index, raw in enumerate(raw_events):
         event, errors = parse_event(raw, now=now)
-        price = None
+        book = price = None
         if event is not None:
-            price, errors = _price(event, history)
-        if event is None or price is None:
+            book, errors = _book_for(event, history)
+        if book is not None:
+            price, errors = _price(event, book)
+        if event is None or book is None or price is None:
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
             results[index] = EventResult(index, event_id, REJECTED, errors=errors)
             continue
-        priced = _Priced(index, event, price, event.content_hash)
+        priced = _Priced(index, event, price, book.id, event.content_hash)
         if event.event_id in first_by_id:
             batch_repeats.append(priced)
         else:
@@ -228,7 +237,7 @@ def _insert_events(
             "metadata": event.metadata,
             "unit_price": price.unit_price,
             "amount": price.amount,
-            "price_book_id": _price_book_pk(price.price_book),
+            "price_book_id": priced.price_book_id,
             "content_hash": priced.content_hash,
         }
         params.extend(
@@ -244,17 +253,6 @@ def _insert_events(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
-
-
-_price_book_pks: dict[int, int] = {}
-
-
-def _price_book_pk(version: int) -> int:
-    if version not in _price_book_pks:
-        from billing.models import PriceBook
-
-        _price_book_pks[version] = PriceBook.objects.values_list("pk", flat=True).get(version=version)
-    return _price_book_pks[version]
 
 
 def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Priced]) -> None:
@@ -294,7 +292,7 @@ def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Price
         params: list[Any] = []
         for key in chunk:
             values = (*key, *sums[key])
-            params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values))
+            params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True))
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
             f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {updates}"

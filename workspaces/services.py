@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -15,10 +15,9 @@ from django.utils import timezone
 from .models import ALL_SCOPES, ApiKey, Membership, Workspace
 
 SECRET_MARK = "mbk_"
-# last_used_at is written at most this often per key and process, so a key in hot use costs
-# one UPDATE a minute, not one per request.
-LAST_USED_RESOLUTION_SECONDS = 60
-_last_used_written: dict[int, float] = {}
+# last_used_at is written at most about this often per key, so a key in hot use costs one
+# UPDATE a minute, not one per request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 class InvalidScopes(ValueError):
@@ -101,9 +100,8 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
 
 
 def _touch_last_used(api_key: ApiKey) -> None:
-    now = time.monotonic()
-    if now - _last_used_written.get(api_key.pk, -1e9) < LAST_USED_RESOLUTION_SECONDS:
+    now = timezone.now()
+    if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_RESOLUTION:
         return
-    _last_used_written[api_key.pk] = now
-    api_key.last_used_at = timezone.now()
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=api_key.last_used_at)
+    api_key.last_used_at = now
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)

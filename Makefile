@@ -1,0 +1,37 @@
+# Meterboard: `make run` (demo on SQLite, no Redis needed) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+PY := .venv/bin/python
+REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
+VENV_STAMP := .venv/.installed-$(REQ_HASH)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv run test lint bench migrate
+
+# (Re)install whenever requirements.txt changes.
+$(VENV_STAMP): requirements.txt
+	@echo "==> Creating .venv and installing requirements.txt (first run takes a minute)"
+	@test -x $(PY) || $(PYTHON) -m venv .venv
+	@$(PY) -m pip install --disable-pip-version-check --quiet --upgrade pip
+	@$(PY) -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt | grep -v '^Requirement already satisfied' || true
+	@$(PY) -c "import django, rest_framework, celery" || (echo "Installing requirements failed: see the pip output above." >&2; exit 1)
+	@rm -f .venv/.installed-* && touch $@
+
+venv: $(VENV_STAMP)
+
+# The demo: migrate, load demo data, then serve the app with a Celery worker and beat on the
+# embedded defaults (SQLite under var/, kombu filesystem broker). Ctrl-C stops everything.
+run: venv
+	@HOST=$(HOST) PORT=$(PORT) scripts/run.sh
+
+# The whole suite, on PostgreSQL + Redis when they answer (required when CI=true), else SQLite.
+test: venv
+	@eval "$$($(PY) scripts/test_services.py)" && $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	@.venv/bin/ruff check .
+
+# Benchmarks on the configured database (DATABASE_URL; PostgreSQL at 127.0.0.1 when it answers).
+bench: venv
+	@$(PY) bench/run.py $(BENCH_ARGS)

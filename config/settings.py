@@ -120,13 +120,14 @@ else:
     # The embedded broker: kombu's filesystem transport, shared by web, worker and beat through
     # folders under var/celery/. Enough for one machine; use Redis in production.
     _celery_dir = VAR_DIR / "celery"
-    for _sub in ("in", "processed"):
+    for _sub in ("in", "processed", "control"):
         (_celery_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_dir / "in"),
         "data_folder_out": str(_celery_dir / "in"),
         "processed_folder": str(_celery_dir / "processed"),
+        "control_folder": str(_celery_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ACKS_LATE = True

@@ -23,7 +23,7 @@ class WorkspaceAccess(permissions.BasePermission):
         if isinstance(request.auth, ApiKey):
             if not any(request.auth.has_scope(scope) for scope in scopes):
                 raise exceptions.PermissionDenied(
-                    f"This API key lacks the {' or '.join(repr(s) for s in scopes)} scope."
+                    f"This API key lacks the {' or '.join(repr(str(s)) for s in scopes)} scope."
                 )
             view.workspace = request.auth.workspace
             return True

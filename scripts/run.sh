@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The demo in one command (`make run`): migrate, seed the demo workspace, start a Celery worker and
+# beat in the background, then serve the app in the foreground. Ctrl-C stops everything.
+#
+# Embedded defaults: SQLite under var/ and kombu's filesystem broker under var/celery/, so nothing
+# else needs to run. DATABASE_URL / REDIS_URL in the environment are honoured when set.
+# Variables: HOST (127.0.0.1), PORT (8000), DEMO_PASSWORD (meterboard-demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+DEMO_PASSWORD="${DEMO_PASSWORD:-meterboard-demo}"
+PY=.venv/bin/python
+CELERY=.venv/bin/celery
+LOG_DIR="${MB_VAR_DIR:-var}/log"  # MB_VAR_DIR moves var/ (settings read it too)
+
+export DEBUG="${DEBUG:-1}"
+export PYTHONUNBUFFERED=1
+case "$HOST" in
+  127.0.0.1 | localhost) URL_HOST="$HOST" ;;
+  # Every interface: reachable under any name, so accept any (development only, DEBUG=1).
+  0.0.0.0 | ::) URL_HOST=127.0.0.1 && export ALLOWED_HOSTS="${ALLOWED_HOSTS:-*}" ;;
+  *) URL_HOST="$HOST" && export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1,[::1],$HOST}" ;;
+esac
+URL="http://$URL_HOST:$PORT/"
+
+if [[ ! -x "$PY" || ! -x "$CELERY" ]]; then
+  echo "No .venv here: run 'make run' (it creates one), not scripts/run.sh directly." >&2
+  exit 1
+fi
+if "$PY" -c "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)" \
+    "$URL_HOST" "$PORT" 2>/dev/null; then
+  echo "Port $PORT on $HOST is already in use: stop what holds it, or run 'make run PORT=8001'." >&2
+  exit 1
+fi
+
+mkdir -p "$LOG_DIR"
+if [[ -n "${DATABASE_URL:-}" ]]; then
+  echo "==> Database: ${DATABASE_URL%%:*}, from DATABASE_URL"
+else
+  echo "==> Database: SQLite, ${MB_VAR_DIR:-var}/meterboard.sqlite3 (set DATABASE_URL for another)"
+fi
+if [[ -n "${REDIS_URL:-}" ]]; then
+  echo "==> Broker:   Redis, from REDIS_URL"
+else
+  echo "==> Broker:   filesystem, ${MB_VAR_DIR:-var}/celery/ (no Redis needed; set REDIS_URL for Redis)"
+fi
+
+echo "==> Migrating the database"
+"$PY" manage.py migrate --no-input
+
+echo "==> Seeding the demo workspace (the first run takes a few seconds)"
+"$PY" manage.py seed_demo --url "$URL" --password "$DEMO_PASSWORD"
+
+WORKER_PID=""
+BEAT_PID=""
+stop_background() {
+  trap - EXIT INT TERM
+  local pids=()
+  for pid in "$WORKER_PID" "$BEAT_PID"; do
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); fi
+  done
+  if ((${#pids[@]})); then
+    echo
+    echo "==> Stopping the Celery worker and beat (a warm shutdown takes a few seconds)"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    # A warm shutdown lets the task at hand finish; do not wait for ever.
+    for _ in $(seq 1 200); do
+      local alive=0
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      ((alive)) || break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    echo "==> Stopped."
+  fi
+}
+on_signal() {
+  stop_background
+  exit 0  # stopped on request: not a failure (make would print "Error 130")
+}
+trap stop_background EXIT
+trap on_signal INT TERM
+
+echo "==> Starting a Celery worker and beat (logs in $LOG_DIR/)"
+"$CELERY" -A config worker --loglevel=INFO --concurrency=1 >"$LOG_DIR/worker.log" 2>&1 &
+WORKER_PID=$!
+"$CELERY" -A config beat --loglevel=INFO >"$LOG_DIR/beat.log" 2>&1 &
+BEAT_PID=$!
+
+# Wait (briefly) for the worker to say it is ready, so a broken setup shows here, not later.
+for _ in $(seq 1 300); do
+  grep -q " ready\." "$LOG_DIR/worker.log" 2>/dev/null && break
+  if ! kill -0 "$WORKER_PID" 2>/dev/null; then
+    echo "The Celery worker stopped; the end of $LOG_DIR/worker.log:" >&2
+    tail -n 30 "$LOG_DIR/worker.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+if ! kill -0 "$BEAT_PID" 2>/dev/null; then
+  echo "Celery beat stopped; the end of $LOG_DIR/beat.log:" >&2
+  tail -n 30 "$LOG_DIR/beat.log" >&2
+  exit 1
+fi
+grep -q " ready\." "$LOG_DIR/worker.log" || echo "(The worker is still starting; see $LOG_DIR/worker.log.)"
+
+cat <<EOF
+
+  Meterboard is running at $URL
+    Demo login:   demo@meterboard.local / $DEMO_PASSWORD
+    Staff login:  staff@meterboard.local / $DEMO_PASSWORD  (Django admin: ${URL}admin/)
+    API docs:     ${URL}api/docs/
+    Logs:         $LOG_DIR/worker.log, $LOG_DIR/beat.log (the web server logs below)
+  Ctrl-C stops everything.
+
+EOF
+
+# Not exec: this shell stays to stop the worker and beat when the server exits.
+"$PY" manage.py runserver "$HOST:$PORT"

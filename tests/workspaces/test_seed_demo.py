@@ -1,0 +1,197 @@
+"""manage.py seed_demo: the demo workspace, its logins and keys, and its usage through ingestion.
+
+The database tests seed a small slice (--days, --scale); the default three months are checked
+without a database write, from the same generator, priced with the seed price book.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db.models import Sum
+from django.test import Client
+from django.utils import timezone
+
+from billing.pricing import FEATURES, price_item
+from billing.selectors import price_book_history
+from usage.models import DailyRollup, UsageEvent
+from usage.validation import parse_event
+from workspaces import demo
+from workspaces.models import ALL_SCOPES, ApiKey, Membership, Workspace
+from workspaces.services import api_key_authenticate
+
+SMALL = ("--days", "9", "--scale", "0.15")
+SECRET = re.compile(r"mbk_[0-9a-f]{12}_\S+")
+
+
+def seed(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def demo_events_stored():
+    return UsageEvent.objects.filter(workspace__slug=demo.DEMO_SLUG)
+
+
+def test_creates_the_workspace_its_people_and_its_keys(db):
+    out = seed(*SMALL, "--password", "s3cret-demo", "--url", "http://127.0.0.1:8123/")
+
+    workspace = Workspace.objects.get(slug="demo")
+    assert workspace.name == "Pixel Forge Studio"
+    assert workspace.timezone == "Europe/Paris"
+    roles = dict(Membership.objects.filter(workspace=workspace).values_list("user__username", "role"))
+    assert roles == {"demo@meterboard.local": "owner", "viewer@meterboard.local": "viewer"}
+    staff = get_user_model().objects.get(username="staff@meterboard.local")
+    assert staff.is_staff and staff.is_superuser
+    for username in ("demo@meterboard.local", "viewer@meterboard.local", "staff@meterboard.local"):
+        assert get_user_model().objects.get(username=username).check_password("s3cret-demo")
+
+    keys = {key.name: key for key in ApiKey.objects.filter(workspace=workspace)}
+    assert keys["Production generators"].scopes == ["usage:write"]
+    assert sorted(keys["Analytics"].scopes) == sorted(ALL_SCOPES)
+    printed = SECRET.findall(out)
+    assert len(printed) == 2
+    assert {api_key_authenticate(secret) for secret in printed} == set(keys.values())
+
+    assert "http://127.0.0.1:8123/" in out
+    assert "demo@meterboard.local / s3cret-demo" in out
+    assert "staff@meterboard.local / s3cret-demo" in out
+    assert "http://127.0.0.1:8123/admin/" in out
+
+
+def test_the_demo_owner_can_sign_in_and_see_the_workspace(db):
+    seed(*SMALL)
+
+    browser = Client()
+    assert browser.login(username=demo.OWNER_EMAIL, password=demo.DEFAULT_PASSWORD)
+    page = browser.get("/")
+    assert page.status_code == 200
+    assert "Pixel Forge Studio" in page.content.decode()
+
+
+def test_usage_is_priced_and_rolled_up_as_real_traffic_is(db):
+    now = timezone.now()
+    out = seed(*SMALL, "--now", now.isoformat())
+
+    events = demo_events_stored()
+    stored = events.count()
+    assert stored > 100
+    assert f"{stored:,} stored now" in out
+    # Rollups equal raw events, to the micro-dollar.
+    raw_micros = sum(amount * 1_000_000 for amount in events.values_list("amount", flat=True))
+    rollups = DailyRollup.objects.filter(workspace__slug="demo").aggregate(
+        micros=Sum("amount_micros"), events=Sum("events"), quantity=Sum("quantity")
+    )
+    assert rollups["micros"] == raw_micros
+    assert rollups["events"] == stored
+    assert rollups["quantity"] == events.aggregate(n=Sum("quantity"))["n"]
+    # Every feature, both models, the generation options, both keys.
+    assert set(events.values_list("feature", flat=True)) == set(FEATURES)
+    assert set(events.filter(feature="generation").values_list("model", flat=True)) == {"sd15", "sdxl"}
+    assert events.filter(composition_control=True).exists()
+    assert events.filter(spot=True).exists()
+    assert set(events.values_list("api_key__name", flat=True)) == {"Production generators", "Analytics"}
+    # Nothing in the future, nothing before the first day asked for.
+    assert events.order_by("-occurred_at").first().occurred_at <= now
+    first_day = now.date() - timedelta(days=8)
+    assert events.order_by("occurred_at").first().occurred_at.date() >= first_day
+    # The summary's spend by month is the stored events' (rounded to cents for display).
+    by_month: Counter = Counter()
+    for occurred_at, amount in events.values_list("occurred_at", "amount"):
+        by_month[f"{occurred_at:%Y-%m}"] += amount
+    printed = re.findall(r"^  (\d{4}-\d{2})  \$\s*([\d,.]+)$", out, flags=re.MULTILINE)
+    assert {month: Decimal(amount.replace(",", "")) for month, amount in printed} == {
+        month: amount.quantize(Decimal("0.01")) for month, amount in by_month.items()
+    }
+
+
+def test_a_second_run_stores_nothing_new_and_prints_the_login(db):
+    now = timezone.now().isoformat()
+    seed(*SMALL, "--now", now)
+    stored = demo_events_stored().count()
+    users = get_user_model().objects.count()
+
+    out = seed(*SMALL, "--now", now)
+
+    assert demo_events_stored().count() == stored
+    assert f"{stored:,} events, 0 stored now, {stored:,} already there (duplicates)" in out
+    assert "demo@meterboard.local / meterboard-demo" in out
+    assert "staff@meterboard.local / meterboard-demo" in out
+    assert ApiKey.objects.filter(workspace__slug="demo").count() == 2
+    assert get_user_model().objects.count() == users
+    assert not SECRET.search(out), "a secret cannot be shown again"
+    assert "manage.py create_api_key demo --name NAME" in out
+
+
+def test_a_later_run_adds_only_what_has_happened_since(db):
+    now = timezone.now()
+    earlier = now - timedelta(hours=30)
+    seed(*SMALL, "--now", earlier.isoformat())
+    before = dict(demo_events_stored().values_list("event_id", "content_hash"))
+
+    out = seed(*SMALL, "--now", now.isoformat())
+
+    after = dict(demo_events_stored().values_list("event_id", "content_hash"))
+    new = set(after) - set(before)
+    assert new, "30 hours of traffic should add events"
+    assert all(after[event_id] == content for event_id, content in before.items())
+    assert not demo_events_stored().filter(event_id__in=new, occurred_at__lte=earlier).exists()
+    assert f"{len(new):,} stored now," in out
+    assert "conflict" not in out
+
+
+def test_refuses_a_future_now_and_an_empty_range(db):
+    with pytest.raises(CommandError, match="future"):
+        seed("--now", (timezone.now() + timedelta(hours=1)).isoformat())
+    with pytest.raises(CommandError, match="--days"):
+        seed("--days", "0")
+    assert not Workspace.objects.filter(slug="demo").exists()
+
+
+def test_the_default_three_months_look_like_a_real_studio(db):
+    """The default scale's shape, from the generator alone: no ingestion, about a second."""
+    now = datetime(2026, 11, 25, 20, 0, tzinfo=dt_timezone.utc)
+    start = demo.demo_start(now)
+    assert start == date(2026, 9, 1)
+
+    events = list(demo.demo_events(start, now, anchor=start))
+
+    assert 15_000 <= len(events) <= 40_000
+    assert len({event.body["event_id"] for event in events}) == len(events)
+    assert [event.body for event in demo.demo_events(start, now, anchor=start)][:50] == [
+        event.body for event in events[:50]
+    ], "the same days must give the same events (that is the idempotency)"
+    assert min(event.occurred_at for event in events) >= datetime(2026, 9, 1, tzinfo=dt_timezone.utc)
+    assert max(event.occurred_at for event in events) <= now
+    assert {event.body["feature"] for event in events} == set(FEATURES)
+    assert Counter(event.key_name for event in events).keys() == set(demo.DEMO_KEYS)
+
+    history = price_book_history()
+    spend_by_month: Counter = Counter()
+    per_day: Counter = Counter()
+    for event in events:
+        parsed, errors = parse_event(event.body, now=now)
+        assert not errors, (event.body, errors)
+        price = price_item(history.at(parsed.occurred_at), parsed.item)
+        spend_by_month[f"{event.occurred_at:%Y-%m}"] += price.amount
+        per_day[event.occurred_at.date()] += 1
+    # Month-to-date spend in the tens to hundreds of dollars, each full month likewise.
+    for month in ("2026-09", "2026-10", "2026-11"):
+        assert Decimal(30) <= spend_by_month[month] <= Decimal(1_000), (month, spend_by_month[month])
+    # Weekdays busier than weekends; the last four full weeks busier than the first four.
+    full_days = [day for day in per_day if day < now.date()]
+    weekday = [per_day[day] for day in full_days if day.weekday() < 5]
+    weekend = [per_day[day] for day in full_days if day.weekday() >= 5]
+    assert sum(weekday) / len(weekday) > 2 * sum(weekend) / len(weekend)
+    first_weeks = sum(per_day[start + timedelta(days=n)] for n in range(28))
+    last_weeks = sum(per_day[now.date() - timedelta(days=n)] for n in range(1, 29))
+    assert last_weeks > first_weeks * 1.1

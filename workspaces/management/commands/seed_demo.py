@@ -1,0 +1,116 @@
+import time
+from datetime import datetime
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from workspaces import demo
+
+
+class Command(BaseCommand):
+    help = (
+        "Create (or top up) the demo workspace: its logins, two API keys and three months of usage "
+        "over every feature, sent through the real ingestion. Safe to re-run: events already "
+        "stored come back as duplicates."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--password", default=demo.DEFAULT_PASSWORD, help="For every demo login")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="Where the app is served")
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help="Seed only the last N UTC days (default: from the 1st of the month two months ago)",
+        )
+        parser.add_argument("--scale", type=float, default=1.0, help="Multiply the daily volume")
+        parser.add_argument(
+            "--now", default=None, help="Pretend it is this ISO 8601 instant (not in the future)"
+        )
+
+    def handle(self, password, url, days, scale, now, **options):
+        now = self._now(now)
+        if days is not None and days < 1:
+            raise CommandError("--days must be at least 1.")
+        if not 0 < scale <= 20:
+            raise CommandError("--scale must be above 0 and at most 20.")
+        if not url.endswith("/"):
+            url += "/"
+
+        accounts = demo.demo_accounts_ensure(password=password)
+        workspace = accounts.workspace
+        start = demo.demo_start(now, days)
+        self.stdout.write(
+            f"Seeding usage for workspace '{workspace.slug}' ({workspace.name}) from {start} to "
+            f"{now:%Y-%m-%d %H:%M} UTC …"
+        )
+        began = time.monotonic()
+
+        def on_week(week: demo.WeekProgress) -> None:
+            tally = week.tally
+            self.stdout.write(
+                f"  {week.first_day:%b %d} – {week.last_day:%b %d}: {tally.events:>6,} events "
+                f"({tally.accepted:,} new, {tally.duplicates:,} duplicates)  ${tally.amount:,.2f}"
+            )
+            self.stdout.flush()
+
+        try:
+            report = demo.demo_usage_seed(
+                accounts=accounts, now=now, start=start, scale=scale, on_week=on_week
+            )
+        except demo.DemoSeedError as exc:
+            raise CommandError(str(exc)) from exc
+        tally = report.tally
+        self.stdout.write(
+            f"Done in {time.monotonic() - began:.1f}s: {tally.events:,} events, {tally.accepted:,} "
+            f"stored now, {tally.duplicates:,} already there (duplicates)."
+        )
+        if tally.conflicts:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{tally.conflicts:,} demo event ids already hold different content (seeded with "
+                    "another --scale or generator version); those stored events were left unchanged."
+                )
+            )
+        self.stdout.write("Spend by month (list price, before the free tier and discounts):")
+        for month, amount in report.spend_by_month:
+            self.stdout.write(f"  {month}  ${amount:>10,.2f}")
+
+        self._print_keys(accounts)
+        self.stdout.write("")
+        self.stdout.write(self.style.SUCCESS(f"Open {url}"))
+        self.stdout.write(f"  Demo login (owner):  {demo.OWNER_EMAIL} / {password}")
+        self.stdout.write(f"  Viewer login:        {demo.VIEWER_EMAIL} / {password}")
+        self.stdout.write(f"  Staff login (admin): {demo.STAFF_EMAIL} / {password}  → {url}admin/")
+
+    def _now(self, value: str | None) -> datetime:
+        real_now = timezone.now()
+        if value is None:
+            return real_now
+        try:
+            now = datetime.fromisoformat(value)
+        except ValueError:
+            raise CommandError(f"--now is not an ISO 8601 instant: {value!r}") from None
+        if now.tzinfo is None:
+            raise CommandError("--now needs a UTC offset, e.g. 2026-11-25T12:00:00Z.")
+        if now > real_now:
+            raise CommandError("--now must not be in the future: the demo never seeds future usage.")
+        return now.astimezone(real_now.tzinfo)
+
+    def _print_keys(self, accounts: demo.DemoAccounts) -> None:
+        self.stdout.write("")
+        self.stdout.write("API keys:")
+        for name, key in accounts.keys.items():
+            scopes = " ".join(key.scopes)
+            secret = accounts.new_secrets.get(name)
+            if secret:
+                self.stdout.write(f"  {name} ({scopes}): {secret}")
+            else:
+                self.stdout.write(f"  {name} ({key.display_prefix}, {scopes}): exists")
+        if accounts.new_secrets:
+            self.stdout.write("  Keep these secrets now: they are stored hashed and never shown again.")
+        else:
+            self.stdout.write(
+                "  Secrets are shown only when a key is created. For a new one: "
+                f"manage.py create_api_key {accounts.workspace.slug} --name NAME"
+            )

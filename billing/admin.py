@@ -1,9 +1,20 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef
 
 from usage.models import UsageEvent
 
-from .models import PriceBook, PriceBookRate
+from .models import (
+    Discount,
+    Plan,
+    PlanAssignment,
+    PlanRate,
+    PriceBook,
+    PriceBookRate,
+    Statement,
+    StatementAudit,
+    StatementLine,
+    VolumeTier,
+)
 
 
 class PriceBookRateInline(admin.TabularInline):
@@ -42,3 +53,100 @@ class PriceBookAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return self.is_editable(obj) and super().has_delete_permission(request, obj)
+
+
+class PlanRateInline(admin.TabularInline):
+    model = PlanRate
+    extra = 0
+
+
+class VolumeTierInline(admin.TabularInline):
+    model = VolumeTier
+    extra = 0
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_default", "free_tier_credit", "volume_mode", "savings_commitment", "reserved_fee"]
+    list_filter = ["is_default", "volume_mode"]
+    search_fields = ["name"]
+    inlines = [PlanRateInline, VolumeTierInline]
+
+
+@admin.register(PlanAssignment)
+class PlanAssignmentAdmin(admin.ModelAdmin):
+    list_display = ["workspace", "plan", "effective_from"]
+    list_filter = ["plan"]
+    search_fields = ["workspace__slug"]
+    autocomplete_fields = ["workspace"]
+
+
+@admin.register(Discount)
+class DiscountAdmin(admin.ModelAdmin):
+    list_display = ["name", "workspace", "kind", "value", "duration", "duration_months", "starts_on", "ends_on"]
+    list_filter = ["kind", "duration"]
+    search_fields = ["name", "workspace__slug"]
+    autocomplete_fields = ["workspace"]
+
+
+class StatementLineInline(admin.TabularInline):
+    model = StatementLine
+    extra = 0
+    fields = ["position", "kind", "description", "quantity", "unit_price", "amount"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class StatementAuditInline(admin.TabularInline):
+    model = StatementAudit
+    extra = 0
+    fields = ["at", "actor", "action", "note"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Statement)
+class StatementAdmin(admin.ModelAdmin):
+    """Finalized statements never change here: corrections are void and reissue."""
+
+    list_display = ["workspace", "period", "status", "total", "amount_due_cents", "carried_forward", "finalized_at"]
+    list_filter = ["status", "period"]
+    search_fields = ["workspace__slug"]
+    list_select_related = ["workspace"]
+    inlines = [StatementLineInline, StatementAuditInline]
+    actions = ["void_and_reissue", "rerun_close"]
+    readonly_fields = [f.name for f in Statement._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Void and reissue from the ledger (keeps both, audited)")
+    def void_and_reissue(self, request, queryset):
+        from .services import CloseRefused, statement_void_and_reissue
+
+        for statement in queryset:
+            try:
+                new = statement_void_and_reissue(statement, actor=request.user.get_username(), reason="staff: void and reissue")
+                self.message_user(request, f"{statement}: voided; reissued as #{new.pk} (total {new.total}).")
+            except CloseRefused as exc:
+                self.message_user(request, f"{statement}: {exc}", level=messages.WARNING)
+
+    @admin.action(description="Re-run the close for these statements' months (finishes what is missing)")
+    def rerun_close(self, request, queryset):
+        from .services import CloseRefused, period_close
+
+        for period in sorted({s.period for s in queryset}):
+            try:
+                report = period_close(period)
+                self.message_user(request, f"{period:%Y-%m}: {report.created} created, {report.already_closed} already closed.")
+            except CloseRefused as exc:
+                self.message_user(request, f"{period:%Y-%m}: {exc}", level=messages.WARNING)

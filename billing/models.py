@@ -88,3 +88,287 @@ class PriceBookRate(models.Model):
             errors["unit_price"] = "Must not be negative."
         if errors:
             raise ValidationError(errors)
+
+
+# --- Plans ------------------------------------------------------------------------------------
+
+
+class Plan(models.Model):
+    """Commercial terms. The default plan is pay-as-you-go with the free tier; custom plans add
+    any of custom rates, a spot discount, volume tiers, a savings plan and reserved capacity."""
+
+    class VolumeMode(models.TextChoices):
+        GRADUATED = "graduated", "Graduated (each slice at its tier's rate)"
+        ALL_UNITS = "all_units", "All units (the whole amount at the tier reached)"
+
+    name = models.CharField(max_length=100, unique=True)
+    is_default = models.BooleanField(default=False, help_text="Prices workspaces with no assignment")
+    free_tier_credit = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0.50"))
+    spot_discount_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(0))
+    volume_mode = models.CharField(max_length=16, choices=VolumeMode.choices, default=VolumeMode.GRADUATED)
+    savings_commitment = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD a month"
+    )
+    savings_discount_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(0))
+    reserved_fee = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD a month"
+    )
+    reserved_included_usage = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD of usage the fee includes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="plan_one_default"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanRate(models.Model):
+    """A custom rate: a percentage of list price, or an absolute unit price."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="rates")
+    feature = models.CharField(max_length=32, choices=PriceBookRate.FEATURE_CHOICES)
+    model = models.CharField(max_length=16, choices=PriceBookRate.MODEL_CHOICES, blank=True, default="")
+    percent_of_list = models.DecimalField(max_digits=7, decimal_places=3, null=True, blank=True)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "feature", "model"], name="planrate_unique"),
+            models.CheckConstraint(
+                condition=models.Q(percent_of_list__isnull=True) ^ models.Q(unit_price__isnull=True),
+                name="planrate_percent_xor_price",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        price = f"{self.percent_of_list}% of list" if self.percent_of_list is not None else f"${self.unit_price}"
+        return f"{self.feature}{'/' + self.model if self.model else ''}: {price}"
+
+
+
+class VolumeTier(models.Model):
+    """Discount percent for the month's usage amount up to `up_to` USD (null: no upper bound)."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="volume_tiers")
+    up_to = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    discount_percent = models.DecimalField(max_digits=5, decimal_places=2)
+
+    class Meta:
+        ordering = [models.F("up_to").asc(nulls_last=True)]
+
+    def __str__(self) -> str:
+        return f"up to {self.up_to if self.up_to is not None else '∞'}: {self.discount_percent}% off"
+
+
+
+class PlanAssignment(models.Model):
+    """A workspace's plan from `effective_from` (UTC) until its next assignment."""
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="plan_assignments")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="assignments")
+    effective_from = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workspace", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "effective_from"], name="planassignment_unique_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace} on {self.plan} from {self.effective_from:%Y-%m-%d}"
+
+
+
+class Discount(models.Model):
+    """A coupon granted to a workspace: percent or fixed; once, N months, or forever."""
+
+    class Kind(models.TextChoices):
+        PERCENT = "percent", "Percent off"
+        FIXED = "fixed", "Fixed amount off (USD)"
+
+    class Duration(models.TextChoices):
+        ONCE = "once", "Once"
+        REPEATING = "repeating", "N months"
+        FOREVER = "forever", "Forever"
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="discounts")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    value = models.DecimalField(max_digits=14, decimal_places=6, help_text="percent, or USD")
+    duration = models.CharField(max_length=16, choices=Duration.choices, default=Duration.ONCE)
+    duration_months = models.PositiveIntegerField(null=True, blank=True)
+    features = models.JSONField(default=list, blank=True, help_text="Empty: every feature")
+    starts_on = models.DateField(help_text="First billing month it may apply to (its 1st)")
+    ends_on = models.DateField(null=True, blank=True, help_text="No month starting after this")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- Statements ------------------------------------------------------------------------------
+
+
+class Statement(models.Model):
+    """One workspace's bill for one UTC calendar month. Finalized statements never change."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        FINALIZED = "finalized", "Finalized"
+        PAID = "paid", "Paid"
+        PAYMENT_FAILED = "payment_failed", "Payment failed"
+        VOID = "void", "Void"
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.PROTECT, related_name="statements")
+    period = models.DateField(help_text="The 1st of the month (UTC)")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+", null=True)
+    total = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))  # USD
+    amount_due_cents = models.BigIntegerField(default=0)
+    carried_forward = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))
+    # Events received up to this instant are billed here or earlier; later ones are late usage
+    # on a later statement. Half-open on the left: (previous cutoff, usage_cutoff].
+    usage_cutoff = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    reissue_of = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="reissues")
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period", "workspace"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "period"],
+                condition=~models.Q(status="void"),
+                name="statement_one_live_per_month",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace} {self.period:%Y-%m} ({self.status})"
+
+
+class StatementLine(models.Model):
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        LATE_USAGE = "late_usage", "Late usage"
+        VOLUME_DISCOUNT = "volume_discount", "Volume discount"
+        SAVINGS_DISCOUNT = "savings_discount", "Savings-plan discount"
+        COUPON = "coupon", "Coupon"
+        FREE_TIER = "free_tier", "Free tier"
+        COMMITMENT_SHORTFALL = "commitment_shortfall", "Commitment shortfall"
+        FIXED_FEE = "fixed_fee", "Fixed fee"
+        CARRIED_BALANCE = "carried_balance", "Carried balance"
+
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    description = models.CharField(max_length=300)
+    quantity = models.BigIntegerField(default=1)
+    unit_price = models.DecimalField(max_digits=18, decimal_places=6)
+    amount = models.DecimalField(max_digits=18, decimal_places=6)
+
+    class Meta:
+        ordering = ["statement", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "position"], name="statementline_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description}: {self.amount}"
+
+
+
+class StatementAudit(models.Model):
+    """Who did what to a statement, and why (void and reissue, re-runs, payment outcomes)."""
+
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="audit")
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=64)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["statement", "at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor}: {self.action}"
+
+
+
+# --- Stripe -----------------------------------------------------------------------------------
+
+
+class StripeCustomer(models.Model):
+    workspace = models.OneToOneField("workspaces.Workspace", on_delete=models.PROTECT, related_name="stripe_customer")
+    customer_id = models.CharField(max_length=255, unique=True)
+    default_payment_method = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.customer_id
+
+
+
+class PaymentAttempt(models.Model):
+    """One charge of a statement. Saved STARTED before Stripe is called, then its outcome, so a
+    crash between the two is reconciled on re-run (by the PaymentIntent's metadata), never
+    charged twice."""
+
+    class Status(models.TextChoices):
+        STARTED = "started", "Started"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    statement = models.ForeignKey(Statement, on_delete=models.PROTECT, related_name="payment_attempts")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
+    amount_cents = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["statement", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "number"], name="paymentattempt_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of statement {self.statement_id}: {self.status}"
+
+
+
+class StripeWebhookEvent(models.Model):
+    """Each Stripe event, stored once by its id before it is handled."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.type})"
+

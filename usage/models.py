@@ -39,7 +39,11 @@ class UsageEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["workspace", "event_id"], name="usageevent_unique_event_id")
         ]
-        indexes = [models.Index(fields=["workspace", "occurred_at"], name="usageevent_ws_occurred")]
+        indexes = [
+            models.Index(fields=["workspace", "occurred_at"], name="usageevent_ws_occurred"),
+            # Late usage: what arrived after the previous statement's cutoff (billing.services).
+            models.Index(fields=["workspace", "received_at"], name="usageevent_ws_received"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_id} ({self.feature}, {self.amount})"

@@ -1,0 +1,349 @@
+"""Statements: building (preview) and closing a month. Stripe lives in billing.payments.
+
+Which events a statement bills (PRODUCT.md "Money flow of a month"):
+- usage: events that occurred in the period [1st 00:00 UTC, next 1st) and were received by the
+  statement's `usage_cutoff`;
+- late usage: events that occurred before the period and were received after the previous
+  statement's cutoff (or ever, for a workspace's first statement) and by this one's cutoff.
+The cutoffs partition time, so every event is billed exactly once. A cutoff is the close time less
+CUTOFF_LAG, longer than any ingestion transaction, so an event whose transaction commits after
+the close read its `received_at` is still after the cutoff, never lost.
+
+Which plan prices a month: the plan in force at the period's last instant prices the whole month
+(rates, tiers, savings plan, fees, free tier). A plan assigned from mid-month therefore applies to
+that whole month; one assigned from the 1st of the next month does not.
+
+Periods close in order: a month cannot be closed once a later month has a live statement.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone as dj_timezone
+
+from usage.models import UsageEvent
+from workspaces.models import Workspace
+
+from . import statement as engine
+from .models import Discount, Plan, PlanAssignment, Statement, StatementAudit, StatementLine
+
+logger = logging.getLogger(__name__)
+
+CUTOFF_LAG = timedelta(minutes=5)
+_CHUNK = 500
+
+
+class CloseRefused(ValueError):
+    """The period cannot be closed (not over yet, or a later month is already closed)."""
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def next_month(period: date) -> date:
+    return (period.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def period_bounds(period: date) -> tuple[datetime, datetime]:
+    start = datetime(period.year, period.month, 1, tzinfo=timezone.utc)
+    end_day = next_month(period)
+    return start, datetime(end_day.year, end_day.month, 1, tzinfo=timezone.utc)
+
+
+def parse_period(text: str) -> date:
+    try:
+        year, month = (int(part) for part in text.split("-"))
+        return date(year, month, 1)
+    except (ValueError, TypeError):
+        raise ValueError(f"Not a month: {text!r}; write YYYY-MM, e.g. 2026-10.") from None
+
+
+# --- Inputs of a statement ---------------------------------------------------------------------
+
+
+def default_plan() -> Plan:
+    plan = Plan.objects.filter(is_default=True).first()
+    if plan is None:
+        plan, _ = Plan.objects.get_or_create(name="Pay as you go", defaults={"is_default": True})
+    return plan
+
+
+def plan_for_period(workspace: Workspace, period: date) -> Plan:
+    """The plan in force at the period's last instant (see the module docstring)."""
+    _, end = period_bounds(period)
+    assignment = (
+        PlanAssignment.objects.select_related("plan")
+        .filter(workspace=workspace, effective_from__lt=end)
+        .order_by("-effective_from")
+        .first()
+    )
+    return assignment.plan if assignment else default_plan()
+
+
+def plan_terms(plan: Plan) -> engine.PlanTerms:
+    return engine.PlanTerms(
+        name=plan.name,
+        free_tier_credit=plan.free_tier_credit,
+        custom_rates={
+            (rate.feature, rate.model): engine.CustomRate(rate.percent_of_list, rate.unit_price)
+            for rate in plan.rates.all()
+        },
+        spot_discount_percent=plan.spot_discount_percent,
+        volume_mode=plan.volume_mode,
+        volume_tiers=tuple(engine.Tier(t.up_to, t.discount_percent) for t in plan.volume_tiers.all()),
+        savings_commitment=plan.savings_commitment,
+        savings_discount_percent=plan.savings_discount_percent,
+        reserved_fee=plan.reserved_fee,
+        reserved_included_usage=plan.reserved_included_usage,
+    )
+
+
+def discount_applies(discount: Discount, period: date) -> bool:
+    first = month_start(discount.starts_on)
+    if period < first or (discount.ends_on and period > discount.ends_on):
+        return False
+    if discount.duration == Discount.Duration.ONCE:
+        return period == first
+    if discount.duration == Discount.Duration.REPEATING:
+        months = (period.year - first.year) * 12 + period.month - first.month
+        return months < (discount.duration_months or 0)
+    return True
+
+
+def coupons_for_period(workspace: Workspace, period: date) -> list[engine.Coupon]:
+    return [
+        engine.Coupon(d.name, d.kind, d.value, frozenset(d.features or ()))
+        for d in Discount.objects.filter(workspace=workspace).order_by("created_at", "pk")
+        if discount_applies(d, period)
+    ]
+
+
+_GROUP_FIELDS = ("feature", "model", "steps", "width", "height", "composition_control", "spot", "unit_price")
+
+
+def _groups(rows: Iterable[dict], late_for: Callable[[dict], date | None]) -> list[engine.UsageGroup]:
+    return [
+        engine.UsageGroup(
+            feature=row["feature"], model=row["model"], steps=row["steps"] or 0, width=row["width"] or 0,
+            height=row["height"] or 0, composition_control=row["composition_control"], spot=row["spot"],
+            list_unit_price=row["unit_price"], quantity=int(row["q"]), late_for=late_for(row),
+        )
+        for row in rows
+    ]
+
+
+def usage_groups(
+    workspace: Workspace, period: date, *, cutoff: datetime, previous_cutoff: datetime | None
+) -> list[engine.UsageGroup]:
+    """The period's usage and the late usage this statement bills, per billable dimension."""
+    start, end = period_bounds(period)
+    events = UsageEvent.objects.filter(workspace=workspace, received_at__lte=cutoff)
+    current = (
+        events.filter(occurred_at__gte=start, occurred_at__lt=end)
+        .values(*_GROUP_FIELDS)
+        .annotate(q=Sum("quantity"))
+        .order_by()
+    )
+    late = events.filter(occurred_at__lt=start)
+    if previous_cutoff is not None:
+        late = late.filter(received_at__gt=previous_cutoff)
+    late_rows: dict[tuple, int] = defaultdict(int)
+    for row in late.values("occurred_at", *_GROUP_FIELDS, "quantity").order_by():
+        key = (month_start(row["occurred_at"].date()),) + tuple(row[f] for f in _GROUP_FIELDS)
+        late_rows[key] += row["quantity"]
+    late_groups = [
+        engine.UsageGroup(
+            feature=k[1], model=k[2], steps=k[3] or 0, width=k[4] or 0, height=k[5] or 0,
+            composition_control=k[6], spot=k[7], list_unit_price=k[8], quantity=q, late_for=k[0],
+        )
+        for k, q in late_rows.items()
+    ]
+    return _groups(current, lambda row: None) + late_groups
+
+
+def previous_statement(workspace: Workspace, period: date) -> Statement | None:
+    return (
+        Statement.objects.filter(workspace=workspace, period__lt=period)
+        .exclude(status__in=[Statement.Status.VOID, Statement.Status.DRAFT])
+        .order_by("-period")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A statement computed but not stored: the preview, or what a close is about to store."""
+
+    workspace: Workspace
+    period: date
+    plan: Plan
+    cutoff: datetime
+    built: engine.Built
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.built.lines
+
+
+def statement_draft(
+    workspace: Workspace, period: date, *, now: datetime | None = None, cutoff: datetime | None = None
+) -> Draft:
+    """What closing `period` now would produce (the preview uses this for the current month).
+
+    A month that is not over yet (the preview) counts everything received so far: its events
+    cannot become late. A closing month stops CUTOFF_LAG before now."""
+    now = now or dj_timezone.now()
+    if cutoff is None:
+        cutoff = now if period_bounds(period)[1] > now else now - CUTOFF_LAG
+    previous = previous_statement(workspace, period)
+    plan = plan_for_period(workspace, period)
+    built = engine.build(
+        usage=usage_groups(workspace, period, cutoff=cutoff, previous_cutoff=previous.usage_cutoff if previous else None),
+        plan=plan_terms(plan),
+        coupons=coupons_for_period(workspace, period),
+        carried_balance=previous.carried_forward if previous else engine.ZERO,
+    )
+    return Draft(workspace, period, plan, cutoff, built)
+
+
+# --- Closing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CloseReport:
+    period: date
+    created: int = 0
+    already_closed: int = 0
+    empty: int = 0
+    workspaces: int = 0
+
+
+def _workspaces_to_close(period: date, only: Workspace | None) -> list[int]:
+    """Workspaces with anything to bill: usage received, a plan with fees, or a carried balance."""
+    start, end = period_bounds(period)
+    if only is not None:
+        return [only.pk]
+    with_usage = set(
+        UsageEvent.objects.filter(occurred_at__lt=end).filter(
+            Q(occurred_at__gte=start) | Q(received_at__gte=start)
+        ).values_list("workspace_id", flat=True).distinct().order_by()
+    )
+    with_fees = set(
+        PlanAssignment.objects.filter(effective_from__lt=end)
+        .filter(Q(plan__reserved_fee__gt=0) | Q(plan__savings_commitment__gt=0))
+        .values_list("workspace_id", flat=True)
+    )
+    carrying = set(
+        Statement.objects.filter(period__lt=period, carried_forward__gt=0)
+        .exclude(status=Statement.Status.VOID)
+        .values_list("workspace_id", flat=True)
+    )
+    return sorted(with_usage | with_fees | carrying)
+
+
+def statement_close(
+    workspace: Workspace, period: date, *, now: datetime | None = None, actor: str = "close_period"
+) -> tuple[Statement | None, bool]:
+    """Finalize `workspace`'s statement for `period`, once. Returns (statement, created).
+
+    Idempotent: a live statement for the month is returned as it is. Concurrent closes are
+    arbitrated by the unique constraint (one live statement per workspace and month).
+    """
+    now = now or dj_timezone.now()
+    existing = Statement.objects.filter(workspace=workspace, period=period).exclude(status=Statement.Status.VOID).first()
+    if existing is not None:
+        return existing, False
+    if period_bounds(period)[1] > now:
+        raise CloseRefused(f"{period:%Y-%m} is not over yet; it can be closed from {next_month(period):%Y-%m-%d}.")
+    if Statement.objects.filter(workspace=workspace, period__gt=period).exclude(status=Statement.Status.VOID).exists():
+        raise CloseRefused(f"{workspace.slug}: a later month is already closed; {period:%Y-%m} bills as late usage there.")
+    draft = statement_draft(workspace, period, now=now)
+    if draft.is_empty:
+        return None, False
+    try:
+        with transaction.atomic():
+            statement = _store(draft, actor=actor, now=now)
+    except IntegrityError:
+        # Another close won the race; theirs is the statement.
+        return Statement.objects.filter(workspace=workspace, period=period).exclude(status=Statement.Status.VOID).first(), False
+    return statement, True
+
+
+def _store(draft: Draft, *, actor: str, now: datetime, reissue_of: Statement | None = None) -> Statement:
+    built = draft.built
+    statement = Statement.objects.create(
+        workspace=draft.workspace,
+        period=draft.period,
+        status=Statement.Status.FINALIZED,
+        plan=draft.plan,
+        total=built.total,
+        amount_due_cents=built.amount_due_cents,
+        carried_forward=built.carried_forward,
+        usage_cutoff=draft.cutoff,
+        finalized_at=now,
+        reissue_of=reissue_of,
+    )
+    StatementLine.objects.bulk_create(
+        StatementLine(statement=statement, position=n, kind=line.kind, description=line.description[:300],
+                      quantity=line.quantity, unit_price=line.unit_price, amount=line.amount)
+        for n, line in enumerate(built.lines, start=1)
+    )
+    note = f"total {built.total}, due {built.amount_due_cents} cents"
+    if built.carried_forward:
+        note += f", {built.carried_forward} carried forward (below the {engine.MINIMUM_CHARGE} minimum)"
+    StatementAudit.objects.create(statement=statement, actor=actor, action="finalized", note=note)
+    return statement
+
+
+def period_close(
+    period: date,
+    *,
+    only: Workspace | None = None,
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CloseReport:
+    """Close `period` for every workspace with something to bill. Safe to re-run or resume."""
+    now = now or dj_timezone.now()
+    if period_bounds(period)[1] > now:
+        raise CloseRefused(f"{period:%Y-%m} is not over yet; it can be closed from {next_month(period):%Y-%m-%d}.")
+    ids = _workspaces_to_close(period, only)
+    report = CloseReport(period=period, workspaces=len(ids))
+    for start in range(0, len(ids), _CHUNK):
+        for workspace in Workspace.objects.filter(pk__in=ids[start : start + _CHUNK]).order_by("pk"):
+            statement, created = statement_close(workspace, period, now=now)
+            if statement is None:
+                report.empty += 1
+            elif created:
+                report.created += 1
+            else:
+                report.already_closed += 1
+        if progress:
+            progress(min(start + _CHUNK, len(ids)), len(ids))
+    return report
+
+
+@transaction.atomic
+def statement_void_and_reissue(statement: Statement, *, actor: str, reason: str, now: datetime | None = None) -> Statement:
+    """Void a finalized (unpaid) statement and issue its replacement from the ledger as it is now.
+    Both stay, linked, with the reason in the audit trail."""
+    now = now or dj_timezone.now()
+    statement = Statement.objects.select_for_update().get(pk=statement.pk)
+    if statement.status in (Statement.Status.VOID, Statement.Status.PAID, Statement.Status.DRAFT):
+        raise CloseRefused(f"A {statement.get_status_display().lower()} statement cannot be voided.")
+    statement.status = Statement.Status.VOID
+    statement.voided_at = now
+    statement.save(update_fields=["status", "voided_at"])
+    StatementAudit.objects.create(statement=statement, actor=actor, action="voided", note=reason)
+    # The replacement bills the same events (up to the same cutoff) with today's terms.
+    draft = statement_draft(statement.workspace, statement.period, now=now, cutoff=statement.usage_cutoff)
+    replacement = _store(draft, actor=actor, now=now, reissue_of=statement)
+    StatementAudit.objects.create(statement=replacement, actor=actor, action="reissued", note=f"replaces #{statement.pk}: {reason}")
+    return replacement

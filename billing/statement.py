@@ -1,0 +1,247 @@
+"""Building a month's statement: pure, from plain values to itemised lines. No ORM here.
+
+The order is PRODUCT.md's "Money flow of a month", each step a visible line:
+
+1. usage (and late usage) per feature / model × steps × size × composition, at the plan's custom
+   rates and spot rate;
+2. volume discount tiers (graduated or all-units) on the usage amount;
+3. savings-plan discount (percent of usage after the volume discount);
+4. coupons (percent or fixed, optionally only on some features), in their given order;
+5. the free-tier credit, never more than what is left;
+6. commitment shortfall: the savings commitment minus discounted usage (after step 4,
+   before the free tier), when positive;
+7. fixed fees (reserved capacity), less the usage the fee includes (never more than the usage
+   left after the free tier);
+8. the balance carried from earlier months (a total below Stripe's minimum charge).
+
+Every amount is a Decimal with 6 places, rounded half-up where a percentage makes more; cents
+are rounded once, on the amount due. No discount takes more than what is left to discount, so no
+step makes the running total negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+MONEY = Decimal("0.000001")
+HUNDRED = Decimal(100)
+ZERO = Decimal("0.000000")
+MINIMUM_CHARGE = Decimal("0.50")  # Stripe's minimum for USD; below it the total is carried
+
+FEATURE_NAMES = {
+    "generation": "Image generation",
+    "background_removal": "Background removal",
+    "detection": "Detection",
+    "upscaling": "Upscaling",
+    "captioning": "Captioning",
+    "magic_prompt": "Magic prompt",
+    "pixelate": "Pixelate",
+    "training": "Generator training",
+}
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(MONEY, rounding=ROUND_HALF_UP)
+
+
+def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
+    return money(amount * percent / HUNDRED)
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """Usage summed per billable dimension and list unit price (from the rollups)."""
+
+    feature: str
+    model: str
+    steps: int
+    width: int
+    height: int
+    composition_control: bool
+    spot: bool
+    list_unit_price: Decimal
+    quantity: int
+    late_for: date | None = None  # the earlier month this late usage belongs to
+
+
+@dataclass(frozen=True)
+class CustomRate:
+    percent_of_list: Decimal | None = None
+    unit_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Tier:
+    up_to: Decimal | None  # USD; None: no upper bound
+    discount_percent: Decimal
+
+
+@dataclass(frozen=True)
+class PlanTerms:
+    name: str = "Pay as you go"
+    free_tier_credit: Decimal = Decimal("0.50")
+    custom_rates: Mapping[tuple[str, str], CustomRate] = field(default_factory=dict)
+    spot_discount_percent: Decimal = Decimal(0)
+    volume_mode: str = "graduated"
+    volume_tiers: Sequence[Tier] = ()
+    savings_commitment: Decimal | None = None
+    savings_discount_percent: Decimal = Decimal(0)
+    reserved_fee: Decimal | None = None
+    reserved_included_usage: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Coupon:
+    name: str
+    kind: str  # "percent" | "fixed"
+    value: Decimal
+    features: frozenset[str] = frozenset()  # empty: every feature
+
+
+@dataclass(frozen=True)
+class Line:
+    kind: str
+    description: str
+    quantity: int
+    unit_price: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Built:
+    lines: tuple[Line, ...]
+    total: Decimal  # USD, 6 dp, never negative
+    amount_due_cents: int  # what is charged; 0 when carried
+    carried_forward: Decimal  # a total below the minimum, owed next month
+
+
+def _describe(group: UsageGroup) -> str:
+    name = FEATURE_NAMES.get(group.feature, group.feature)
+    if group.feature == "generation":
+        name = f"{name} {group.model.upper()} · {group.steps} steps · {group.width}×{group.height}"
+        if group.composition_control:
+            name += " · composition control"
+    if group.spot:
+        name += " · spot"
+    if group.late_for is not None:
+        name = f"Late usage for {group.late_for:%B %Y}: {name}"
+    return name
+
+
+def unit_price_for(group: UsageGroup, plan: PlanTerms) -> Decimal:
+    """The unit price the plan charges: custom rate (model-specific first), then spot."""
+    rate = plan.custom_rates.get((group.feature, group.model)) or plan.custom_rates.get((group.feature, ""))
+    unit = group.list_unit_price
+    if rate is not None:
+        unit = rate.unit_price if rate.unit_price is not None else percent_of(unit, rate.percent_of_list)
+    if group.spot and plan.spot_discount_percent:
+        unit = unit - percent_of(unit, plan.spot_discount_percent)
+    return money(max(unit, ZERO))
+
+
+def volume_discount(usage: Decimal, tiers: Sequence[Tier], mode: str) -> Decimal:
+    """Graduated: each slice of the usage amount at its tier's percent. All-units: the whole
+    amount at the percent of the tier the amount reaches."""
+    ordered = sorted(tiers, key=lambda t: (t.up_to is None, t.up_to or 0))
+    if not ordered or usage <= 0:
+        return ZERO
+    if mode == "all_units":
+        tier = next((t for t in ordered if t.up_to is None or usage <= t.up_to), ordered[-1])
+        return percent_of(usage, tier.discount_percent)
+    if mode != "graduated":
+        raise ValueError(f"Unknown volume mode {mode!r}")
+    discount, floor = ZERO, Decimal(0)
+    for tier in ordered:
+        ceiling = usage if tier.up_to is None else min(usage, tier.up_to)
+        if ceiling > floor:
+            discount += percent_of(ceiling - floor, tier.discount_percent)
+        if tier.up_to is None or usage <= tier.up_to:
+            break
+        floor = tier.up_to
+    return min(discount, usage)
+
+
+def build(
+    *,
+    usage: Sequence[UsageGroup],
+    plan: PlanTerms,
+    coupons: Sequence[Coupon] = (),
+    carried_balance: Decimal = ZERO,
+) -> Built:
+    lines: list[Line] = []
+    usage_by_feature: dict[str, Decimal] = {}
+    ordered = sorted(
+        usage,
+        key=lambda g: (g.late_for is not None, g.late_for or date.min, g.feature, g.model, g.steps,
+                       g.width, g.height, g.composition_control, g.spot, g.list_unit_price),
+    )
+    for group in ordered:
+        if group.quantity <= 0:
+            continue
+        unit = unit_price_for(group, plan)
+        amount = money(unit * group.quantity)
+        lines.append(Line("late_usage" if group.late_for else "usage", _describe(group), group.quantity, unit, amount))
+        usage_by_feature[group.feature] = usage_by_feature.get(group.feature, ZERO) + amount
+    usage_total = sum(usage_by_feature.values(), ZERO)
+    running = usage_total
+
+    def credit(kind: str, description: str, wanted: Decimal) -> None:
+        nonlocal running
+        amount = min(money(wanted), running)
+        if amount > 0:
+            lines.append(Line(kind, description, 1, -amount, -amount))
+            running -= amount
+
+    credit("volume_discount", f"Volume discount ({plan.volume_mode.replace('_', ' ')})",
+           volume_discount(usage_total, plan.volume_tiers, plan.volume_mode))
+    if plan.savings_discount_percent:
+        credit("savings_discount", f"Savings plan: {plan.savings_discount_percent.normalize():f}% off",
+               percent_of(running, plan.savings_discount_percent))
+    for coupon in coupons:
+        if coupon.features:
+            base = sum((usage_by_feature.get(f, ZERO) for f in coupon.features), ZERO)
+            base = min(base, running)
+            scope = " on " + ", ".join(FEATURE_NAMES.get(f, f) for f in sorted(coupon.features))
+        else:
+            base, scope = running, ""
+        if coupon.kind == "percent":
+            wanted = percent_of(base, coupon.value)
+            label = f"{coupon.value.normalize():f}% off"
+        elif coupon.kind == "fixed":
+            wanted = min(coupon.value, base)
+            label = f"${coupon.value:.2f} off"
+        else:
+            raise ValueError(f"Unknown coupon kind {coupon.kind!r}")
+        credit("coupon", f"Coupon {coupon.name}: {label}{scope}", wanted)
+    discounted_usage = running
+    credit("free_tier", "Monthly free tier", plan.free_tier_credit)
+    usage_after_free_tier = running
+    if plan.savings_commitment and discounted_usage < plan.savings_commitment:
+        shortfall = money(plan.savings_commitment - discounted_usage)
+        lines.append(Line("commitment_shortfall",
+                          f"Savings-plan commitment ${plan.savings_commitment:.2f}: shortfall", 1, shortfall, shortfall))
+        running += shortfall
+    if plan.reserved_fee:
+        fee = money(plan.reserved_fee)
+        lines.append(Line("fixed_fee", "Reserved capacity", 1, fee, fee))
+        running += fee
+        if plan.reserved_included_usage:
+            included = min(money(plan.reserved_included_usage), usage_after_free_tier)
+            if included > 0:
+                lines.append(Line("fixed_fee", "Usage included with reserved capacity", 1, -included, -included))
+                running -= included
+    if carried_balance:
+        balance = money(carried_balance)
+        lines.append(Line("carried_balance", "Balance carried from earlier months", 1, balance, balance))
+        running += balance
+
+    total = money(sum((line.amount for line in lines), ZERO))
+    if total != running or total < 0:  # every step above is built to prevent this
+        raise ArithmeticError(f"Statement arithmetic broke: lines sum to {total}, running {running}")
+    if total < MINIMUM_CHARGE:
+        return Built(tuple(lines), total, 0, total)
+    cents = int((total * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return Built(tuple(lines), total, cents, ZERO)

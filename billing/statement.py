@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 MONEY = Decimal("0.000001")
 HUNDRED = Decimal(100)
@@ -187,13 +187,27 @@ def build(
         usage_by_feature[group.feature] = usage_by_feature.get(group.feature, ZERO) + amount
     usage_total = sum(usage_by_feature.values(), ZERO)
     running = usage_total
+    # What is left of each feature's usage after the credits so far (unrounded shares), so a
+    # feature coupon only ever takes from its own features' net usage.
+    left_by_feature: dict[str, Decimal] = dict(usage_by_feature)
 
-    def credit(kind: str, description: str, wanted: Decimal) -> None:
+    def credit(kind: str, description: str, wanted: Decimal, features: frozenset[str] = frozenset()) -> None:
         nonlocal running
         amount = min(money(wanted), running)
-        if amount > 0:
-            lines.append(Line(kind, description, 1, -amount, -amount))
-            running -= amount
+        if amount <= 0:
+            return
+        lines.append(Line(kind, description, 1, -amount, -amount))
+        running -= amount
+        pool = [f for f in left_by_feature if not features or f in features]
+        base = sum((left_by_feature[f] for f in pool), ZERO)
+        if base > 0:
+            keep = max(base - amount, ZERO) / base
+            for feature in pool:
+                left_by_feature[feature] *= keep
+
+    def left_of(features: frozenset[str]) -> Decimal:
+        left = sum((left_by_feature.get(f, ZERO) for f in features), ZERO)
+        return min(left.quantize(MONEY, rounding=ROUND_DOWN), running)
 
     credit("volume_discount", f"Volume discount ({plan.volume_mode.replace('_', ' ')})",
            volume_discount(usage_total, plan.volume_tiers, plan.volume_mode))
@@ -202,8 +216,7 @@ def build(
                percent_of(running, plan.savings_discount_percent))
     for coupon in coupons:
         if coupon.features:
-            base = sum((usage_by_feature.get(f, ZERO) for f in coupon.features), ZERO)
-            base = min(base, running)
+            base = left_of(coupon.features)
             scope = " on " + ", ".join(FEATURE_NAMES.get(f, f) for f in sorted(coupon.features))
         else:
             base, scope = running, ""
@@ -215,7 +228,7 @@ def build(
             label = f"${coupon.value:.2f} off"
         else:
             raise ValueError(f"Unknown coupon kind {coupon.kind!r}")
-        credit("coupon", f"Coupon {coupon.name}: {label}{scope}", wanted)
+        credit("coupon", f"Coupon {coupon.name}: {label}{scope}", min(wanted, base), coupon.features)
     discounted_usage = running
     credit("free_tier", "Monthly free tier", plan.free_tier_credit)
     usage_after_free_tier = running

@@ -1,7 +1,48 @@
 """Every periodic Celery job, in one place, each with why and when it runs.
 
-Later work adds its jobs here (budget evaluation every minute, month-end close on
-BILLING_CLOSE_DAY). Kept free of Django imports: settings import it.
+Later work adds its jobs here (budget evaluation every minute). Kept free of Django imports:
+settings import it.
 """
 
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+from __future__ import annotations
+
+import os
+
+from celery.schedules import crontab
+
+
+def _billing_close_day() -> int:
+    raw = os.environ.get("BILLING_CLOSE_DAY", "2")
+    try:
+        day = int(raw)
+    except ValueError:
+        day = 0
+    if not 1 <= day <= 28:
+        raise RuntimeError(f"BILLING_CLOSE_DAY={raw!r}: choose a day of the month from 1 to 28 (every month has it).")
+    return day
+
+
+# The day of the month (UTC) on which the previous month is closed and charged. Not the 1st:
+# the generation API may still be delivering the month's last events (they would otherwise be
+# billed next month as late usage), and people get a day to look at the month before it is charged.
+BILLING_CLOSE_DAY = _billing_close_day()
+
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    # Month-end: close the previous UTC month (one statement per workspace) and charge what is
+    # due through Stripe, at 02:00 UTC on BILLING_CLOSE_DAY, a quiet hour. Closing and charging
+    # are idempotent, so a late or repeated run finishes what is missing and charges nobody twice;
+    # a run delayed by a stopped worker is still wanted for a week.
+    "billing-close-previous-month": {
+        "task": "billing.tasks.period_close_previous_month",
+        "schedule": crontab(minute=0, hour=2, day_of_month=BILLING_CLOSE_DAY),
+        "options": {"expires": 7 * 24 * 3600},
+    },
+    # Hourly: charge declined statements whose next retry (1, 3 and 7 days after the first
+    # failure, see billing.payments) has come, and settle attempts a crash left STARTED. Hourly
+    # keeps every retry within an hour of its time; a run missed is covered by the next one.
+    "billing-payments-retry-due": {
+        "task": "billing.tasks.payments_retry_due",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 50 * 60},
+    },
+}

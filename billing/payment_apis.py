@@ -1,0 +1,93 @@
+"""Payment API: a SetupIntent for the browser to collect a card, and setting the default card.
+
+Owners and admins (session), or an API key with the billing:write scope.
+"""
+
+from __future__ import annotations
+
+import stripe
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workspaces.access import WorkspaceAccess
+from workspaces.models import Scope
+
+from .payments import PaymentMethodRejected, PaymentsNotConfigured, payment_method_set, setup_intent_create
+
+
+class PaymentsUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The payment processor cannot be reached; try again in a minute."
+    default_code = "payments_unavailable"
+
+
+class SetupIntentOutputSerializer(serializers.Serializer):
+    client_secret = serializers.CharField(help_text="For Stripe.js confirmCardSetup in the browser")
+    setup_intent = serializers.CharField(help_text="The SetupIntent id (seti_…)")
+
+
+class PaymentMethodInputSerializer(serializers.Serializer):
+    payment_method = serializers.RegexField(
+        r"^pm_[A-Za-z0-9_]+$",
+        max_length=255,
+        help_text="The PaymentMethod id the confirmed SetupIntent produced (pm_…)",
+        error_messages={"invalid": "A payment method id looks like 'pm_…'."},
+    )
+
+
+class PaymentMethodOutputSerializer(serializers.Serializer):
+    payment_method = serializers.CharField(help_text="The workspace's default payment method now")
+    customer = serializers.CharField(help_text="The workspace's Stripe customer (cus_…)")
+
+
+def _stripe_unavailable(exc: Exception) -> PaymentsUnavailable:
+    if isinstance(exc, PaymentsNotConfigured):
+        return PaymentsUnavailable("Payments are not configured on this server.")
+    return PaymentsUnavailable()
+
+
+class SetupIntentCreateApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.BILLING_WRITE
+
+    @extend_schema(
+        operation_id="billing_setup_intent_create",
+        summary="Start adding a card: a SetupIntent for Stripe.js",
+        request=None,
+        responses={201: SetupIntentOutputSerializer},
+    )
+    def post(self, request):
+        try:
+            created = setup_intent_create(self.workspace)
+        except (PaymentsNotConfigured, stripe.StripeError) as exc:
+            raise _stripe_unavailable(exc) from exc
+        return Response(SetupIntentOutputSerializer(created).data, status=status.HTTP_201_CREATED)
+
+
+class PaymentMethodSetApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.BILLING_WRITE
+
+    @extend_schema(
+        operation_id="billing_payment_method_set",
+        summary="Make a card the workspace's default; retries payment-failed statements",
+        request=PaymentMethodInputSerializer,
+        responses={200: PaymentMethodOutputSerializer},
+    )
+    def post(self, request):
+        given = PaymentMethodInputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            customer = payment_method_set(self.workspace, given.validated_data["payment_method"])
+        except PaymentMethodRejected as exc:
+            return Response({"payment_method": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except (PaymentsNotConfigured, stripe.StripeError) as exc:
+            raise _stripe_unavailable(exc) from exc
+        return Response(
+            PaymentMethodOutputSerializer(
+                {"payment_method": customer.default_payment_method, "customer": customer.customer_id}
+            ).data
+        )

@@ -298,3 +298,27 @@ def test_staff_void_and_reissue_from_the_admin(october, client):
     assert response.status_code == 302
     assert Statement.objects.get(pk=statement.pk).status == "void"
     assert Statement.objects.get(reissue_of=statement).audit.filter(actor="boss@mb.test", action="reissued").exists()
+
+
+def test_a_close_killed_half_way_finishes_on_the_next_run(db, monkeypatch):
+    """Each workspace closes in its own transaction: a run stopped between two leaves finished
+    statements finished and the rest untouched; the next run does the rest, once."""
+    import billing.services as services
+    from workspaces.services import api_key_create, workspace_create
+
+    for n in range(7):
+        ws = workspace_create(slug=f"ws-{n}", owner_email=f"o{n}@test.example")
+        key = api_key_create(workspace=ws, name="k").api_key
+        ingest(ws, key, [event(occurred_at="2026-10-05T00:00:00Z", quantity=500 + n)], at=AFTER_OCT - timedelta(days=1))
+    monkeypatch.setattr(services, "_CHUNK", 3)
+
+    def killed_after_first_chunk(done, total):
+        raise KeyboardInterrupt("SIGINT")
+
+    with pytest.raises(KeyboardInterrupt):
+        period_close(OCT, now=AFTER_OCT, progress=killed_after_first_chunk)
+    assert Statement.objects.count() == 3
+    report = period_close(OCT, now=AFTER_OCT + timedelta(minutes=30))
+    assert (report.created, report.already_closed) == (4, 3)
+    assert Statement.objects.count() == 7
+    assert sorted(Statement.objects.values_list("total", flat=True)) == [Decimal("1.5") + Decimal("0.004") * n for n in range(7)]

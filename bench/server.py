@@ -1,0 +1,112 @@
+"""The real HTTP stack for the benchmarks: gunicorn serving config.wsgi on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class Gunicorn:
+    """gunicorn with `workers` sync workers, in a process group of its own (so that a Ctrl-C in
+    the terminal reaches the bench, which then stops it), logging to `log_path`."""
+
+    def __init__(self, *, base_dir: Path, env: dict[str, str], workers: int, log_path: Path):
+        self.base_dir = base_dir
+        self.env = env
+        self.workers = workers
+        self.log_path = log_path
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            str(self.base_dir / ".venv" / "bin" / "gunicorn"),
+            "config.wsgi:application",
+            "--workers", str(self.workers),
+            "--worker-class", "sync",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--timeout", "120",
+            "--graceful-timeout", "10",
+            "--log-level", "warning",
+        ]  # fmt: skip
+
+    def start(self, *, ready_within: float = 60.0) -> float:
+        """Start and wait until it answers HTTP; returns the seconds that took."""
+        gunicorn = Path(self.command[0])
+        if not os.access(gunicorn, os.X_OK):
+            raise ServerError(f"{gunicorn} is missing: run `make venv` (gunicorn is in requirements.txt).")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.base_dir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        while time.monotonic() - started < ready_within:
+            if self.process.poll() is not None:
+                raise ServerError(f"gunicorn exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if self._answers():
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise ServerError(f"gunicorn did not answer within {ready_within:.0f} s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            connection.request("GET", "/api/v1/events")
+            connection.getresponse().read()
+            return True
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM (graceful: workers finish their request), then SIGKILL to the group if needed."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the group this bench started, by its id
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no gunicorn log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(gunicorn log is empty)"

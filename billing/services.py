@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
+from django.db.models.functions import TruncMonth
 from django.utils import timezone as dj_timezone
 
 from usage.models import UsageEvent
@@ -76,16 +77,26 @@ def default_plan() -> Plan:
     return plan
 
 
-def plan_for_period(workspace: Workspace, period: date) -> Plan:
-    """The plan in force at the period's last instant (see the module docstring)."""
+def _plans_by_workspace(workspace_ids: list[int], period: date) -> dict[int, Plan]:
+    """The plan in force at the period's last instant, per workspace (see the module docstring)."""
     _, end = period_bounds(period)
-    assignment = (
-        PlanAssignment.objects.select_related("plan")
-        .filter(workspace=workspace, effective_from__lt=end)
-        .order_by("-effective_from")
-        .first()
-    )
-    return assignment.plan if assignment else default_plan()
+    chosen: dict[int, int] = {}
+    for workspace_id, plan_id in (
+        PlanAssignment.objects.filter(workspace_id__in=workspace_ids, effective_from__lt=end)
+        .order_by("workspace_id", "-effective_from")
+        .values_list("workspace_id", "plan_id")
+    ):
+        chosen.setdefault(workspace_id, plan_id)
+    fallback = default_plan()
+    plans = {
+        plan.pk: plan
+        for plan in Plan.objects.filter(pk__in={*chosen.values(), fallback.pk}).prefetch_related("rates", "volume_tiers")
+    }
+    return {workspace_id: plans[chosen.get(workspace_id, fallback.pk)] for workspace_id in workspace_ids}
+
+
+def plan_for_period(workspace: Workspace, period: date) -> Plan:
+    return _plans_by_workspace([workspace.pk], period)[workspace.pk]
 
 
 def plan_terms(plan: Plan) -> engine.PlanTerms:
@@ -118,64 +129,72 @@ def discount_applies(discount: Discount, period: date) -> bool:
     return True
 
 
-def coupons_for_period(workspace: Workspace, period: date) -> list[engine.Coupon]:
-    return [
-        engine.Coupon(d.name, d.kind, d.value, frozenset(d.features or ()))
-        for d in Discount.objects.filter(workspace=workspace).order_by("created_at", "pk")
-        if discount_applies(d, period)
-    ]
+def _coupons_by_workspace(workspace_ids: list[int], period: date) -> dict[int, list[engine.Coupon]]:
+    coupons: dict[int, list[engine.Coupon]] = defaultdict(list)
+    for d in Discount.objects.filter(workspace_id__in=workspace_ids).order_by("created_at", "pk"):
+        if discount_applies(d, period):
+            coupons[d.workspace_id].append(engine.Coupon(d.name, d.kind, d.value, frozenset(d.features or ())))
+    return coupons
 
 
 _GROUP_FIELDS = ("feature", "model", "steps", "width", "height", "composition_control", "spot", "unit_price")
 
 
-def _groups(rows: Iterable[dict], late_for: Callable[[dict], date | None]) -> list[engine.UsageGroup]:
-    return [
-        engine.UsageGroup(
-            feature=row["feature"], model=row["model"], steps=row["steps"] or 0, width=row["width"] or 0,
-            height=row["height"] or 0, composition_control=row["composition_control"], spot=row["spot"],
-            list_unit_price=row["unit_price"], quantity=int(row["q"]), late_for=late_for(row),
-        )
-        for row in rows
-    ]
+def _group(row: dict, late_for: date | None) -> engine.UsageGroup:
+    return engine.UsageGroup(
+        feature=row["feature"], model=row["model"], steps=row["steps"] or 0, width=row["width"] or 0,
+        height=row["height"] or 0, composition_control=row["composition_control"], spot=row["spot"],
+        list_unit_price=row["unit_price"], quantity=int(row["q"]), late_for=late_for,
+    )
 
 
-def usage_groups(
-    workspace: Workspace, period: date, *, cutoff: datetime, previous_cutoff: datetime | None
-) -> list[engine.UsageGroup]:
-    """The period's usage and the late usage this statement bills, per billable dimension."""
+def _usage_by_workspace(
+    workspace_ids: list[int], period: date, *, cutoff: datetime, previous_cutoffs: dict[int, datetime | None]
+) -> dict[int, list[engine.UsageGroup]]:
+    """Per workspace: the period's usage and the late usage its statement bills, one GROUP BY
+    each for the whole chunk of workspaces."""
     start, end = period_bounds(period)
-    events = UsageEvent.objects.filter(workspace=workspace, received_at__lte=cutoff)
-    current = (
+    usage: dict[int, list[engine.UsageGroup]] = defaultdict(list)
+    events = UsageEvent.objects.filter(workspace_id__in=workspace_ids, received_at__lte=cutoff)
+    for row in (
         events.filter(occurred_at__gte=start, occurred_at__lt=end)
-        .values(*_GROUP_FIELDS)
+        .values("workspace_id", *_GROUP_FIELDS)
         .annotate(q=Sum("quantity"))
         .order_by()
-    )
-    late = events.filter(occurred_at__lt=start)
-    if previous_cutoff is not None:
-        late = late.filter(received_at__gt=previous_cutoff)
-    late_rows: dict[tuple, int] = defaultdict(int)
-    for row in late.values("occurred_at", *_GROUP_FIELDS, "quantity").order_by():
-        key = (month_start(row["occurred_at"].date()),) + tuple(row[f] for f in _GROUP_FIELDS)
-        late_rows[key] += row["quantity"]
-    late_groups = [
-        engine.UsageGroup(
-            feature=k[1], model=k[2], steps=k[3] or 0, width=k[4] or 0, height=k[5] or 0,
-            composition_control=k[6], spot=k[7], list_unit_price=k[8], quantity=q, late_for=k[0],
-        )
-        for k, q in late_rows.items()
-    ]
-    return _groups(current, lambda row: None) + late_groups
+    ):
+        usage[row["workspace_id"]].append(_group(row, None))
+    # Late usage: received after the previous statement's cutoff (any time, for a first statement).
+    by_cutoff: dict[datetime | None, list[int]] = defaultdict(list)
+    for workspace_id in workspace_ids:
+        by_cutoff[previous_cutoffs.get(workspace_id)].append(workspace_id)
+    since = Q()
+    for previous, ids in by_cutoff.items():
+        since |= Q(workspace_id__in=ids, received_at__gt=previous) if previous else Q(workspace_id__in=ids)
+    for row in (
+        events.filter(since, occurred_at__lt=start)
+        .annotate(month=TruncMonth("occurred_at"))
+        .values("workspace_id", "month", *_GROUP_FIELDS)
+        .annotate(q=Sum("quantity"))
+        .order_by()
+    ):
+        usage[row["workspace_id"]].append(_group(row, row["month"].date()))
+    return usage
+
+
+def _previous_statements(workspace_ids: list[int], period: date) -> dict[int, Statement]:
+    previous: dict[int, Statement] = {}
+    for statement in (
+        Statement.objects.filter(workspace_id__in=workspace_ids, period__lt=period)
+        .exclude(status__in=[Statement.Status.VOID, Statement.Status.DRAFT])
+        .only("workspace_id", "period", "usage_cutoff", "carried_forward")
+        .order_by("workspace_id", "-period")
+    ):
+        previous.setdefault(statement.workspace_id, statement)
+    return previous
 
 
 def previous_statement(workspace: Workspace, period: date) -> Statement | None:
-    return (
-        Statement.objects.filter(workspace=workspace, period__lt=period)
-        .exclude(status__in=[Statement.Status.VOID, Statement.Status.DRAFT])
-        .order_by("-period")
-        .first()
-    )
+    return _previous_statements([workspace.pk], period).get(workspace.pk)
 
 
 @dataclass(frozen=True)
@@ -193,25 +212,46 @@ class Draft:
         return not self.built.lines
 
 
+def _cutoff(period: date, now: datetime) -> datetime:
+    """A month that is not over yet (the preview) counts everything received so far: its events
+    cannot become late. A closing month stops CUTOFF_LAG before now."""
+    return now if period_bounds(period)[1] > now else now - CUTOFF_LAG
+
+
+def statement_drafts(
+    workspaces: list[Workspace], period: date, *, now: datetime | None = None, cutoff: datetime | None = None
+) -> dict[int, Draft]:
+    """What closing `period` now would produce for each workspace, with a fixed number of
+    queries however many workspaces there are. The preview and the close both use it."""
+    now = now or dj_timezone.now()
+    cutoff = cutoff or _cutoff(period, now)
+    ids = [workspace.pk for workspace in workspaces]
+    previous = _previous_statements(ids, period)
+    plans = _plans_by_workspace(ids, period)
+    terms = {plan.pk: plan_terms(plan) for plan in {p.pk: p for p in plans.values()}.values()}
+    coupons = _coupons_by_workspace(ids, period)
+    usage = _usage_by_workspace(
+        ids, period, cutoff=cutoff, previous_cutoffs={k: p.usage_cutoff for k, p in previous.items()}
+    )
+    drafts = {}
+    for workspace in workspaces:
+        before = previous.get(workspace.pk)
+        plan = plans[workspace.pk]
+        built = engine.build(
+            usage=usage.get(workspace.pk, []),
+            plan=terms[plan.pk],
+            coupons=coupons.get(workspace.pk, []),
+            carried_balance=before.carried_forward if before else engine.ZERO,
+        )
+        drafts[workspace.pk] = Draft(workspace, period, plan, cutoff, built)
+    return drafts
+
+
 def statement_draft(
     workspace: Workspace, period: date, *, now: datetime | None = None, cutoff: datetime | None = None
 ) -> Draft:
-    """What closing `period` now would produce (the preview uses this for the current month).
-
-    A month that is not over yet (the preview) counts everything received so far: its events
-    cannot become late. A closing month stops CUTOFF_LAG before now."""
-    now = now or dj_timezone.now()
-    if cutoff is None:
-        cutoff = now if period_bounds(period)[1] > now else now - CUTOFF_LAG
-    previous = previous_statement(workspace, period)
-    plan = plan_for_period(workspace, period)
-    built = engine.build(
-        usage=usage_groups(workspace, period, cutoff=cutoff, previous_cutoff=previous.usage_cutoff if previous else None),
-        plan=plan_terms(plan),
-        coupons=coupons_for_period(workspace, period),
-        carried_balance=previous.carried_forward if previous else engine.ZERO,
-    )
-    return Draft(workspace, period, plan, cutoff, built)
+    """What closing `period` now would produce for one workspace (the preview)."""
+    return statement_drafts([workspace], period, now=now, cutoff=cutoff)[workspace.pk]
 
 
 # --- Closing ----------------------------------------------------------------------------------
@@ -278,29 +318,42 @@ def statement_close(
 
 
 def _store(draft: Draft, *, actor: str, now: datetime, reissue_of: Statement | None = None) -> Statement:
-    built = draft.built
-    statement = Statement.objects.create(
-        workspace=draft.workspace,
-        period=draft.period,
-        status=Statement.Status.FINALIZED,
-        plan=draft.plan,
-        total=built.total,
-        amount_due_cents=built.amount_due_cents,
-        carried_forward=built.carried_forward,
-        usage_cutoff=draft.cutoff,
-        finalized_at=now,
-        reissue_of=reissue_of,
+    return _store_many([draft], actor=actor, now=now, reissue_of=reissue_of)[0]
+
+
+def _store_many(
+    drafts: list[Draft], *, actor: str, now: datetime, reissue_of: Statement | None = None
+) -> list[Statement]:
+    statements = Statement.objects.bulk_create(
+        Statement(
+            workspace=draft.workspace,
+            period=draft.period,
+            status=Statement.Status.FINALIZED,
+            plan=draft.plan,
+            total=draft.built.total,
+            amount_due_cents=draft.built.amount_due_cents,
+            carried_forward=draft.built.carried_forward,
+            usage_cutoff=draft.cutoff,
+            finalized_at=now,
+            reissue_of=reissue_of,
+        )
+        for draft in drafts
     )
     StatementLine.objects.bulk_create(
         StatementLine(statement=statement, position=n, kind=line.kind, description=line.description[:300],
                       quantity=line.quantity, unit_price=line.unit_price, amount=line.amount)
-        for n, line in enumerate(built.lines, start=1)
+        for statement, draft in zip(statements, drafts, strict=True)
+        for n, line in enumerate(draft.built.lines, start=1)
     )
-    note = f"total {built.total}, due {built.amount_due_cents} cents"
-    if built.carried_forward:
-        note += f", {built.carried_forward} carried forward (below the {engine.MINIMUM_CHARGE} minimum)"
-    StatementAudit.objects.create(statement=statement, actor=actor, action="finalized", note=note)
-    return statement
+    audits = []
+    for statement, draft in zip(statements, drafts, strict=True):
+        built = draft.built
+        note = f"total {built.total}, due {built.amount_due_cents} cents"
+        if built.carried_forward:
+            note += f", {built.carried_forward} carried forward (below the {engine.MINIMUM_CHARGE} minimum)"
+        audits.append(StatementAudit(statement=statement, actor=actor, action="finalized", note=note))
+    StatementAudit.objects.bulk_create(audits)
+    return statements
 
 
 def period_close(
@@ -317,17 +370,35 @@ def period_close(
     ids = _workspaces_to_close(period, only)
     report = CloseReport(period=period, workspaces=len(ids))
     for start in range(0, len(ids), _CHUNK):
-        for workspace in Workspace.objects.filter(pk__in=ids[start : start + _CHUNK]).order_by("pk"):
-            statement, created = statement_close(workspace, period, now=now)
-            if statement is None:
-                report.empty += 1
-            elif created:
-                report.created += 1
-            else:
-                report.already_closed += 1
+        chunk = list(Workspace.objects.filter(pk__in=ids[start : start + _CHUNK]).order_by("pk"))
+        _close_chunk(chunk, period, now=now, report=report)
         if progress:
             progress(min(start + _CHUNK, len(ids)), len(ids))
     return report
+
+
+def _close_chunk(workspaces: list[Workspace], period: date, *, now: datetime, report: CloseReport) -> None:
+    """Close a chunk in one transaction; on a conflict (a concurrent close), one by one."""
+    live = set(
+        Statement.objects.filter(workspace__in=workspaces, period__gte=period)
+        .exclude(status=Statement.Status.VOID)
+        .values_list("workspace_id", flat=True)
+    )
+    todo = [workspace for workspace in workspaces if workspace.pk not in live]
+    report.already_closed += len(workspaces) - len(todo)
+    drafts = [d for d in statement_drafts(todo, period, now=now).values() if not d.is_empty]
+    report.empty += len(todo) - len(drafts)
+    try:
+        with transaction.atomic():
+            _store_many(drafts, actor="close_period", now=now)
+        report.created += len(drafts)
+    except IntegrityError:
+        for draft in drafts:
+            statement, created = statement_close(draft.workspace, period, now=now)
+            if created:
+                report.created += 1
+            elif statement is not None:
+                report.already_closed += 1
 
 
 @transaction.atomic

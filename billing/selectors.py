@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from django.db.models import Count, Max
+from django.db import connection
 
 from .models import PriceBook
 from .pricing import PriceBookHistory, PriceBookSnapshot, Rate
@@ -40,7 +40,9 @@ def price_book_history() -> PriceBookHistory:
     Costs one aggregate query per call; the versions and rates load only when the stamp moves.
     """
     global _cached
-    stamp = tuple(PriceBook.objects.aggregate(n=Count("id"), at=Max("updated_at")).values())
+    with connection.cursor() as cursor:  # hand-written: this runs on every ingestion request
+        cursor.execute(f"SELECT COUNT(*), MAX(updated_at) FROM {PriceBook._meta.db_table}")
+        stamp = tuple(cursor.fetchone())
     cached = _cached
     if cached is not None and cached[0] == stamp:
         return cached[1]

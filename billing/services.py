@@ -38,7 +38,7 @@ from .models import Discount, Plan, PlanAssignment, Statement, StatementAudit, S
 logger = logging.getLogger(__name__)
 
 CUTOFF_LAG = timedelta(minutes=5)
-_CHUNK = 500
+_CHUNK = 2000  # workspaces per transaction and per GROUP BY (bench: 500 → 58 s, 2000 → 34 s)
 
 
 class CloseRefused(ValueError):
@@ -172,7 +172,7 @@ def _usage_by_workspace(
         since |= Q(workspace_id__in=ids, received_at__gt=previous) if previous else Q(workspace_id__in=ids)
     for row in (
         events.filter(since, occurred_at__lt=start)
-        .annotate(month=TruncMonth("occurred_at"))
+        .annotate(month=TruncMonth("occurred_at", tzinfo=timezone.utc))
         .values("workspace_id", "month", *_GROUP_FIELDS)
         .annotate(q=Sum("quantity"))
         .order_by()

@@ -154,11 +154,13 @@ def volume_discount(usage: Decimal, tiers: Sequence[Tier], mode: str) -> Decimal
     if mode != "graduated":
         raise ValueError(f"Unknown volume mode {mode!r}")
     discount, floor = ZERO, Decimal(0)
-    for tier in ordered:
-        ceiling = usage if tier.up_to is None else min(usage, tier.up_to)
+    for n, tier in enumerate(ordered):
+        # Above the last tier's bound, the last tier's percent applies, as in all-units mode.
+        last = n == len(ordered) - 1
+        ceiling = usage if tier.up_to is None or last else min(usage, tier.up_to)
         if ceiling > floor:
             discount += percent_of(ceiling - floor, tier.discount_percent)
-        if tier.up_to is None or usage <= tier.up_to:
+        if last or tier.up_to is None or usage <= tier.up_to:
             break
         floor = tier.up_to
     return min(discount, usage)

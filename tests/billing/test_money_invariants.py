@@ -319,6 +319,29 @@ def test_a_fixed_feature_coupon_after_a_volume_discount_leaves_other_features_bi
     assert built.total >= D("50.010000")
 
 
+@settings(max_examples=200, deadline=None)
+@given(usage=st.lists(usage_group(), min_size=1, max_size=8), plan=plan_terms(),
+       coupons=st.lists(coupon().filter(lambda c: c.features), min_size=1, max_size=4))
+def test_feature_coupons_never_take_more_than_their_features_usage(usage, plan, coupons):
+    """Coupons restricted to features take, together, at most those features' usage."""
+    built = build(usage=usage, plan=plan, coupons=coupons)
+    scope = frozenset().union(*(c.features for c in coupons))
+    in_scope = sum((g.quantity * expected_unit(g, plan) for g in usage if g.feature in scope and g.quantity > 0), D(0))
+    taken = -sum((line.amount for line in built.lines if line.kind == "coupon"), D(0))
+    assert taken <= in_scope
+
+
+@settings(max_examples=200, deadline=None)
+@given(usage=st.lists(usage_group(), min_size=1, max_size=8), features=st.frozensets(st.sampled_from(FEATURES), min_size=1),
+       repeats=st.integers(1, 3))
+def test_full_feature_coupons_leave_exactly_the_other_features(usage, features, repeats):
+    """No other credit: 100 % off some features (once or repeated) bills exactly the rest."""
+    coupons = [Coupon(f"ALL{n}", "percent", D(100), features) for n in range(repeats)]
+    built = build(usage=usage, plan=PlanTerms(free_tier_credit=D(0)), coupons=coupons)
+    assert built.total == sum((g.list_unit_price * g.quantity for g in usage
+                               if g.feature not in features and g.quantity > 0), D(0))
+
+
 # --- Volume tiers, by hand --------------------------------------------------------------------------
 
 THREE_TIERS = (Tier(D(100), D(0)), Tier(D(1000), D(10)), Tier(None, D(20)))

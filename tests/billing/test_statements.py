@@ -322,3 +322,12 @@ def test_a_close_killed_half_way_finishes_on_the_next_run(db, monkeypatch):
     assert (report.created, report.already_closed) == (4, 3)
     assert Statement.objects.count() == 7
     assert sorted(Statement.objects.values_list("total", flat=True)) == [Decimal("1.5") + Decimal("0.004") * n for n in range(7)]
+
+
+@pytest.mark.parametrize("mode, expected", [("graduated", "25.000000"), ("all_units", "30.000000")])
+def test_usage_above_the_last_bounded_tier_gets_that_tiers_percent(mode, expected):
+    from billing.statement import Tier, volume_discount
+
+    tiers = [Tier(Decimal(100), Decimal(5)), Tier(Decimal(200), Decimal(10))]
+    # graduated: 5 % of the first 100, 10 % of the remaining 200; all units: 10 % of 300
+    assert volume_discount(Decimal(300), tiers, mode) == Decimal(expected)

@@ -7,7 +7,7 @@ VENV_STAMP := .venv/.installed-$(REQ_HASH)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint bench migrate
+.PHONY: venv run test lint bench migrate screenshots
 
 # (Re)install whenever requirements.txt changes.
 $(VENV_STAMP): requirements.txt
@@ -26,8 +26,16 @@ run: venv
 	@HOST=$(HOST) PORT=$(PORT) scripts/run.sh
 
 # The whole suite, on PostgreSQL + Redis when they answer (required when CI=true), else SQLite.
+# It includes the browser tests (Playwright driving Debian's /usr/bin/chromium; .ci/run installs it).
 test: venv
 	@eval "$$($(PY) scripts/test_services.py)" && $(PY) -m pytest $(PYTEST_ARGS)
+
+# A full-page screenshot of every dashboard page, desktop and phone width, in var/screenshots/
+# (the browser test that visits every page, with sample data, on the test database).
+screenshots: venv
+	@eval "$$($(PY) scripts/test_services.py)" && MB_SCREENSHOTS=$(CURDIR)/var/screenshots \
+		$(PY) -m pytest -q tests/dashboard/test_browser.py -k every_page
+	@echo "Screenshots in var/screenshots/"
 
 lint: venv
 	@.venv/bin/ruff check .

@@ -1,7 +1,6 @@
 """Every periodic Celery job, in one place, each with why and when it runs.
 
-Later work adds its jobs here (budget evaluation every minute). Kept free of Django imports:
-settings import it.
+Kept free of Django imports: settings import it.
 """
 
 from __future__ import annotations
@@ -36,6 +35,24 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "billing.tasks.period_close_previous_month",
         "schedule": crontab(minute=0, hour=2, day_of_month=BILLING_CLOSE_DAY),
         "options": {"expires": 7 * 24 * 3600},
+    },
+    # Every minute: the safety net of budget alerts. Ingestion already enqueues an evaluation of
+    # the workspace whose spend changed; this catches what that cannot: a forecast that crosses a
+    # threshold as the days pass with no new usage, and an evaluation whose task was lost. Every
+    # minute because alerts are promised within a minute; an evaluation is idempotent and
+    # coalesced per workspace, so overlapping runs cost little. Stale after 55 s: the next one runs.
+    "budgets-evaluate": {
+        "task": "budgets.tasks.budgets_evaluate_due",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
+    # Every 5 minutes: alert deliveries due for 5 minutes with no attempt running lost their task
+    # (broker down when enqueued, worker killed mid-attempt): enqueue them again. Retries on the
+    # normal schedule are the delivery task's own (budgets.services, 30 s doubling, 24 h).
+    "budgets-deliveries-retry-overdue": {
+        "task": "budgets.tasks.deliveries_retry_overdue",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
     },
     # Hourly: charge declined statements whose next retry (1, 3 and 7 days after the first
     # failure, see billing.payments) has come, and settle attempts a crash left STARTED. Hourly

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "workspaces",
     "billing",
     "usage",
+    "budgets",
     "dashboard",
 ]
 
@@ -83,6 +84,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.dashboard",
             ],
         },
     },
@@ -158,6 +160,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# plotly.js is served from the pinned `plotly` package's own copy (static/vendor/plotly.min.js):
+# no CDN, no copy in the repository, and collectstatic picks it up like any other file.
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "dashboard.staticfiles.PlotlyFinder",
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -189,9 +198,21 @@ SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+# The browser side of adding a card (Stripe.js Elements): the publishable key, and where Stripe.js
+# is loaded from (tests point it at localstripe's stand-in, <localstripe>/js.stripe.com/v3/).
+STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
+STRIPE_JS_URL = os.environ.get("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 # Day of the month (1-28, UTC) on which the previous month is closed and charged. Read from the
 # environment (BILLING_CLOSE_DAY, default 2) by config/schedule.py, which beat's crontab uses.
 BILLING_CLOSE_DAY = schedule.BILLING_CLOSE_DAY
+
+# --- Budgets and alerts -----------------------------------------------------------------------
+# Webhook URLs that resolve to private, loopback or link-local addresses are refused (when a budget
+# is saved and again before every delivery) unless this is on, so that a budget's webhook cannot
+# reach into this server's own network. On by default only in DEBUG, for local receivers.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG)
+# Seconds a webhook receiver gets to connect and to answer; past it the attempt is a timeout.
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
 
 # --- REST framework and OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {

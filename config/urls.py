@@ -4,15 +4,34 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing.webhooks import stripe_webhook
+from dashboard.forms import EmailAuthenticationForm, InviteAwarePasswordResetForm
+from dashboard.views import favicon
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    # Browsers ask for /favicon.ico on pages that name none (the admin, the API docs).
+    path("favicon.ico", favicon),
+    path("login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Password reset (and the invitation link sent to new members): Django's views, our templates,
+    # mail through the configured EMAIL_BACKEND.
+    path(
+        "password-reset/",
+        auth_views.PasswordResetView.as_view(form_class=InviteAwarePasswordResetForm),
+        name="password_reset",
+    ),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(post_reset_login=True),
+        name="password_reset_confirm",
+    ),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("api/v1/", include("usage.urls")),
     path("api/v1/billing/", include("billing.payment_urls")),
     path("stripe/webhook/", stripe_webhook, name="stripe-webhook"),
     path("api/v1/", include("billing.urls")),
+    path("api/v1/", include("budgets.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("dashboard.urls")),

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from billing.pricing import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
 from billing.selectors import price_book_history
+from budgets.services import SpendRecording
 from workspaces.models import ApiKey, Workspace
 
 from .models import ROLLUP_KEY, DailyRollup, UsageEvent
@@ -121,9 +122,15 @@ def events_ingest(
         else:
             first_by_id[event.event_id] = priced
 
-    stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now)
-    for priced in first_by_id.values():
-        results[priced.index] = _outcome(priced, stored, first_in_batch=True)
+    # Budgets: the batch's new spend goes to the hard-limit counters and triggers an evaluation
+    # of the workspace's alerts, once per request, after the commit (budgets.services).
+    with SpendRecording(workspace.pk, api_key.pk) as spend:
+        stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now)
+        for priced in first_by_id.values():
+            result = _outcome(priced, stored, first_in_batch=True)
+            results[priced.index] = result
+            if result.status == ACCEPTED:
+                spend.add(priced.event.occurred_at, priced.price.amount)
     for priced in batch_repeats:
         results[priced.index] = _outcome(priced, stored, first_in_batch=False)
     return IngestResult(results=[result for result in results if result is not None])

@@ -356,3 +356,38 @@ def demo_usage_seed(
     summary = usage_summary(workspace=accounts.workspace, start=start, end=today, group_by=("month",))
     report.spend_by_month = [(row["month"], row["amount"]) for row in summary.rows]
     return report
+
+
+# --- Statements and a budget, so that the dashboard has history to show ---------------------------
+
+
+def demo_history_close(*, workspace: Workspace, start: date, now: datetime) -> list[tuple[date, Any]]:
+    """Close each month of the demo that is over (oldest first, as closing requires), without
+    charging: the demo has no card and usually no Stripe. Months already closed are returned as
+    they are. Returns (month, statement or None when there was nothing to bill)."""
+    from billing.services import next_month, statement_close
+
+    closed = []
+    period = start.replace(day=1)
+    this_month = now.astimezone(dt_timezone.utc).date().replace(day=1)
+    while period < this_month:
+        statement, _ = statement_close(workspace, period, now=now, actor="seed_demo")
+        closed.append((period, statement))
+        period = next_month(period)
+    return closed
+
+
+DEMO_BUDGET = Decimal("400.00")  # USD a month: the demo's month-end forecast comes close to it
+
+
+def demo_budget_ensure(*, workspace: Workspace):
+    """A monthly workspace budget with the default thresholds and forecast alerts, when the
+    workspace has none (an owner's own budgets are left alone)."""
+    from budgets.models import Budget, default_thresholds
+    from budgets.services import budget_create
+
+    existing = Budget.objects.filter(workspace=workspace).order_by("pk").first()
+    if existing is not None:
+        return existing
+    budget, _ = budget_create(workspace=workspace, amount=DEMO_BUDGET, thresholds=default_thresholds())
+    return budget

@@ -141,3 +141,68 @@ def _touch_last_used(api_key: ApiKey) -> None:
         return
     api_key.last_used_at = now
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+
+
+# --- Members -------------------------------------------------------------------------------------
+
+
+class MembershipError(ValueError):
+    """A change of members that would break a rule (a workspace always keeps an owner)."""
+
+
+@dataclass(frozen=True)
+class AddedMember:
+    membership: Membership
+    new_user: bool  # the account was created now, with no password (they set one from the invitation)
+
+
+@transaction.atomic
+def member_add(*, workspace: Workspace, email: str, role: str) -> AddedMember:
+    """Add the person with this e-mail to the workspace, creating their account (with no usable
+    password) when there is none. Adding someone who is already a member is refused."""
+    if role not in Membership.Role.values:
+        raise MembershipError(f"Unknown role {role!r}.")
+    email = email.strip().lower()
+    User = get_user_model()
+    user = User.objects.filter(username=email).first() or User.objects.filter(email__iexact=email).first()
+    new_user = user is None
+    if new_user:
+        user = User(username=email, email=email)
+        user.set_unusable_password()
+        user.save()
+    membership, created = Membership.objects.get_or_create(workspace=workspace, user=user, defaults={"role": role})
+    if not created:
+        raise MembershipError(f"{email} is already a member of this workspace ({membership.get_role_display()}).")
+    return AddedMember(membership, new_user)
+
+
+def _locked_members(workspace_id: int) -> list[Membership]:
+    """The workspace's memberships, locked (fresh roles), so two owners cannot demote or remove
+    each other at the same time and leave the workspace without one."""
+    return list(Membership.objects.select_for_update().filter(workspace_id=workspace_id).order_by("pk"))
+
+
+def _is_last_owner(members: list[Membership], membership: Membership) -> bool:
+    owners = [m.pk for m in members if m.role == Membership.Role.OWNER]
+    return owners == [membership.pk]
+
+
+@transaction.atomic
+def member_role_set(*, membership: Membership, role: str) -> Membership:
+    """Change a member's role. A workspace keeps at least one owner."""
+    if role not in Membership.Role.values:
+        raise MembershipError(f"Unknown role {role!r}.")
+    members = _locked_members(membership.workspace_id)
+    if role != Membership.Role.OWNER and _is_last_owner(members, membership):
+        raise MembershipError("A workspace needs an owner: make someone else an owner first.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, membership: Membership) -> None:
+    """Remove a member (their account stays). The last owner cannot be removed."""
+    if _is_last_owner(_locked_members(membership.workspace_id), membership):
+        raise MembershipError("The last owner cannot be removed: make someone else an owner first.")
+    membership.delete()

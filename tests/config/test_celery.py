@@ -46,6 +46,11 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_a_real_worker_starts_and_answers_on_the_broker(tmp_path):
+    from config.celery import app
+
+    # Tasks that earlier tests enqueued (budget evaluations after ingestion) name ids in the test
+    # database; this worker is connected to DATABASE_URL's database instead: drop them first.
+    app.control.purge()
     log = tmp_path / "worker.log"
     hostname = f"mb-test-{os.getpid()}@localhost"
     worker = start("worker", "--loglevel=INFO", "--concurrency=1", "--pool=solo", "-n", hostname, log=log)
@@ -54,8 +59,6 @@ def test_a_real_worker_starts_and_answers_on_the_broker(tmp_path):
         expected = "redis://" if settings.REDIS_URL else "filesystem://"
         assert expected in output
         if settings.REDIS_URL:
-            from config.celery import app
-
             replies = app.control.ping(destination=[hostname], timeout=5)
             assert replies and hostname in replies[0]
     finally:

@@ -75,6 +75,14 @@ class Command(BaseCommand):
         self.stdout.write("Spend by month (list price, before the free tier and discounts):")
         for month, amount in report.spend_by_month:
             self.stdout.write(f"  {month}  ${amount:>10,.2f}")
+        self.stdout.write("Statements of the months that are over (not charged: the demo has no card):")
+        for period, statement in demo.demo_history_close(workspace=workspace, start=start, now=now):
+            if statement is None:
+                self.stdout.write(f"  {period:%Y-%m}  nothing to bill")
+            else:
+                self.stdout.write(f"  {period:%Y-%m}  ${statement.total:>10,.2f}  {statement.get_status_display().lower()}")
+        budget = demo.demo_budget_ensure(workspace=workspace)
+        self.stdout.write(f"Monthly budget: ${budget.amount:,.2f} (alerts at {', '.join(f'{t} %' for t in budget.thresholds)}).")
 
         self._print_keys(accounts)
         self.stdout.write("")

@@ -1,0 +1,253 @@
+"""Budgets API: budgets, test alerts, alert history, the forecast and the allowance.
+
+Reads need `usage:read` (or any member's session); writes need `budgets:write` (or an owner's or
+admin's session). Everything is scoped to the caller's workspace: another workspace's budget is a
+404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workspaces.access import WorkspaceAccess
+from workspaces.authentication import ApiKeyAuthentication
+from workspaces.models import Scope
+
+from . import serializers
+from .models import Budget
+from .selectors import (
+    FORECAST_METHOD,
+    BudgetStatus,
+    alert_detail,
+    alerts_of,
+    allowance_for,
+    budgets_of,
+    budgets_status,
+    workspace_forecast,
+)
+from .services import (
+    IssuedEndpoint,
+    WebhookSpec,
+    alert_test_send,
+    budget_create,
+    budget_delete,
+    budget_update,
+)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.6f}"
+
+
+class _ReadsAndWrites:
+    """DRF routes a URL to one view, so GET and POST /budgets share a class: the scope follows
+    the method (reads: usage:read; writes: budgets:write, or an owner's/admin's session)."""
+
+    permission_classes = [WorkspaceAccess]
+
+    @property
+    def required_scope(self) -> str:
+        return Scope.USAGE_READ if self.request.method in SAFE_METHODS else Scope.BUDGETS_WRITE
+
+
+def budget_data(status_: BudgetStatus, issued: Sequence[IssuedEndpoint] = ()) -> dict:
+    budget, forecast = status_.budget, status_.forecast
+    secrets = {item.endpoint.pk: item.secret for item in issued}
+    return {
+        "id": budget.pk,
+        "amount": _money(budget.amount),
+        "thresholds": budget.thresholds,
+        "forecast_alerts": budget.forecast_alerts,
+        "hard_limit": budget.hard_limit,
+        "api_key": budget.api_key.display_prefix if budget.api_key_id else None,
+        "api_key_name": budget.api_key.name if budget.api_key_id else None,
+        "email": budget.email,
+        "webhooks": [
+            {"id": endpoint.pk, "url": endpoint.url, **({"secret": secrets[endpoint.pk]} if endpoint.pk in secrets else {})}
+            for endpoint in budget.webhooks.all()
+        ],
+        "period": f"{forecast.period:%Y-%m}",
+        "spend": _money(forecast.spend),
+        "forecast": _money(forecast.forecast),
+        "created_at": budget.created_at,
+        "updated_at": budget.updated_at,
+    }
+
+
+def _reloaded(workspace, budget_id: int) -> Budget:
+    return budgets_of(workspace).get(pk=budget_id)
+
+
+CREATE_EXAMPLE = {
+    "amount": "100.00",
+    "thresholds": [50, 80, 100],
+    "forecast_alerts": True,
+    "hard_limit": False,
+    "api_key": None,
+    "email": True,
+    "webhooks": [{"url": "https://hooks.example.com/meterboard"}],
+}
+
+
+class BudgetsApi(_ReadsAndWrites, APIView):
+    @extend_schema(operation_id="budgets_list", responses={200: serializers.BudgetSerializer(many=True)})
+    def get(self, request):
+        return Response([budget_data(s) for s in budgets_status(list(budgets_of(self.workspace)))])
+
+    @extend_schema(
+        operation_id="budgets_create",
+        summary="Create a budget (webhook secrets are shown in this answer only)",
+        request=serializers.BudgetInputSerializer,
+        responses={201: serializers.BudgetSerializer},
+        examples=[OpenApiExample("Workspace budget with a webhook", value=CREATE_EXAMPLE, request_only=True)],
+    )
+    def post(self, request):
+        given = serializers.BudgetInputSerializer(data=request.data, context={"workspace": self.workspace})
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        budget, issued = budget_create(
+            workspace=self.workspace,
+            amount=data["amount"],
+            thresholds=data["thresholds"],
+            forecast_alerts=data["forecast_alerts"],
+            hard_limit=data["hard_limit"],
+            api_key=data["api_key"],
+            email=data["email"],
+            webhook_urls=[hook["url"] for hook in data["webhooks"]],
+        )
+        [status_] = budgets_status([_reloaded(self.workspace, budget.pk)])
+        return Response(budget_data(status_, issued), status=status.HTTP_201_CREATED)
+
+
+class BudgetApi(_ReadsAndWrites, APIView):
+    def _budget(self, budget_id: int) -> Budget:
+        budget = budgets_of(self.workspace).filter(pk=budget_id).first()
+        if budget is None:
+            raise exceptions.NotFound("No such budget in this workspace.")
+        return budget
+
+    @extend_schema(operation_id="budgets_detail", responses={200: serializers.BudgetSerializer})
+    def get(self, request, budget_id: int):
+        [status_] = budgets_status([self._budget(budget_id)])
+        return Response(budget_data(status_))
+
+    @extend_schema(
+        operation_id="budgets_update",
+        summary="Change a budget; `webhooks`, when sent, is the new list (entries with an id are kept)",
+        request=serializers.BudgetInputSerializer(partial=True),
+        responses={200: serializers.BudgetSerializer},
+    )
+    def patch(self, request, budget_id: int):
+        budget = self._budget(budget_id)
+        given = serializers.BudgetInputSerializer(data=request.data, partial=True, context={"workspace": self.workspace})
+        given.is_valid(raise_exception=True)
+        changes = dict(given.validated_data)
+        hooks = changes.pop("webhooks", None)
+        specs = None
+        if hooks is not None:
+            existing = {endpoint.pk for endpoint in budget.webhooks.all()}
+            errors = [
+                {"id": [f"No webhook {hook['id']} on this budget."]} if hook.get("id") not in (None, *existing) else {}
+                for hook in hooks
+            ]
+            if any(errors):
+                raise exceptions.ValidationError({"webhooks": errors})
+            specs = [WebhookSpec(url=hook["url"], id=hook.get("id")) for hook in hooks]
+        budget, issued = budget_update(budget=budget, changes=changes, webhooks_spec=specs)
+        [status_] = budgets_status([_reloaded(self.workspace, budget.pk)])
+        return Response(budget_data(status_, issued))
+
+    @extend_schema(operation_id="budgets_delete", responses={204: None})
+    def delete(self, request, budget_id: int):
+        budget_delete(budget=self._budget(budget_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def alert_data(alert) -> dict:
+    return serializers.AlertSerializer(alert).data
+
+
+class BudgetTestAlertApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.BUDGETS_WRITE
+
+    @extend_schema(
+        operation_id="budgets_test_alert",
+        summary="Send a test alert through every channel of the budget",
+        request=None,
+        responses={202: serializers.TestAlertSerializer},
+    )
+    def post(self, request, budget_id: int):
+        budget = Budget.objects.filter(workspace=self.workspace, pk=budget_id).first()
+        if budget is None:
+            raise exceptions.NotFound("No such budget in this workspace.")
+        alert = alert_test_send(budget=budget)
+        return Response({"alert": alert_data(alert_detail(alert.pk))}, status=status.HTTP_202_ACCEPTED)
+
+
+class AlertsApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.USAGE_READ
+
+    @extend_schema(
+        operation_id="alerts_list",
+        summary="Alert history, newest first, with each delivery's status",
+        parameters=[serializers.AlertQuerySerializer],
+        responses={200: serializers.AlertSerializer(many=True)},
+    )
+    def get(self, request):
+        query = serializers.AlertQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        alerts = alerts_of(self.workspace, budget_id=query.validated_data.get("budget"), limit=query.validated_data["limit"])
+        return Response(serializers.AlertSerializer(alerts, many=True).data)
+
+
+class ForecastApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.USAGE_READ
+
+    @extend_schema(operation_id="forecast", summary="Month-to-date spend and the month-end forecast", responses={200: serializers.ForecastSerializer})
+    def get(self, request):
+        forecast = workspace_forecast(self.workspace, now=timezone.now())
+        return Response(
+            {
+                "workspace": self.workspace.slug,
+                "period": f"{forecast.period:%Y-%m}",
+                "spend": _money(forecast.spend),
+                "forecast": _money(forecast.forecast),
+                "daily_rate": _money(Decimal(forecast.daily_rate_micros).scaleb(-6)),
+                "basis_days": f"{forecast.basis_days:.4f}",
+                "remaining_days": f"{forecast.remaining_days:.4f}",
+                "method": FORECAST_METHOD,
+                "currency": "USD",
+            }
+        )
+
+
+class AllowanceApi(APIView):
+    """The generation API asks before doing work: any active key of the workspace may."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [WorkspaceAccess]
+    required_scope = (Scope.USAGE_WRITE, Scope.USAGE_READ)
+
+    @extend_schema(operation_id="allowance", summary="May this key still spend this month? (hard limits)", responses={200: serializers.AllowanceSerializer})
+    def get(self, request):
+        allowance = allowance_for(request.auth)
+        return Response(
+            {
+                "allowed": allowance.allowed,
+                "spend": _money(allowance.spend),
+                "budget": _money(allowance.budget),
+                "remaining": _money(allowance.remaining),
+                "reason": allowance.reason,
+            }
+        )

@@ -1,0 +1,327 @@
+"""Month-to-date spend counters and cached hard limits for the allowance; the "evaluation pending"
+marker.
+
+Ingestion keeps the counters (integer micro-dollars per workspace and per API key and UTC month);
+the allowance API reads them, so a crossing shows there as soon as the event is committed, with no
+worker involved. With Redis (REDIS_URL) they live there; without it the allowance reads the month's
+rollups instead (one indexed SUM), which is as fresh.
+
+Why the counters stay correct (Redis). Each ingestion request:
+  1. before its events are stored:     INCR  inflight                       (`ingest_started`)
+  2. after they are committed:         INCRBY each counter that exists by the amounts of the events
+                                       newly inserted (never duplicates); DECR inflight;
+                                       INCR generation                      (`ingest_committed`)
+A reader that misses a counter reads `generation` and `inflight` (with the counters, one MGET),
+sums the rollups, and stores the sum only if, in one Lua script, the generation is unchanged and
+nothing is in flight. So a counter is created only from a database sum that no concurrent
+ingestion can have missed (it would be in flight, or have bumped the generation) nor be about to
+add a second time (its step 2 would have come before the read); from then on only step 2 moves
+it. A refused store is not an error: that call answers from the database sum. Counters live
+COUNTER_TTL seconds and the in-flight marker INFLIGHT_TTL after its last use, so whatever a crash
+or a lost Redis connection leaves behind heals within minutes; a Redis error never fails ingestion.
+The hard-limit budgets are cached beside the counters by the same rule (`allowance_inputs`,
+`limits_changed`), so an allowance call is one Redis round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Callable
+from datetime import date
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Q, Sum
+
+from usage.models import DailyRollup
+
+logger = logging.getLogger(__name__)
+
+COUNTER_TTL = 5 * 60  # seconds; a counter is rebuilt from the rollups at least this often
+INFLIGHT_TTL = 5 * 60  # longer than any ingestion transaction
+GENERATION_TTL = 24 * 3600
+PENDING_TTL = 5 * 60  # = the evaluation task's expiry: at most one pending evaluation per workspace
+# Without Redis the mark lives in each web process's memory, where the worker cannot clear it: it
+# lasts this long instead, and the evaluation it enqueues runs this much later (evaluation_delay),
+# so that it sees every change that found the mark set.
+LOCAL_PENDING_SECONDS = 1.0
+LIMITS_TTL = 60  # the hard limits are re-read at least this often (e.g. after a change made outside the services)
+
+_COMMIT = """
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
+end
+if ARGV[1] == '1' and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 1 end
+return 0
+"""
+_START = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+_RELEASE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+_STORE_LIMITS = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+_LIMITS_CHANGED = """
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+"""
+_STORE = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return 0 end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'NX', 'EX', ARGV[2]) end
+return 1
+"""
+
+
+class _Redis:
+    """One client and its scripts per process (redis-py resets its pool after a fork)."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self.errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.commit = self.client.register_script(_COMMIT)
+        self.start = self.client.register_script(_START)
+        self.release = self.client.register_script(_RELEASE)
+        self.store = self.client.register_script(_STORE)
+        self.store_limits = self.client.register_script(_STORE_LIMITS)
+        self.limits_changed = self.client.register_script(_LIMITS_CHANGED)
+
+
+_redis: _Redis | None = None
+
+
+def _backend() -> _Redis | None:
+    global _redis
+    if not settings.REDIS_URL:
+        return None
+    if _redis is None:
+        _redis = _Redis(settings.REDIS_URL)
+    return _redis
+
+
+def key_prefix() -> str:
+    """Keys are namespaced by database, so that two databases (development, benchmark, tests)
+    sharing one Redis never read each other's counters; `{w<id>}` keeps a workspace's keys in one
+    Redis Cluster slot, as the scripts need."""
+    database = str(connection.settings_dict["NAME"])
+    return f"mb:budgets:{zlib.crc32(database.encode()):08x}"
+
+
+def _keys(workspace_id: int) -> tuple[str, str, str]:
+    base = f"{key_prefix()}:{{w{workspace_id}}}"
+    return f"{base}:inflight", f"{base}:generation", f"{base}:pending"
+
+
+def _counter_keys(workspace_id: int, api_key_id: int, period: date) -> tuple[str, str]:
+    base = f"{key_prefix()}:{{w{workspace_id}}}:spend:{period:%Y-%m}"
+    return f"{base}:workspace", f"{base}:key:{api_key_id}"
+
+
+# --- Ingestion -------------------------------------------------------------------------------
+
+
+def ingest_started(workspace_id: int) -> bool:
+    """Step 1: an ingestion of `workspace_id` is about to store events. True when recorded."""
+    backend = _backend()
+    if backend is None:
+        return False
+    inflight, _, _ = _keys(workspace_id)
+    try:
+        backend.start(keys=[inflight], args=[INFLIGHT_TTL])
+        return True
+    except backend.errors as exc:
+        logger.warning("spend counters: Redis unavailable at ingestion start (%s)", exc)
+        return False
+
+
+def ingest_released(workspace_id: int, *, started: bool) -> None:
+    """Step 2 when nothing new was stored (all duplicates, or the store failed)."""
+    backend = _backend()
+    if backend is None or not started:
+        return
+    inflight, _, _ = _keys(workspace_id)
+    try:
+        backend.release(keys=[inflight])
+    except backend.errors as exc:
+        logger.warning("spend counters: Redis unavailable at ingestion release (%s)", exc)
+
+
+def ingest_committed(
+    workspace_id: int, api_key_id: int, micros_by_period: dict[date, int], *, started: bool
+) -> bool:
+    """Step 2, after the commit: add the newly inserted events' amounts (USD × 10⁶, per UTC month)
+    to the counters that exist, and mark an evaluation pending. True when this call set the mark
+    (the caller then enqueues the evaluation): at most one is pending per workspace."""
+    backend = _backend()
+    if backend is None:
+        return evaluation_pending_set(workspace_id)
+    inflight, generation, pending = _keys(workspace_id)
+    counters: list[str] = []
+    deltas: list[int] = []
+    for period, micros in sorted(micros_by_period.items()):
+        counters.extend(_counter_keys(workspace_id, api_key_id, period))
+        deltas.extend((micros, micros))
+    try:
+        if not started:
+            # Step 1 did not happen, so a reader may have stored a sum that has these events
+            # already: drop the counters rather than add to them.
+            backend.client.delete(*counters)
+            counters, deltas = [], []
+        marked = backend.commit(
+            keys=[inflight, generation, pending, *counters],
+            args=["1" if started else "0", GENERATION_TTL, PENDING_TTL, *deltas],
+        )
+        return bool(marked)
+    except backend.errors as exc:
+        # The counters may now lack these amounts: drop them so that the next read rebuilds.
+        logger.warning("spend counters: Redis unavailable after ingestion (%s)", exc)
+        try:
+            backend.client.delete(*counters)
+        except backend.errors:
+            pass
+        return False
+
+
+# --- Reading -----------------------------------------------------------------------------------
+
+
+def _database_sums(workspace_id: int, api_key_id: int, period: date) -> tuple[int, int]:
+    end = date(period.year + period.month // 12, period.month % 12 + 1, 1)
+    totals = DailyRollup.objects.filter(workspace_id=workspace_id, day__gte=period, day__lt=end).aggregate(
+        workspace=Sum("amount_micros"), key=Sum("amount_micros", filter=Q(api_key_id=api_key_id))
+    )
+    return int(totals["workspace"] or 0), int(totals["key"] or 0)
+
+
+Limits = list[tuple[int | None, int]]  # the workspace's hard-limit budgets: (api key id or None, amount micros)
+
+
+def _limits_keys(workspace_id: int) -> tuple[str, str]:
+    base = f"{key_prefix()}:{{w{workspace_id}}}"
+    return f"{base}:limits", f"{base}:limits-generation"
+
+
+def month_to_date(workspace_id: int, api_key_id: int, period: date) -> tuple[int, int]:
+    """(workspace spend, this key's spend) in `period` (the 1st of a UTC month), micro-dollars,
+    including every event committed before the call."""
+    workspace_micros, key_micros, _ = allowance_inputs(workspace_id, api_key_id, period, load_limits=None)
+    return workspace_micros, key_micros
+
+
+def allowance_inputs(
+    workspace_id: int, api_key_id: int, period: date, *, load_limits: Callable[[], Limits] | None
+) -> tuple[int, int, Limits]:
+    """Month-to-date spend of the workspace and of the key (micro-dollars) and the workspace's hard
+    limits, in one Redis round trip when both are cached.
+
+    The limits are cached like the counters: `limits_changed` (after a budget is saved or deleted)
+    bumps their generation and drops them; a reader that rebuilt them from the database
+    (`load_limits`) stores them only if the generation did not move meanwhile. So the answer after
+    a budget change has committed is never the old one (raising a budget unblocks at once).
+    With `load_limits` None the limits are neither read nor returned (an empty list)."""
+    if load_limits is None:
+        load_limits = list
+        wants_limits = False
+    else:
+        wants_limits = True
+    backend = _backend()
+    if backend is None:
+        return (*_database_sums(workspace_id, api_key_id, period), load_limits())
+    inflight, generation, _ = _keys(workspace_id)
+    counters = _counter_keys(workspace_id, api_key_id, period)
+    limits_key, limits_generation = _limits_keys(workspace_id)
+    try:
+        workspace_value, key_value, busy, seen, limits_value, limits_seen = backend.client.mget(
+            [*counters, inflight, generation, limits_key, limits_generation]
+        )
+    except backend.errors as exc:
+        logger.warning("spend counters: Redis unavailable, reading the database (%s)", exc)
+        return (*_database_sums(workspace_id, api_key_id, period), load_limits())
+    if not wants_limits:
+        limits: Limits = []
+    elif limits_value is not None:
+        limits = [(key_id, micros) for key_id, micros in json.loads(limits_value)]
+    else:
+        limits = load_limits()
+        try:
+            backend.store_limits(
+                keys=[limits_generation, limits_key],
+                args=[(limits_seen or b"").decode(), json.dumps(limits), LIMITS_TTL],
+            )
+        except backend.errors as exc:
+            logger.warning("spend counters: could not store the hard limits (%s)", exc)
+    if workspace_value is not None and key_value is not None:
+        return int(workspace_value), int(key_value), limits
+    sums = _database_sums(workspace_id, api_key_id, period)
+    if int(busy or 0) <= 0:
+        try:
+            backend.store(
+                keys=[inflight, generation, *counters],
+                args=[(seen or b"").decode(), COUNTER_TTL, *sums],
+            )
+        except backend.errors as exc:
+            logger.warning("spend counters: could not store a rebuilt counter (%s)", exc)
+    return (*sums, limits)
+
+
+def limits_changed(workspace_id: int) -> None:
+    """A hard-limit budget of the workspace was saved or deleted (call after the commit)."""
+    backend = _backend()
+    if backend is None:
+        return
+    try:
+        backend.limits_changed(keys=list(_limits_keys(workspace_id)), args=[GENERATION_TTL])
+    except backend.errors as exc:
+        logger.error("budgets: could not drop the cached hard limits of workspace %s (%s)", workspace_id, exc)
+
+
+# --- The pending-evaluation mark ---------------------------------------------------------------
+
+
+def evaluation_pending_set(workspace_id: int) -> bool:
+    """Mark an evaluation pending; True when it was not already (then enqueue one, delayed by
+    `evaluation_delay()`)."""
+    backend = _backend()
+    _, _, pending = _keys(workspace_id)
+    if backend is None:
+        return cache.add(pending, 1, timeout=LOCAL_PENDING_SECONDS)
+    try:
+        return bool(backend.client.set(pending, 1, nx=True, ex=PENDING_TTL))
+    except backend.errors as exc:
+        logger.warning("budgets: Redis unavailable for the pending mark (%s)", exc)
+        return True  # enqueue anyway: an extra evaluation is harmless, a missing one is not
+
+
+def evaluation_delay() -> float:
+    """Seconds to wait before running an evaluation just marked pending: none with Redis (the task
+    clears the mark when it starts), the local mark's lifetime without."""
+    return 0.0 if _backend() is not None else LOCAL_PENDING_SECONDS
+
+
+def evaluation_pending_clear(workspace_id: int) -> None:
+    """The evaluation is starting: changes from now on need another one."""
+    backend = _backend()
+    _, _, pending = _keys(workspace_id)
+    if backend is None:
+        cache.delete(pending)
+        return
+    try:
+        backend.client.delete(pending)
+    except backend.errors as exc:
+        logger.warning("budgets: Redis unavailable to clear the pending mark (%s)", exc)

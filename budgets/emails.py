@@ -1,0 +1,76 @@
+"""The alert e-mail (text and HTML) and the one-line headline webhooks carry too."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from .models import Alert
+
+SEND_TIMEOUT = 30  # seconds, for the SMTP connection (Django's default is none: it could hang)
+
+
+def dashboard_url(workspace) -> str:
+    return f"{settings.SITE_URL}{reverse('dashboard:overview')}?{urlencode({'workspace': workspace.slug})}"
+
+
+def dollars(amount: Decimal | None) -> str:
+    """For people: whole cents, half up (the exact figures are in the webhook and the API)."""
+    if amount is None:
+        return "—"
+    return f"${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+
+
+def _scope(alert: Alert) -> str:
+    budget = alert.budget
+    if budget is not None and budget.api_key_id:
+        return f"API key “{budget.api_key.name}” ({budget.api_key.display_prefix}) in {alert.workspace.name}"
+    return alert.workspace.name
+
+
+def alert_headline(alert: Alert) -> str:
+    month = f"{alert.period:%B %Y}"
+    if alert.kind == Alert.Kind.ACTUAL:
+        return f"{_scope(alert)} has spent {alert.threshold}% of its {month} budget"
+    if alert.kind == Alert.Kind.FORECAST:
+        return f"{_scope(alert)} is forecast to spend {alert.threshold}% of its {month} budget"
+    if alert.kind == Alert.Kind.FREE_ALLOWANCE:
+        return f"{alert.workspace.name} has used up its free allowance for {month}"
+    return f"Test alert for the {month} budget of {_scope(alert)}"
+
+
+def alert_context(alert: Alert) -> dict:
+    budget = alert.budget
+    return {
+        "alert": alert,
+        "workspace": alert.workspace,
+        "headline": alert_headline(alert),
+        "is_free_allowance": alert.kind == Alert.Kind.FREE_ALLOWANCE,
+        "is_test": alert.kind == Alert.Kind.TEST,
+        "is_forecast": alert.kind == Alert.Kind.FORECAST,
+        "spend": dollars(alert.spend),
+        "budget_amount": dollars(alert.budget_amount),
+        "forecast": dollars(alert.forecast),
+        "threshold_amount": dollars(
+            alert.budget_amount * alert.threshold / 100 if alert.budget_amount and alert.threshold else None
+        ),
+        "hard_limit": bool(budget and budget.hard_limit),
+        "dashboard_url": dashboard_url(alert.workspace),
+    }
+
+
+def alert_email_send(alert: Alert, address: str) -> None:
+    """Send the alert to one address (one message per person: nobody sees the others' address).
+    Raises what the mail backend raises."""
+    context = alert_context(alert)
+    subject = f"[Meterboard] {context['headline']}"
+    text = render_to_string("budgets/emails/alert.txt", context)
+    html = render_to_string("budgets/emails/alert.html", context)
+    message = EmailMultiAlternatives(subject, text, to=[address])
+    message.attach_alternative(html, "text/html")
+    get_connection(timeout=SEND_TIMEOUT).send_messages([message])

@@ -1,0 +1,527 @@
+"""Writes for budgets: budgets and their webhooks, the ingestion hook, alert evaluation, test
+alerts, and delivering an alert (one attempt at a time, retried by budgets.tasks).
+
+Delivery schedule (RETRY_*): an alert is sent as soon as it is recorded; a failed attempt is
+retried after 30 s, 1, 2, 4, 8, 16 and 32 minutes, then every 45 minutes, until 24 hours after
+the alert; then the delivery is `failed`. Every attempt is a DeliveryAttempt row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from billing.services import plan_for_period
+from workspaces.models import ApiKey, Workspace
+
+from . import counters, webhooks
+from .emails import alert_email_send, alert_headline, dashboard_url
+from .models import Alert, AlertDelivery, Budget, DeliveryAttempt, WebhookEndpoint
+from .selectors import (
+    alert_recipients,
+    current_period,
+    forecast_month,
+    month_spend,
+    usd_micros,
+    workspaces_to_evaluate,
+)
+
+logger = logging.getLogger(__name__)
+
+MICROS = 1_000_000
+RETRY_FIRST_DELAY = timedelta(seconds=30)
+# Below the Redis broker's visibility timeout (1 h): a longer countdown would be delivered twice.
+RETRY_MAX_DELAY = timedelta(minutes=45)
+RETRY_WINDOW = timedelta(hours=24)
+# An attempt holds its delivery this long; a worker that dies mid-attempt frees it then.
+CLAIM_FOR = timedelta(seconds=120)
+# A delivery due this long ago with no attempt running lost its task: the sweep enqueues it again.
+OVERDUE_AFTER = timedelta(minutes=5)
+
+
+# --- Budgets -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedEndpoint:
+    endpoint: WebhookEndpoint
+    secret: str  # shown once, in the answer that created the endpoint
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    url: str
+    id: int | None = None  # an existing endpoint of the budget to keep (with its secret)
+
+
+def _endpoints_create(budget: Budget, urls: Sequence[str]) -> list[IssuedEndpoint]:
+    issued = []
+    for url in urls:
+        secret = webhooks.secret_generate()
+        issued.append(IssuedEndpoint(WebhookEndpoint.objects.create(budget=budget, url=url, secret=secret), secret))
+    return issued
+
+
+@transaction.atomic
+def budget_create(
+    *,
+    workspace: Workspace,
+    amount: Decimal,
+    thresholds: Sequence[int],
+    forecast_alerts: bool = True,
+    hard_limit: bool = False,
+    api_key: ApiKey | None = None,
+    email: bool = True,
+    webhook_urls: Sequence[str] = (),
+) -> tuple[Budget, list[IssuedEndpoint]]:
+    """Create a budget and its webhook endpoints (each with a new secret, returned once), then
+    evaluate the workspace: a budget below this month's spend alerts within a minute.
+    The caller checked the input (budgets.serializers, webhooks.url_target)."""
+    if api_key is not None and api_key.workspace_id != workspace.pk:
+        raise ValueError("The API key belongs to another workspace.")
+    budget = Budget.objects.create(
+        workspace=workspace,
+        api_key=api_key,
+        amount=amount,
+        thresholds=sorted(set(thresholds)),
+        forecast_alerts=forecast_alerts,
+        hard_limit=hard_limit,
+        email=email,
+    )
+    issued = _endpoints_create(budget, webhook_urls)
+    budget_changed(workspace.pk)
+    return budget, issued
+
+
+@transaction.atomic
+def budget_update(
+    *, budget: Budget, changes: dict, webhooks_spec: Sequence[WebhookSpec] | None = None
+) -> tuple[Budget, list[IssuedEndpoint]]:
+    """Change some of amount, thresholds, forecast_alerts, hard_limit, api_key, email. With
+    `webhooks_spec`, the budget's endpoints become exactly those: listed ids are kept (their URL may
+    change, their secret stays), others are deleted, entries without an id are created.
+
+    A hard limit reads the budget on every allowance call, so raising it unblocks at once.
+    Thresholds already alerted this month stay alerted (at most one alert per threshold and month)."""
+    allowed = {"amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"Cannot change {', '.join(sorted(unknown))}.")
+    if "thresholds" in changes:
+        changes = {**changes, "thresholds": sorted(set(changes["thresholds"]))}
+    api_key = changes.get("api_key")
+    if api_key is not None and api_key.workspace_id != budget.workspace_id:
+        raise ValueError("The API key belongs to another workspace.")
+    for name, value in changes.items():
+        setattr(budget, name, value)
+    budget.save()
+    issued: list[IssuedEndpoint] = []
+    if webhooks_spec is not None:
+        keep = {spec.id: spec.url for spec in webhooks_spec if spec.id is not None}
+        existing = {endpoint.pk: endpoint for endpoint in budget.webhooks.all()}
+        unknown_ids = set(keep) - set(existing)
+        if unknown_ids:
+            raise ValueError(f"No webhook {sorted(unknown_ids)[0]} on this budget.")
+        for pk, endpoint in existing.items():
+            if pk not in keep:
+                endpoint.delete()
+            elif endpoint.url != keep[pk]:
+                endpoint.url = keep[pk]
+                endpoint.save(update_fields=["url"])
+        issued = _endpoints_create(budget, [spec.url for spec in webhooks_spec if spec.id is None])
+    budget_changed(budget.workspace_id)
+    return budget, issued
+
+
+@transaction.atomic
+def budget_delete(*, budget: Budget) -> None:
+    """Delete a budget and its endpoints; its alerts stay in the history (budget: null).
+    Deliveries still waiting for a deleted endpoint are cancelled at their next attempt."""
+    budget.delete()
+    budget_changed(budget.workspace_id)
+
+
+def budget_changed(workspace_id: int) -> None:
+    """After the commit: drop the allowance's cached hard limits (so the next call reads the new
+    amounts) and evaluate the workspace (a budget lowered below the spend alerts at once)."""
+    transaction.on_commit(functools.partial(counters.limits_changed, workspace_id))
+    transaction.on_commit(functools.partial(evaluation_request, workspace_id))
+
+
+# --- The ingestion hook --------------------------------------------------------------------------
+
+
+class SpendRecording:
+    """Wraps the storing of one ingestion batch (usage.services.events_ingest):
+
+        with SpendRecording(workspace_id, api_key_id) as spend:
+            ...store the batch...
+            spend.add(occurred_at, amount)   # for each event newly inserted
+
+    After the commit (transaction.on_commit when inside one) it adds the batch's new spend to the
+    month-to-date counters the allowance reads, and enqueues an evaluation of the workspace's
+    budgets unless one is pending already. A few Redis round trips per request, none per event;
+    it never fails the ingestion (errors are logged)."""
+
+    def __init__(self, workspace_id: int, api_key_id: int):
+        self.workspace_id = workspace_id
+        self.api_key_id = api_key_id
+        self.micros_by_period: dict[date, int] = defaultdict(int)
+        self.started = False
+
+    def add(self, occurred_at: datetime, amount: Decimal) -> None:
+        # The UTC day of occurred_at, as the rollups count it.
+        self.micros_by_period[occurred_at.date().replace(day=1)] += int(amount * MICROS)
+
+    def __enter__(self) -> SpendRecording:
+        self.started = counters.ingest_started(self.workspace_id)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is not None or not self.micros_by_period:
+            counters.ingest_released(self.workspace_id, started=self.started)
+        else:
+            transaction.on_commit(self._committed, robust=True)
+        return False
+
+    def _committed(self) -> None:
+        marked = counters.ingest_committed(
+            self.workspace_id, self.api_key_id, dict(self.micros_by_period), started=self.started
+        )
+        if marked:
+            _evaluation_enqueue(self.workspace_id)
+
+
+# --- Evaluation ---------------------------------------------------------------------------------
+
+
+def _evaluation_enqueue(workspace_id: int) -> None:
+    from . import tasks
+
+    try:
+        tasks.budgets_evaluate_workspace.apply_async(
+            args=[workspace_id], countdown=counters.evaluation_delay(), expires=counters.PENDING_TTL
+        )
+    except Exception:  # the broker is down: let the next change (or the beat) try again
+        logger.exception("budgets: could not enqueue the evaluation of workspace %s", workspace_id)
+        counters.evaluation_pending_clear(workspace_id)
+
+
+def evaluation_request(workspace_id: int) -> bool:
+    """Enqueue an evaluation of the workspace's budgets unless one is pending. True if enqueued."""
+    if counters.evaluation_pending_set(workspace_id):
+        _evaluation_enqueue(workspace_id)
+        return True
+    return False
+
+
+def evaluations_request_due(*, now: datetime | None = None) -> int:
+    """The beat's safety net (every minute): request an evaluation of every workspace with a
+    budget (forecasts move with the calendar too) or an untold, used-up free allowance."""
+    now = now or timezone.now()
+    return sum(evaluation_request(pk) for pk in workspaces_to_evaluate(current_period(now)))
+
+
+@dataclass
+class EvaluationReport:
+    workspace_id: int
+    budgets: int = 0
+    recorded: list[Alert] = field(default_factory=list)  # alerts this call inserted (and sends)
+
+
+def workspace_evaluate(workspace_id: int, *, now: datetime | None = None) -> EvaluationReport:
+    """Record, once, every alert the workspace's month-to-date spend and forecast call for:
+
+    - for each budget and threshold T: `actual` when spend >= T% of the amount, else `forecast`
+      when the budget has forecast alerts and the month-end forecast >= T%;
+    - `free_allowance` when the workspace's spend reaches its plan's free tier credit.
+
+    Each is inserted against a unique index: of evaluators racing each other one inserts it, and
+    only that one enqueues its deliveries (after its commit). Safe to run at any time, any number
+    of times; alerts only for the current UTC month."""
+    now = now or timezone.now()
+    report = EvaluationReport(workspace_id)
+    workspace = Workspace.objects.filter(pk=workspace_id).first()
+    if workspace is None:
+        return report
+    period = current_period(now)
+    budgets = list(
+        Budget.objects.filter(workspace=workspace).select_related("api_key").prefetch_related("webhooks")
+    )
+    report.budgets = len(budgets)
+    spend = month_spend(workspace.pk, period)
+    told = set(
+        Alert.objects.filter(workspace=workspace, period=period)
+        .exclude(kind=Alert.Kind.TEST)
+        .values_list("budget_id", "kind", "threshold")
+    )
+    recipients: list[str] | None = None
+    for budget in budgets:
+        forecast = forecast_month(spend.daily(budget.api_key_id), now=now)
+        amount = usd_micros(budget.amount)
+        for threshold in budget.thresholds:
+            if forecast.spend_micros * 100 >= amount * threshold:
+                kind = Alert.Kind.ACTUAL
+            elif budget.forecast_alerts and forecast.forecast_micros * 100 >= amount * threshold:
+                kind = Alert.Kind.FORECAST
+            else:
+                continue
+            if (budget.pk, kind, threshold) in told:
+                continue
+            if recipients is None:
+                recipients = alert_recipients(workspace.pk)
+            alert = _alert_record(
+                Alert(
+                    workspace=workspace, budget=budget, period=period, kind=kind, threshold=threshold,
+                    budget_amount=budget.amount, spend=forecast.spend, forecast=forecast.forecast, created_at=now,
+                ),
+                recipients=recipients if budget.email else [],
+                endpoints=list(budget.webhooks.all()),
+            )
+            if alert is not None:
+                report.recorded.append(alert)
+    if (None, Alert.Kind.FREE_ALLOWANCE, None) not in told:
+        credit = usd_micros(plan_for_period(workspace, period).free_tier_credit)
+        total = spend.total()
+        if credit > 0 and total >= credit:
+            whole = forecast_month(spend.daily(), now=now)
+            alert = _alert_record(
+                Alert(
+                    workspace=workspace, period=period, kind=Alert.Kind.FREE_ALLOWANCE,
+                    spend=whole.spend, forecast=whole.forecast, created_at=now,
+                ),
+                recipients=alert_recipients(workspace.pk) if recipients is None else recipients,
+                endpoints=[],
+            )
+            if alert is not None:
+                report.recorded.append(alert)
+    return report
+
+
+def _alert_record(alert: Alert, *, recipients: Sequence[str], endpoints: Sequence[WebhookEndpoint]) -> Alert | None:
+    """Insert the alert and its deliveries; None when another evaluation recorded it first."""
+    try:
+        with transaction.atomic():
+            alert.save(force_insert=True)
+            deliveries = _deliveries_create(alert, recipients, endpoints)
+    except IntegrityError:
+        return None
+    transaction.on_commit(functools.partial(_deliveries_enqueue, [d.pk for d in deliveries]))
+    return alert
+
+
+def _deliveries_create(
+    alert: Alert, recipients: Sequence[str], endpoints: Sequence[WebhookEndpoint]
+) -> list[AlertDelivery]:
+    rows = [
+        AlertDelivery(alert=alert, channel=AlertDelivery.Channel.EMAIL, target=address,
+                      next_attempt_at=alert.created_at, created_at=alert.created_at)
+        for address in recipients
+    ] + [
+        AlertDelivery(alert=alert, channel=AlertDelivery.Channel.WEBHOOK, endpoint=endpoint, target=endpoint.url,
+                      next_attempt_at=alert.created_at, created_at=alert.created_at)
+        for endpoint in endpoints
+    ]
+    # One by one rather than bulk_create: the enqueued tasks need the ids on every database.
+    for row in rows:
+        row.save(force_insert=True)
+    return rows
+
+
+def _deliveries_enqueue(delivery_ids: Sequence[int]) -> None:
+    from . import tasks
+
+    for delivery_id in delivery_ids:
+        try:
+            tasks.alert_delivery_send.apply_async(args=[delivery_id], expires=RETRY_WINDOW.total_seconds())
+        except Exception:  # the overdue sweep sends it once the broker answers again
+            logger.exception("budgets: could not enqueue delivery %s", delivery_id)
+
+
+@transaction.atomic
+def alert_test_send(*, budget: Budget, now: datetime | None = None) -> Alert:
+    """Send a test alert through every channel of the budget (not counted against thresholds)."""
+    now = now or timezone.now()
+    forecast = forecast_month(month_spend(budget.workspace_id, current_period(now)).daily(budget.api_key_id), now=now)
+    alert = Alert.objects.create(
+        workspace_id=budget.workspace_id, budget=budget, period=forecast.period, kind=Alert.Kind.TEST,
+        budget_amount=budget.amount, spend=forecast.spend, forecast=forecast.forecast, created_at=now,
+    )
+    deliveries = _deliveries_create(
+        alert, alert_recipients(budget.workspace_id) if budget.email else [], list(budget.webhooks.all())
+    )
+    transaction.on_commit(functools.partial(_deliveries_enqueue, [d.pk for d in deliveries]))
+    return alert
+
+
+# --- Delivery -------------------------------------------------------------------------------------
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """The wait after the `attempts`-th failed attempt: 30 s doubling, at most RETRY_MAX_DELAY."""
+    return min(RETRY_FIRST_DELAY * 2 ** max(attempts - 1, 0), RETRY_MAX_DELAY)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status: str  # the delivery's status after this call, or "skipped" (not due, or held by another)
+    retry_at: datetime | None = None  # when to call again
+    give_up_at: datetime | None = None
+
+
+# The `type` of a webhook's JSON (and its Meterboard-Event header), per alert kind.
+EVENT_TYPES = {
+    Alert.Kind.ACTUAL: "budget.threshold_reached",
+    Alert.Kind.FORECAST: "budget.forecast_threshold_reached",
+    Alert.Kind.FREE_ALLOWANCE: "free_allowance.used_up",
+    Alert.Kind.TEST: "budget.test",
+}
+
+
+def alert_payload(alert: Alert) -> dict:
+    """The JSON a webhook receives. Money as strings with 6 decimal places, USD."""
+    budget = alert.budget
+
+    def money(value: Decimal | None) -> str | None:
+        return None if value is None else f"{value:.6f}"
+
+    return {
+        "id": alert.pk,
+        "type": EVENT_TYPES[alert.kind],
+        "created_at": alert.created_at.isoformat().replace("+00:00", "Z"),
+        "workspace": alert.workspace.slug,
+        "period": f"{alert.period:%Y-%m}",
+        "kind": alert.kind,
+        "threshold": alert.threshold,
+        "budget": None
+        if budget is None
+        else {
+            "id": budget.pk,
+            "amount": money(budget.amount),
+            "api_key": budget.api_key.display_prefix if budget.api_key_id else None,
+            "hard_limit": budget.hard_limit,
+        },
+        "budget_amount": money(alert.budget_amount),
+        "spend": money(alert.spend),
+        "forecast": money(alert.forecast),
+        "currency": "USD",
+        "message": alert_headline(alert),
+        "dashboard_url": dashboard_url(alert.workspace),
+    }
+
+
+def _claim(delivery_id: int, now: datetime) -> tuple[AlertDelivery, DeliveryAttempt] | None:
+    """Take the delivery for one attempt (saved STARTED) if it is due and nobody holds it."""
+    with transaction.atomic():
+        claimed = (
+            AlertDelivery.objects.filter(
+                pk=delivery_id,
+                status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING],
+                next_attempt_at__lte=now,
+            )
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .update(claimed_until=now + CLAIM_FOR, attempts=F("attempts") + 1)
+        )
+        if not claimed:
+            return None
+        delivery = AlertDelivery.objects.select_related(
+            "alert__workspace", "alert__budget__api_key", "endpoint"
+        ).get(pk=delivery_id)
+        delivery.attempt_log.filter(outcome=DeliveryAttempt.Outcome.STARTED).update(
+            outcome=DeliveryAttempt.Outcome.ABANDONED, error="The worker stopped during this attempt."
+        )
+        attempt = DeliveryAttempt.objects.create(delivery=delivery, number=delivery.attempts, started_at=now)
+    return delivery, attempt
+
+
+def _send(delivery: AlertDelivery) -> webhooks.PostResult:
+    if delivery.channel == AlertDelivery.Channel.EMAIL:
+        try:
+            alert_email_send(delivery.alert, delivery.target)
+        except TimeoutError:
+            return webhooks.PostResult("timeout", error="The mail server did not answer in time.")
+        except Exception as exc:  # smtplib and socket errors: retried
+            return webhooks.PostResult("error", error=f"{type(exc).__name__}: {exc}"[:500])
+        return webhooks.PostResult("ok")
+    body = json.dumps(alert_payload(delivery.alert), separators=(",", ":")).encode()
+    return webhooks.post(
+        delivery.endpoint.url,
+        delivery.endpoint.secret,
+        body,
+        timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+        allow_private=settings.WEBHOOK_ALLOW_PRIVATE,
+        headers={
+            "Meterboard-Delivery": str(delivery.pk),
+            "Meterboard-Event": EVENT_TYPES[delivery.alert.kind],
+        },
+    )
+
+
+def delivery_attempt(delivery_id: int, *, now: datetime | None = None) -> DeliveryResult:
+    """Make one attempt at a delivery if it is due and no other attempt holds it; log it; settle
+    the delivery (delivered, retrying at a time, or failed after RETRY_WINDOW).
+
+    Safe to call twice for the same delivery at once (the claim is an atomic UPDATE): one sends.
+    At least once, not exactly once, if a worker dies after sending and before saving the
+    outcome; receivers de-duplicate on the `Meterboard-Delivery` header (or the alert `id`)."""
+    claimed = _claim(delivery_id, now or timezone.now())
+    if claimed is None:
+        return DeliveryResult("skipped")
+    delivery, attempt = claimed
+    give_up_at = delivery.created_at + RETRY_WINDOW
+    if delivery.channel == AlertDelivery.Channel.WEBHOOK and delivery.endpoint is None:
+        result = webhooks.PostResult("refused", error="The webhook endpoint was removed.")
+        status = AlertDelivery.Status.CANCELLED
+    else:
+        started = time.monotonic()
+        result = _send(delivery)
+        attempt.duration_ms = int((time.monotonic() - started) * 1000)
+        status = AlertDelivery.Status.DELIVERED if result.outcome == "ok" else AlertDelivery.Status.RETRYING
+    finished = now or timezone.now()
+    retry_at = None
+    if status == AlertDelivery.Status.RETRYING:
+        retry_at = finished + retry_delay(delivery.attempts)
+        if retry_at > give_up_at:
+            status, retry_at = AlertDelivery.Status.FAILED, None
+    attempt.outcome = result.outcome
+    attempt.http_status = result.http_status
+    attempt.error = result.error
+    with transaction.atomic():
+        attempt.save(update_fields=["outcome", "http_status", "error", "duration_ms"])
+        AlertDelivery.objects.filter(pk=delivery.pk).update(
+            status=status,
+            claimed_until=None,
+            next_attempt_at=retry_at,
+            delivered_at=finished if status == AlertDelivery.Status.DELIVERED else None,
+            last_error=result.error,
+        )
+    if status == AlertDelivery.Status.FAILED:
+        logger.warning("budgets: gave up delivering alert %s to %s: %s", delivery.alert_id, delivery.target, result.error)
+    return DeliveryResult(status, retry_at, give_up_at)
+
+
+def deliveries_enqueue_overdue(*, now: datetime | None = None) -> int:
+    """Enqueue deliveries whose task was lost (due for OVERDUE_AFTER, not held by an attempt)."""
+    now = now or timezone.now()
+    ids = list(
+        AlertDelivery.objects.filter(
+            status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING],
+            next_attempt_at__lte=now - OVERDUE_AFTER,
+        )
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .values_list("pk", flat=True)[:1000]
+    )
+    _deliveries_enqueue(ids)
+    return len(ids)

@@ -1,0 +1,251 @@
+"""Input of the dashboard's pages: the period picker, usage filters, keys, members, sign-in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
+
+from billing.pricing import FEATURES, MODELS
+from billing.statement import FEATURE_NAMES
+from budgets import webhooks
+from budgets.serializers import MAX_THRESHOLDS, MAX_WEBHOOKS
+from workspaces.models import ALL_SCOPES, ApiKey, Membership, Scope
+
+MAX_PERIOD_MONTHS = 12
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` later (or earlier), clamped to the end of a shorter month."""
+    year, month = divmod(day.year * 12 + day.month - 1 + months, 12)
+    month += 1
+    following = date(year + (month == 12), month % 12 + 1, 1)
+    return date(year, month, min(day.day, (following - timedelta(days=1)).day))
+
+
+# --- The period picker -----------------------------------------------------------------------------
+
+PRESETS = {
+    "this_month": "This month",
+    "last_month": "Last month",
+    "last_3": "Last 3 months",
+    "last_12": "Last 12 months",
+    "custom": "Custom range",
+}
+
+
+@dataclass(frozen=True)
+class Period:
+    """UTC days [start, end], end inclusive (rollup days and billing months are UTC)."""
+
+    key: str
+    start: date
+    end: date
+
+    @property
+    def label(self) -> str:
+        if self.key == "custom":
+            return f"{self.start:%b %-d, %Y} – {self.end:%b %-d, %Y}"
+        return PRESETS[self.key]
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+def preset_period(key: str, today: date) -> Period:
+    month = today.replace(day=1)
+    if key == "last_month":
+        start = add_months(month, -1)
+        return Period(key, start, month - timedelta(days=1))
+    if key == "last_3":
+        return Period(key, add_months(month, -2), today)
+    if key == "last_12":
+        return Period(key, add_months(month, -11), today)
+    return Period("this_month", month, today)
+
+
+class PeriodForm(forms.Form):
+    period = forms.ChoiceField(choices=list(PRESETS.items()), required=False, label="Period")
+    start = forms.DateField(required=False, label="From (UTC day)", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, label="To (UTC day, included)", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, data, *, today: date):
+        super().__init__(data)
+        self.today = today
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("period") != "custom":
+            return cleaned
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start is None or end is None:
+            raise forms.ValidationError("A custom range needs both a first and a last day.")
+        if end < start:
+            raise forms.ValidationError("The last day comes before the first.")
+        if end >= add_months(start, MAX_PERIOD_MONTHS):
+            raise forms.ValidationError(f"A range covers at most {MAX_PERIOD_MONTHS} months.")
+        return cleaned
+
+    def resolved(self) -> Period:
+        """The chosen period; this month when nothing (or something invalid) was asked for."""
+        if not self.is_valid():
+            return preset_period("this_month", self.today)
+        data = self.cleaned_data
+        if data.get("period") == "custom":
+            return Period("custom", data["start"], data["end"])
+        return preset_period(data.get("period") or "this_month", self.today)
+
+
+# --- Usage filters ----------------------------------------------------------------------------------
+
+FEATURE_CHOICES = [("", "All features")] + [(f, FEATURE_NAMES.get(f, f)) for f in FEATURES]
+MODEL_CHOICES = [("", "All models")] + [(m, m.upper()) for m in MODELS]
+
+
+class UsageFilterForm(forms.Form):
+    start = forms.DateField(required=False, label="From (UTC day)", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, label="To (UTC day, included)", widget=forms.DateInput(attrs={"type": "date"}))
+    feature = forms.ChoiceField(choices=FEATURE_CHOICES, required=False)
+    model = forms.ChoiceField(choices=MODEL_CHOICES, required=False)
+    api_key = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="API key")
+
+    def __init__(self, data, *, workspace, today: date):
+        super().__init__(data)
+        self.today = today
+        keys = ApiKey.objects.filter(workspace=workspace).order_by("name", "pk")
+        self.fields["api_key"].choices = [("", "All API keys")] + [
+            (key.pk, f"{key.name} ({key.display_prefix}){' · revoked' if key.revoked_at else ''}") for key in keys
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        start = cleaned.get("start") or self.today.replace(day=1)
+        end = cleaned.get("end") or self.today
+        if end < start:
+            raise forms.ValidationError("The last day comes before the first.")
+        cleaned["start"], cleaned["end"] = start, end
+        return cleaned
+
+    def filters(self) -> dict:
+        """start, end, feature, model, api_key_id; the current month when the input is invalid."""
+        if not self.is_valid():
+            return {"start": self.today.replace(day=1), "end": self.today, "feature": "", "model": "", "api_key_id": None}
+        data = self.cleaned_data
+        return {
+            "start": data["start"],
+            "end": data["end"],
+            "feature": data.get("feature") or "",
+            "model": data.get("model") or "",
+            "api_key_id": data.get("api_key"),
+        }
+
+
+# --- API keys and members ----------------------------------------------------------------------------
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, label="Name", help_text="Where it is used, e.g. “Production generators”.")
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices,
+        initial=list(ALL_SCOPES),
+        widget=forms.CheckboxSelectMultiple,
+        label="Scopes",
+    )
+
+
+ROLE_CHOICES = Membership.Role.choices
+
+
+class MemberAddForm(forms.Form):
+    email = forms.EmailField(label="E-mail", max_length=150)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Membership.Role.VIEWER, label="Role")
+
+    def clean_email(self) -> str:
+        return self.cleaned_data["email"].strip().lower()
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=ROLE_CHOICES, label="Role")
+
+
+# --- Sign-in and password reset --------------------------------------------------------------------
+
+
+class EmailAuthenticationForm(AuthenticationForm):
+    """Sign-in by e-mail: accounts are named by their lowercased address."""
+
+    def clean_username(self) -> str:
+        return (self.cleaned_data.get("username") or "").strip().lower()
+
+
+class InviteAwarePasswordResetForm(PasswordResetForm):
+    """Django's reset form skips accounts without a usable password; an invited member has none
+    until they follow their invitation, and may ask for a new link here."""
+
+    def get_users(self, email: str):
+        User = get_user_model()
+        return (
+            user
+            for user in User._default_manager.filter(email__iexact=email, is_active=True)
+            if user.email.lower() == email.lower()
+        )
+
+
+# --- Budgets ---------------------------------------------------------------------------------------
+
+
+class BudgetForm(forms.Form):
+    """A monthly budget: the same rules as the budgets API (budgets.serializers)."""
+
+    amount = forms.DecimalField(label="Monthly amount (USD)", min_value=Decimal("0.01"), max_value=Decimal("1000000000"),
+                                max_digits=18, decimal_places=6)  # fmt: skip
+    api_key = forms.ModelChoiceField(queryset=ApiKey.objects.none(), required=False, empty_label="The whole workspace",
+                                     label="Applies to")  # fmt: skip
+    thresholds = forms.CharField(label="Alert at (percent of the amount)", initial="50, 80, 100", max_length=200,
+                                 help_text="Comma-separated, each alerted once a month.")  # fmt: skip
+    forecast_alerts = forms.BooleanField(required=False, initial=True, label="Also alert when the month-end forecast reaches a threshold")
+    hard_limit = forms.BooleanField(required=False, label="Hard limit: the allowance endpoint answers “blocked” once spend reaches the amount")
+    email = forms.BooleanField(required=False, initial=True, label="E-mail the workspace's owners and admins")
+    webhooks = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Webhook URLs",
+                               help_text="One per line. Each gets a signing secret, shown once.")  # fmt: skip
+
+    def __init__(self, *args, workspace, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["api_key"].queryset = ApiKey.objects.filter(workspace=workspace, revoked_at__isnull=True).order_by("name")
+
+    def clean_thresholds(self) -> list[int]:
+        parts = [part.strip().rstrip("%").strip() for part in self.cleaned_data["thresholds"].replace(";", ",").split(",")]
+        parts = [part for part in parts if part]
+        if not parts:
+            raise forms.ValidationError("Give at least one threshold, e.g. 50, 80, 100.")
+        try:
+            values = [int(part) for part in parts]
+        except ValueError:
+            raise forms.ValidationError("Thresholds are whole percents, e.g. 50, 80, 100.") from None
+        if any(not 1 <= value <= 1000 for value in values):
+            raise forms.ValidationError("Each threshold is between 1 and 1000 percent.")
+        if len(set(values)) != len(values):
+            raise forms.ValidationError("Each threshold once.")
+        if len(values) > MAX_THRESHOLDS:
+            raise forms.ValidationError(f"At most {MAX_THRESHOLDS} thresholds.")
+        return sorted(values)
+
+    def clean_webhooks(self) -> list[str]:
+        urls = list(dict.fromkeys(line.strip() for line in self.cleaned_data["webhooks"].splitlines() if line.strip()))
+        if len(urls) > MAX_WEBHOOKS:
+            raise forms.ValidationError(f"At most {MAX_WEBHOOKS} webhooks.")
+        errors = []
+        for url in urls:
+            try:
+                webhooks.url_target(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE)
+            except webhooks.UrlRefused as exc:
+                errors.append(f"{url}: {exc}")
+        if errors:
+            raise forms.ValidationError(errors)
+        return urls

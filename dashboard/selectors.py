@@ -1,0 +1,511 @@
+"""Reads behind the dashboard's pages.
+
+Spend comes from the daily rollups (usage.selectors.usage_summary), never from a scan of raw
+events, so the overview costs the same for a thousand events as for millions. Rollup days and
+billing months are UTC; only timestamps are shown in the workspace's time zone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+
+import stripe
+from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.utils import timezone
+
+from billing.models import PaymentAttempt, Plan, Statement, StripeCustomer
+from billing.payments import payments_configured, stripe_client
+from billing.services import month_start, next_month, plan_for_period, statement_draft
+
+# The budgets app: month-to-date spend, forecast and budgets (budgets.selectors).
+from budgets.models import Alert, Budget
+from budgets.selectors import (
+    FORECAST_METHOD,
+    Forecast,
+    alerts_of,
+    budgets_of,
+    budgets_status,
+    workspace_forecast,
+)
+from usage.models import DailyRollup, UsageEvent
+from usage.selectors import UsageSummary, micros_to_usd, usage_summary
+from workspaces.models import ApiKey, Membership, Workspace
+
+from .forms import Period
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal("0.000000")
+
+
+def utc_today(now: datetime | None = None) -> date:
+    return (now or timezone.now()).astimezone(dt_timezone.utc).date()
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=dt_timezone.utc)
+
+
+# --- Overview ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetProgress:
+    budget: Budget
+    spend: Decimal  # USD, month to date, of the budget's scope
+    forecast: Decimal  # USD, projected month end
+
+    @property
+    def percent(self) -> Decimal:
+        if not self.budget.amount:
+            return Decimal(0)
+        return (self.spend / self.budget.amount * 100).quantize(Decimal("0.1"))
+
+    @property
+    def forecast_percent(self) -> Decimal:
+        if not self.budget.amount:
+            return Decimal(0)
+        return (self.forecast / self.budget.amount * 100).quantize(Decimal("0.1"))
+
+    @property
+    def scope(self) -> str:
+        key = self.budget.api_key
+        return f"API key {key.name}" if key is not None else "Whole workspace"
+
+
+@dataclass(frozen=True)
+class FreeAllowance:
+    credit: Decimal  # USD a month, the plan's free tier
+    used: Decimal  # USD, month to date at list price
+    plan: str
+
+    @property
+    def left(self) -> Decimal:
+        return max(self.credit - self.used, ZERO)
+
+    @property
+    def percent_used(self) -> Decimal:
+        if not self.credit:
+            return Decimal(100)
+        return min(self.used / self.credit * 100, Decimal(100)).quantize(Decimal("0.1"))
+
+
+@dataclass(frozen=True)
+class Overview:
+    period: Period
+    month: date  # the current UTC month (its 1st)
+    today: date  # UTC
+    forecast: Forecast  # this month's spend and month-end forecast
+    forecast_method: str
+    budgets: list[BudgetProgress]
+    allowance: FreeAllowance
+    last_statement: Statement | None
+    daily: UsageSummary  # group_by day, feature
+    by_model: UsageSummary
+    by_resolution: UsageSummary
+    by_steps: UsageSummary
+    by_key: UsageSummary
+
+    @property
+    def includes_current_month(self) -> bool:
+        return self.period.start <= self.today and self.period.end >= self.month
+
+
+def overview(workspace: Workspace, period: Period, *, now: datetime | None = None) -> Overview:
+    """Everything the overview shows: a fixed number of indexed reads of the rollups (five
+    summaries of the period, the month for the forecast and budgets), the plan, the last statement."""
+    now = now or timezone.now()
+    today = utc_today(now)
+    month = month_start(today)
+
+    def summary(*group_by: str) -> UsageSummary:
+        return usage_summary(workspace=workspace, start=period.start, end=period.end, group_by=group_by)
+
+    forecast = workspace_forecast(workspace, now=now)
+    budgets = budgets_progress(workspace, now=now)
+    plan: Plan = plan_for_period(workspace, month)
+    return Overview(
+        period=period,
+        month=month,
+        today=today,
+        forecast=forecast,
+        forecast_method=FORECAST_METHOD,
+        budgets=budgets,
+        allowance=FreeAllowance(credit=plan.free_tier_credit, used=forecast.spend, plan=plan.name),
+        last_statement=last_statement(workspace),
+        daily=summary("day", "feature"),
+        by_model=summary("model"),
+        by_resolution=summary("resolution"),
+        by_steps=summary("steps"),
+        by_key=summary("api_key"),
+    )
+
+
+def budgets_progress(workspace: Workspace, *, now: datetime | None = None) -> list[BudgetProgress]:
+    """The workspace's budgets with this month's spend and forecast of each one's scope: the
+    workspace-wide ones first, smallest first."""
+    progress = [
+        BudgetProgress(status.budget, status.forecast.spend, status.forecast.forecast)
+        for status in budgets_status(list(budgets_of(workspace)), now=now or timezone.now())
+    ]
+    progress.sort(key=lambda b: (b.budget.api_key_id is not None, b.budget.amount, b.budget.pk))
+    return progress
+
+
+def budget_of(workspace: Workspace, budget_id: int) -> Budget | None:
+    return budgets_of(workspace).filter(pk=budget_id).first()
+
+
+def alerts_history(workspace: Workspace, *, limit: int = 50) -> list[Alert]:
+    """The newest alerts with the delivery status of each channel."""
+    return alerts_of(workspace, limit=limit)
+
+
+def last_statement(workspace: Workspace) -> Statement | None:
+    return (
+        Statement.objects.filter(workspace=workspace)
+        .exclude(status=Statement.Status.VOID)
+        .order_by("-period", "-pk")
+        .first()
+    )
+
+
+# --- Usage: events, rollups, CSV -----------------------------------------------------------------
+
+
+def _events(workspace: Workspace, filters: dict) -> QuerySet[UsageEvent]:
+    events = UsageEvent.objects.filter(
+        workspace=workspace,
+        occurred_at__gte=_day_start(filters["start"]),
+        occurred_at__lt=_day_start(filters["end"] + timedelta(days=1)),
+    )
+    if filters.get("feature"):
+        events = events.filter(feature=filters["feature"])
+    if filters.get("model"):
+        events = events.filter(model=filters["model"])
+    if filters.get("api_key_id"):
+        events = events.filter(api_key_id=filters["api_key_id"])
+    return events
+
+
+def _rollups(workspace: Workspace, filters: dict) -> QuerySet[DailyRollup]:
+    rollups = DailyRollup.objects.filter(workspace=workspace, day__gte=filters["start"], day__lte=filters["end"])
+    if filters.get("feature"):
+        rollups = rollups.filter(feature=filters["feature"])
+    if filters.get("model"):
+        rollups = rollups.filter(model=filters["model"])
+    if filters.get("api_key_id"):
+        rollups = rollups.filter(api_key_id=filters["api_key_id"])
+    return rollups
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    events: list[UsageEvent]
+    next_cursor: str | None  # "<occurred_at ISO>~<id>" of the last row, when there are more
+
+
+def parse_cursor(value: str | None) -> tuple[datetime, int] | None:
+    if not value or "~" not in value:
+        return None
+    instant, _, pk = value.rpartition("~")
+    try:
+        moment = datetime.fromisoformat(instant)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)), int(pk)
+    except ValueError:
+        return None
+
+
+def events_page(workspace: Workspace, filters: dict, *, before: str | None = None, limit: int = 50) -> EventsPage:
+    """Newest first, `limit` at a time, by keyset (occurred_at, id): page 1,000 costs what page 1
+    costs (the (workspace, occurred_at) index), unlike OFFSET."""
+    events = _events(workspace, filters).select_related("api_key")
+    cursor = parse_cursor(before)
+    if cursor is not None:
+        moment, pk = cursor
+        events = events.filter(Q(occurred_at__lt=moment) | Q(occurred_at=moment, pk__lt=pk))
+    rows = list(events.order_by("-occurred_at", "-pk")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = f"{rows[-1].occurred_at.isoformat()}~{rows[-1].pk}" if more and rows else None
+    return EventsPage(rows, next_cursor)
+
+
+def rollups_queryset(workspace: Workspace, filters: dict) -> QuerySet[DailyRollup]:
+    return _rollups(workspace, filters).select_related("api_key").order_by(
+        "-day", "feature", "model", "steps", "width", "height", "api_key_id", "pk"
+    )
+
+
+@dataclass(frozen=True)
+class ExportHint:
+    events: int  # rows of the events CSV
+    rollups: int  # rows of the rollups CSV
+    amount: Decimal  # USD, list price, of the range
+
+    @property
+    def events_bytes(self) -> int:
+        return self.events * EVENT_CSV_ROW_BYTES
+
+
+# About what one event takes in the CSV (ids, two timestamps, dimensions, prices).
+EVENT_CSV_ROW_BYTES = 170
+
+
+def export_hint(workspace: Workspace, filters: dict) -> ExportHint:
+    """How big an export will be, from the rollups (their `events` counts): no scan of events."""
+    totals = _rollups(workspace, filters).aggregate(events=Sum("events"), rows=Count("pk"), micros=Sum("amount_micros"))
+    return ExportHint(int(totals["events"] or 0), int(totals["rows"] or 0), micros_to_usd(int(totals["micros"] or 0)))
+
+
+EVENT_CSV_HEADER = (
+    "event_id", "occurred_at_utc", "received_at_utc", "api_key", "feature", "model", "steps", "width", "height",
+    "composition_control", "spot", "quantity", "unit_price_usd", "amount_usd",
+)  # fmt: skip
+ROLLUP_CSV_HEADER = (
+    "day_utc", "api_key", "feature", "model", "steps", "width", "height", "composition_control", "spot",
+    "unit_price_usd", "quantity", "amount_usd", "events",
+)  # fmt: skip
+CSV_CHUNK = 2000
+
+
+def _key_prefixes(workspace: Workspace) -> dict[int, str]:
+    return {key.pk: key.display_prefix for key in ApiKey.objects.filter(workspace=workspace).only("pk", "prefix")}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def events_csv_rows(workspace: Workspace, filters: dict) -> Iterator[tuple]:
+    """Every event of the range, oldest first, read through a server-side cursor (PostgreSQL) in
+    chunks of CSV_CHUNK rows: memory stays flat however many millions there are."""
+    keys = _key_prefixes(workspace)
+    yield EVENT_CSV_HEADER
+    rows = (
+        _events(workspace, filters)
+        .order_by("occurred_at", "pk")
+        .values_list(
+            "event_id", "occurred_at", "received_at", "api_key_id", "feature", "model", "steps", "width", "height",
+            "composition_control", "spot", "quantity", "unit_price", "amount",
+        )  # fmt: skip
+        .iterator(chunk_size=CSV_CHUNK)
+    )
+    for (event_id, occurred, received, key_id, feature, model, steps, width, height, comp, spot, quantity,
+         unit_price, amount) in rows:  # fmt: skip
+        yield (
+            event_id, _iso(occurred), _iso(received), keys.get(key_id, ""), feature, model, steps or "",
+            width or "", height or "", "true" if comp else "false", "true" if spot else "false", quantity,
+            f"{unit_price:.6f}", f"{amount:.6f}",
+        )  # fmt: skip
+
+
+def rollups_csv_rows(workspace: Workspace, filters: dict) -> Iterator[tuple]:
+    keys = _key_prefixes(workspace)
+    yield ROLLUP_CSV_HEADER
+    rows = (
+        _rollups(workspace, filters)
+        .order_by("day", "feature", "model", "steps", "width", "height", "api_key_id", "pk")
+        .values_list(
+            "day", "api_key_id", "feature", "model", "steps", "width", "height", "composition_control", "spot",
+            "unit_price_micros", "quantity", "amount_micros", "events",
+        )  # fmt: skip
+        .iterator(chunk_size=CSV_CHUNK)
+    )
+    for day, key_id, feature, model, steps, width, height, comp, spot, unit, quantity, amount, events in rows:
+        yield (
+            day.isoformat(), keys.get(key_id, ""), feature, model, steps or "", width or "", height or "",
+            "true" if comp else "false", "true" if spot else "false", micros_to_usd(unit), quantity,
+            micros_to_usd(amount), events,
+        )  # fmt: skip
+
+
+# --- Statements ------------------------------------------------------------------------------------
+
+
+def statements_of(workspace: Workspace) -> QuerySet[Statement]:
+    return (
+        Statement.objects.filter(workspace=workspace)
+        .select_related("plan")
+        .annotate(attempts=Count("payment_attempts"))
+        .order_by("-period", "-pk")
+    )
+
+
+def statement_of(workspace: Workspace, statement_id: int) -> Statement | None:
+    """One of the workspace's statements with its lines, payment attempts and audit trail; None
+    for another workspace's (the same answer as for one that does not exist)."""
+    return (
+        Statement.objects.filter(workspace=workspace, pk=statement_id)
+        .select_related("plan", "reissue_of")
+        .prefetch_related("lines", "payment_attempts", "audit", "reissues")
+        .first()
+    )
+
+
+def statement_preview(workspace: Workspace, *, now: datetime | None = None):
+    """The current UTC month's draft, as closing now would build it (billing.services)."""
+    now = now or timezone.now()
+    return statement_draft(workspace, month_start(utc_today(now)), now=now)
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    label: str
+    lines: int  # how many statement lines it sums
+    amount: Decimal  # USD, 6 dp
+
+
+GROUPED_LINES = {"usage": "Usage", "late_usage": "Late usage (earlier months' events that arrived after they closed)"}
+
+
+def lines_summary(lines) -> list[SummaryLine]:
+    """A statement's lines in PRODUCT.md's order, usage (and late usage) summed into one row
+    each, every discount, credit and fee as itself: the short version above the long list."""
+    summary: list[SummaryLine] = []
+    position: dict[str, int] = {}
+    for line in lines:
+        if line.kind not in GROUPED_LINES:
+            summary.append(SummaryLine(line.description, 1, line.amount))
+            continue
+        if line.kind not in position:
+            position[line.kind] = len(summary)
+            summary.append(SummaryLine(GROUPED_LINES[line.kind], 0, ZERO))
+        item = summary[position[line.kind]]
+        summary[position[line.kind]] = SummaryLine(item.label, item.lines + 1, item.amount + line.amount)
+    return summary
+
+
+def last_attempt_error(statement: Statement) -> str:
+    attempts = [a for a in statement.payment_attempts.all() if a.status == PaymentAttempt.Status.FAILED]
+    return attempts[-1].error if attempts else ""
+
+
+# --- Keys, members, payment method ------------------------------------------------------------------
+
+
+def api_keys_of(workspace: Workspace) -> list[ApiKey]:
+    """Active keys first (newest first), then revoked ones."""
+    keys = list(ApiKey.objects.filter(workspace=workspace).order_by("-created_at", "-pk"))
+    return [k for k in keys if k.revoked_at is None] + [k for k in keys if k.revoked_at is not None]
+
+
+def members_of(workspace: Workspace) -> list[Membership]:
+    order = {Membership.Role.OWNER: 0, Membership.Role.ADMIN: 1, Membership.Role.VIEWER: 2}
+    members = list(Membership.objects.filter(workspace=workspace).select_related("user"))
+    return sorted(members, key=lambda m: (order.get(m.role, 3), m.user.email or m.user.username))
+
+
+@dataclass(frozen=True)
+class Card:
+    payment_method: str
+    brand: str = ""
+    last4: str = ""
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+def payment_card(workspace: Workspace) -> Card | None:
+    """The workspace's default card: its id from our records, its brand and last digits from
+    Stripe (left out when Stripe cannot be reached: the page still shows that a card is on file)."""
+    customer = StripeCustomer.objects.filter(workspace=workspace).first()
+    if customer is None or not customer.default_payment_method:
+        return None
+    card = Card(customer.default_payment_method)
+    if not payments_configured():
+        return card
+    try:
+        method = stripe_client().v1.payment_methods.retrieve(customer.default_payment_method).to_dict()
+    except stripe.StripeError as exc:
+        logger.warning("Could not read payment method of %s from Stripe: %r", workspace.slug, exc)
+        return card
+    details = method.get("card") or {}
+    return Card(
+        customer.default_payment_method,
+        brand=str(details.get("brand") or ""),
+        last4=str(details.get("last4") or ""),
+        exp_month=details.get("exp_month"),
+        exp_year=details.get("exp_year"),
+    )
+
+
+# --- Staff -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceSpend:
+    workspace: Workspace
+    spend: Decimal  # USD, month to date at list price
+    events: int
+
+
+@dataclass(frozen=True)
+class OverBudget:
+    budget: Budget
+    spend: Decimal
+
+    @property
+    def percent(self) -> Decimal:
+        return (self.spend / self.budget.amount * 100).quantize(Decimal("0.1")) if self.budget.amount else Decimal(0)
+
+
+@dataclass(frozen=True)
+class StaffOverview:
+    month: date
+    top: list[WorkspaceSpend]
+    total_spend: Decimal
+    active_workspaces: int
+    failed_payments: list[Statement]
+    over_budget: list[OverBudget]
+
+
+def staff_overview(*, now: datetime | None = None, top: int = 15) -> StaffOverview:
+    """This UTC month across all workspaces: one GROUP BY of the month's rollups per workspace."""
+    month = month_start(utc_today(now))
+    spend_by_workspace = {
+        row["workspace_id"]: (int(row["micros"] or 0), int(row["events"] or 0))
+        for row in DailyRollup.objects.filter(day__gte=month, day__lt=next_month(month))
+        .values("workspace_id")
+        .annotate(micros=Sum("amount_micros"), events=Sum("events"))
+        .order_by()
+    }
+    ranked = sorted(spend_by_workspace.items(), key=lambda item: -item[1][0])[:top]
+    workspaces = Workspace.objects.in_bulk([pk for pk, _ in ranked])
+    failed = list(
+        Statement.objects.filter(status=Statement.Status.PAYMENT_FAILED)
+        .select_related("workspace")
+        .prefetch_related("payment_attempts")
+        .annotate(last_attempt_at=Max("payment_attempts__finished_at"))
+        .order_by("-period", "workspace__slug")[:100]
+    )
+    over = []
+    for budget in Budget.objects.select_related("workspace", "api_key").order_by("workspace__slug", "pk"):
+        if budget.api_key_id is None:
+            micros = spend_by_workspace.get(budget.workspace_id, (0, 0))[0]
+        else:
+            micros = _key_month_micros(budget.workspace_id, budget.api_key_id, month)
+        spend = micros_to_usd(micros)
+        if spend >= budget.amount:
+            over.append(OverBudget(budget, spend))
+    return StaffOverview(
+        month=month,
+        top=[WorkspaceSpend(workspaces[pk], micros_to_usd(micros), events) for pk, (micros, events) in ranked if pk in workspaces],
+        total_spend=micros_to_usd(sum(micros for micros, _ in spend_by_workspace.values())),
+        active_workspaces=len(spend_by_workspace),
+        failed_payments=failed,
+        over_budget=over,
+    )
+
+
+def _key_month_micros(workspace_id: int, api_key_id: int, month: date) -> int:
+    total = DailyRollup.objects.filter(
+        workspace_id=workspace_id, day__gte=month, day__lt=next_month(month), api_key_id=api_key_id
+    ).aggregate(
+        micros=Sum("amount_micros")
+    )["micros"]
+    return int(total or 0)

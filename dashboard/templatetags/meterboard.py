@@ -1,0 +1,101 @@
+"""Template helpers: money as people read it, and links that keep the workspace in the URL."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from urllib.parse import urlencode
+
+from django import template
+from django.urls import reverse
+
+register = template.Library()
+
+CENT = Decimal("0.01")
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+@register.filter
+def usd(value) -> str:
+    """$1,234.56 (half-up to cents, for display; statements keep 6 places)."""
+    amount = _decimal(value)
+    if amount is None:
+        return "—"
+    cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    sign = "−" if cents < 0 else ""
+    return f"{sign}${abs(cents):,.2f}"
+
+
+@register.filter
+def usd_precise(value) -> str:
+    """A unit price with the places it needs: $0.004, $0.0048, $0.169, $5.00."""
+    amount = _decimal(value)
+    if amount is None:
+        return "—"
+    sign = "−" if amount < 0 else ""
+    amount = abs(amount)
+    text = f"{amount.normalize():f}"
+    places = len(text.split(".")[1]) if "." in text else 0
+    return f"{sign}${amount:,.{max(places, 2)}f}"
+
+
+@register.filter
+def cents_usd(value) -> str:
+    """Integer cents as dollars."""
+    if value is None:
+        return "—"
+    return usd(Decimal(int(value)) / 100)
+
+
+@register.filter
+def usd_from_micros(value) -> str:
+    """Integer micro-dollars as dollars."""
+    if value is None:
+        return "—"
+    return usd(Decimal(int(value)).scaleb(-6))
+
+
+@register.filter
+def usd_from_micros_precise(value) -> str:
+    if value is None:
+        return "—"
+    return usd_precise(Decimal(int(value)).scaleb(-6))
+
+
+@register.filter
+def thousands(value) -> str:
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@register.filter
+def bar_width(value) -> str:
+    """A percentage for a CSS width, kept within 0–100."""
+    number = _decimal(value) or Decimal(0)
+    return f"{min(max(number, Decimal(0)), Decimal(100)):.1f}"
+
+
+@register.filter
+def is_money(column: int, table) -> bool:
+    return column in table.money_columns
+
+
+@register.simple_tag(takes_context=True)
+def wsurl(context, name: str, *args, **query) -> str:
+    """The URL of a dashboard page of the current workspace: `?workspace=<slug>` (and `query`)."""
+    url = reverse(name, args=args)
+    access = context.get("access")
+    params = {"workspace": access.workspace.slug} if access is not None else {}
+    params.update({k: v for k, v in query.items() if v not in (None, "")})
+    if not params:
+        return url
+    return f"{url}?{urlencode(params)}"

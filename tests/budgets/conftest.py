@@ -1,0 +1,237 @@
+"""Budgets fixtures: clean counters, a local webhook receiver, spend helpers, a real Celery worker."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from budgets import counters
+from budgets.webhooks import signature_verify
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = str(Path(sys.executable).with_name("celery"))
+_ids = itertools.count(1)
+
+# Flat add-on prices (USD): any amount is a sum of these.
+TRAINING, BACKGROUND_REMOVAL, CAPTIONING = "5.00", "0.10", "0.015"
+
+
+def spend_events(dollars: int, *, cents: int = 0, prefix: str = "spend", occurred_at: str | None = None) -> list[dict]:
+    """Events worth exactly `dollars` + `cents`/100 USD: trainings (5.00) and background removals
+    (0.10), occurring now (this UTC month) unless told otherwise."""
+    assert dollars % 5 == 0 and cents % 10 == 0, "use multiples of $5 and of 10 cents"
+    when = occurred_at or timezone.now().isoformat()
+    events = [
+        {"event_id": f"{prefix}-{next(_ids)}", "occurred_at": when, "feature": "training"} for _ in range(dollars // 5)
+    ]
+    if cents:
+        events.append(
+            {"event_id": f"{prefix}-{next(_ids)}", "occurred_at": when, "feature": "background_removal", "quantity": cents // 10}
+        )
+    return events
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters(django_db_setup):
+    """Counters and pending marks of an earlier test (or run: ids restart with a new test
+    database) must not leak into this one."""
+    if not settings.REDIS_URL:
+        cache.clear()  # local memory (with Redis, the cache shares the broker's database: keep it)
+    backend = counters._backend()
+    if backend is not None:
+        keys = list(backend.client.scan_iter(match=f"{counters.key_prefix()}:*", count=1000))
+        if keys:
+            backend.client.delete(*keys)
+    yield
+
+
+@pytest.fixture
+def allow_private(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+
+
+# --- A webhook receiver ----------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time()
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """http.server in a thread: records every POST; paths under /slow sleep `slow_seconds` before
+    answering, /fail answers 500, anything else 204."""
+
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    slow_seconds: float = 4.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def on(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.path == path]
+
+    def wait_for(self, path: str, count: int, seconds: float = 30) -> list[Received]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = self.on(path)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"{path}: {len(self.on(path))} of {count} webhook(s) in {seconds} s")
+
+    def verified(self, path: str, secret: str) -> list[dict]:
+        """The bodies received on `path`, each checked against its signature."""
+        bodies = []
+        for item in self.on(path):
+            header = item.headers["Meterboard-Signature"]
+            assert signature_verify(secret, header, item.body, now=item.at), header
+            bodies.append(item.json)
+        return bodies
+
+
+@pytest.fixture
+def receiver():
+    state = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with state.lock:
+                state.received.append(Received(self.path, dict(self.headers), body, time.time()))
+            if self.path.startswith("/slow"):
+                time.sleep(state.slow_seconds)
+            self.send_response(500 if self.path.startswith("/fail") else 204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+# --- A real Celery worker ---------------------------------------------------------------------------
+
+
+def database_url_for_tests() -> str:
+    """The test database (pytest-django renamed it) as a URL for another process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+WORKER_WEBHOOK_TIMEOUT = 1.5  # seconds: the worker's WEBHOOK_TIMEOUT_SECONDS
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    log: Path
+    mail_dir: Path
+
+    def mails(self) -> list[str]:
+        """Every message written (the file backend may append several to one file)."""
+        messages = []
+        for path in sorted(self.mail_dir.glob("*.log")):
+            messages += [m for m in path.read_text().split("-" * 79 + "\n") if m.strip()]
+        return messages
+
+    def subjects(self) -> list[str]:
+        return sorted(line.removeprefix("Subject: ") for m in self.mails() for line in m.splitlines() if line.startswith("Subject: "))
+
+    def forget_mails(self) -> None:
+        for path in self.mail_dir.glob("*.log"):
+            path.unlink()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory, django_db_setup, django_db_blocker):
+    """`celery -A config worker` (prefork, 4 processes) on the suite's broker, connected to the test
+    database, with webhooks to 127.0.0.1 allowed and e-mails written to files."""
+    from config.celery import app
+
+    folder = tmp_path_factory.mktemp("worker")
+    mail_dir = folder / "mail"
+    mail_dir.mkdir()
+    log = folder / "worker.log"
+    with django_db_blocker.unblock():
+        database_url = database_url_for_tests()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "WEBHOOK_ALLOW_PRIVATE": "1",
+        "WEBHOOK_TIMEOUT_SECONDS": str(WORKER_WEBHOOK_TIMEOUT),
+        "MB_TEST_EMAIL_DIR": str(mail_dir),
+    }
+    app.control.purge()  # tasks other tests enqueued with no worker to run them
+    hostname = f"budgets-test-{os.getpid()}@localhost"
+    process = subprocess.Popen(
+        [CELERY, "-A", "config", "worker", "--loglevel=INFO", "--pool=prefork", "--concurrency=4", "-n", hostname,
+         "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log.read_text(errors="replace"):
+            if process.poll() is not None:
+                pytest.fail(f"the worker exited with {process.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the worker was not ready in 60 s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield Worker(process, log, mail_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until(predicate, seconds: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {seconds} s")

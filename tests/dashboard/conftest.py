@@ -1,0 +1,181 @@
+"""Dashboard fixtures: people with roles, usage this month and last, a real localstripe, and a real
+browser (Playwright driving Debian's Chromium) against pytest-django's live server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from tests.conftest import event
+from tests.stripe_server import SECRET_KEY, LocalStripe
+from usage.services import events_ingest
+from workspaces.models import Membership
+from workspaces.services import api_key_create
+
+# Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a thread
+# with a running loop unless told that this is fine (it is: the loop only drives the browser).
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+PASSWORD = "correct horse battery staple"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def person(email: str, *, workspace=None, role: str | None = None, staff: bool = False):
+    """A user who can sign in with PASSWORD, member of `workspace` with `role` when given."""
+    User = get_user_model()
+    user, _ = User.objects.get_or_create(username=email, defaults={"email": email})
+    user.set_password(PASSWORD)
+    user.is_staff = user.is_superuser = staff
+    user.save()
+    if workspace is not None:
+        Membership.objects.update_or_create(workspace=workspace, user=user, defaults={"role": role})
+    return user
+
+
+@pytest.fixture
+def owner(workspace):
+    return person("owner@acme.test", workspace=workspace, role=Membership.Role.OWNER)
+
+
+@pytest.fixture
+def admin_user(workspace):
+    return person("admin@acme.test", workspace=workspace, role=Membership.Role.ADMIN)
+
+
+@pytest.fixture
+def viewer(workspace):
+    return person("viewer@acme.test", workspace=workspace, role=Membership.Role.VIEWER)
+
+
+@pytest.fixture
+def other_owner(other_workspace):
+    return person("owner@globex.test", workspace=other_workspace, role=Membership.Role.OWNER)
+
+
+def ingest(workspace, api_key, events) -> None:
+    outcome = events_ingest(workspace=workspace, api_key=api_key, raw_events=events)
+    assert all(r.status == "accepted" for r in outcome.results), [r.errors for r in outcome.results]
+
+
+def last_month_day(now=None):
+    first = (now or timezone.now()).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+    return first - timedelta(days=3)  # the 26th–28th of last month, at noon UTC
+
+
+@pytest.fixture
+def usage(workspace, api_key):
+    """This month: 250 sd15 images ($1.00), 10 sdxl 1024×1824 at 50 steps ($1.69), 3 upscales
+    ($0.09) on the main key and one training ($5.00) on a second key: $7.78 in all. Last month:
+    100 sd15 images ($0.40) and 2 captionings ($0.03): $0.43."""
+    now = timezone.now().replace(microsecond=0)
+    second_key = api_key_create(workspace=workspace, name="batch jobs").api_key
+    ingest(workspace, api_key, [
+        event(occurred_at=now.isoformat(), quantity=250),
+        event(occurred_at=now.isoformat(), quantity=10, model="sdxl", steps=50, width=1024, height=1824),
+        event(occurred_at=now.isoformat(), feature="upscaling", quantity=3, model=..., steps=..., width=..., height=...),
+    ])  # fmt: skip
+    ingest(workspace, second_key, [
+        event(occurred_at=now.isoformat(), feature="training", model=..., steps=..., width=..., height=...),
+    ])  # fmt: skip
+    earlier = last_month_day(now)
+    ingest(workspace, api_key, [
+        event(occurred_at=earlier.isoformat(), quantity=100),
+        event(occurred_at=earlier.isoformat(), feature="captioning", model=..., steps=..., width=..., height=..., quantity=2),
+    ])  # fmt: skip
+    return {"this_month": "7.78", "last_month": "0.43", "second_key": second_key}
+
+
+# --- localstripe ---------------------------------------------------------------------------------
+
+
+DASHBOARD_LOCK_FILE = "/tmp/localstripe-dashboard.lock"
+
+
+@pytest.fixture(scope="session")
+def dashboard_stripe_server(tmp_path_factory):
+    """tests.stripe_server's localstripe, with a lock file of its own: billing's session-long
+    instance holds the shared one while these tests run in the same session. localstripe runs
+    --from-scratch and never reads back the file it writes, so two instances do not interfere."""
+    with mock.patch("tests.stripe_server.LOCK_FILE", DASHBOARD_LOCK_FILE):
+        server = LocalStripe(tmp_path_factory.mktemp("localstripe-dashboard") / "localstripe.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_stripe(dashboard_stripe_server, settings):
+    """localstripe emptied for this test; the server side (stripe library) and the browser side
+    (its Stripe.js stand-in at <localstripe>/js.stripe.com/v3/) both point at it."""
+    dashboard_stripe_server.reset()
+    settings.STRIPE_API_BASE = dashboard_stripe_server.url
+    settings.STRIPE_SECRET_KEY = SECRET_KEY
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_dashboard"
+    settings.STRIPE_JS_URL = f"{dashboard_stripe_server.url}/js.stripe.com/v3/"
+    return dashboard_stripe_server
+
+
+# --- The browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium driven by Playwright (never `playwright install`: no downloads here)."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        message = f"{CHROMIUM} is missing: apt-get install chromium chromium-driver (.ci/run does)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+class ConsoleErrors(list):
+    """Console errors and uncaught exceptions of a page; a test ends with none (quality bar)."""
+
+
+@pytest.fixture
+def browser_context(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(browser_context, live_server):
+    page = browser_context.new_page()
+    errors = ConsoleErrors()
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.console_errors = errors
+    page.base_url = live_server.url
+    yield page
+    assert not errors, f"console errors: {errors}"
+
+
+def sign_in(page, email: str, password: str = PASSWORD) -> None:
+    page.goto(page.base_url + "/login/")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login/" not in url)

@@ -41,5 +41,9 @@ lint: venv
 	@.venv/bin/ruff check .
 
 # Benchmarks on the configured database (DATABASE_URL; PostgreSQL at 127.0.0.1 when it answers).
+# Ingestion and month-end close (bench/run.py), the allowance endpoint and event-to-alert delay
+# (bench/allowance.py), the dashboard overview at 20 thousand and 2 million events (bench/overview.py).
 bench: venv
 	@$(PY) bench/run.py $(BENCH_ARGS)
+	@$(PY) bench/allowance.py $(ALLOWANCE_ARGS)
+	@$(PY) bench/overview.py $(OVERVIEW_ARGS)

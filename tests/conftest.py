@@ -94,3 +94,13 @@ def _price_book_v1(request):
     seed = importlib.import_module("billing.migrations.0002_seed_price_book_v1")
     seed.load(apps, None)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_price_book_cache():
+    """Each test's database starts from its own state (rolled back or flushed): so does the cache."""
+    from billing.selectors import price_book_cache_clear
+
+    price_book_cache_clear()
+    yield
+    price_book_cache_clear()

@@ -48,8 +48,9 @@ def test_events_are_priced_by_the_version_in_force_when_they_occurred(api, works
 
 def test_a_rate_edit_is_seen_by_the_next_request(api, workspace):
     v2 = publish_v2()
-    PriceBookRate.objects.filter(price_book=v2, feature="upscaling").update(unit_price=Decimal("0.040"))
-    PriceBook.objects.filter(pk=v2.pk).update(updated_at=datetime.now(timezone.utc))  # as the admin does
+    rate = PriceBookRate.objects.get(price_book=v2, feature="upscaling")
+    rate.unit_price = Decimal("0.040")
+    rate.save()  # as the admin's inline does
     answer = post_events(api, [event(feature="upscaling", model=..., steps=..., width=..., height=...,
                                      occurred_at="2026-11-23T00:00:00Z")])
     assert answer["results"][0]["amount"] == "0.040000"

@@ -257,11 +257,17 @@ def statement_draft(
 # --- Closing ----------------------------------------------------------------------------------
 
 
+def _refuse_open(period: date, now: datetime) -> None:
+    if period_bounds(period)[1] > now:
+        raise CloseRefused(f"{period:%Y-%m} is not over yet; it can be closed from {next_month(period):%Y-%m-%d}.")
+
+
 @dataclass
 class CloseReport:
     period: date
     created: int = 0
     already_closed: int = 0
+    later_closed: int = 0  # refused: a later month is closed, this one bills there as late usage
     empty: int = 0
     workspaces: int = 0
 
@@ -301,8 +307,7 @@ def statement_close(
     existing = Statement.objects.filter(workspace=workspace, period=period).exclude(status=Statement.Status.VOID).first()
     if existing is not None:
         return existing, False
-    if period_bounds(period)[1] > now:
-        raise CloseRefused(f"{period:%Y-%m} is not over yet; it can be closed from {next_month(period):%Y-%m-%d}.")
+    _refuse_open(period, now)
     if Statement.objects.filter(workspace=workspace, period__gt=period).exclude(status=Statement.Status.VOID).exists():
         raise CloseRefused(f"{workspace.slug}: a later month is already closed; {period:%Y-%m} bills as late usage there.")
     draft = statement_draft(workspace, period, now=now)
@@ -365,8 +370,7 @@ def period_close(
 ) -> CloseReport:
     """Close `period` for every workspace with something to bill. Safe to re-run or resume."""
     now = now or dj_timezone.now()
-    if period_bounds(period)[1] > now:
-        raise CloseRefused(f"{period:%Y-%m} is not over yet; it can be closed from {next_month(period):%Y-%m-%d}.")
+    _refuse_open(period, now)
     ids = _workspaces_to_close(period, only)
     report = CloseReport(period=period, workspaces=len(ids))
     for start in range(0, len(ids), _CHUNK):
@@ -379,13 +383,15 @@ def period_close(
 
 def _close_chunk(workspaces: list[Workspace], period: date, *, now: datetime, report: CloseReport) -> None:
     """Close a chunk in one transaction; on a conflict (a concurrent close), one by one."""
-    live = set(
+    live = dict(
         Statement.objects.filter(workspace__in=workspaces, period__gte=period)
         .exclude(status=Statement.Status.VOID)
-        .values_list("workspace_id", flat=True)
+        .order_by("-period")  # the dict keeps the earliest: this month's own statement if any
+        .values_list("workspace_id", "period")
     )
     todo = [workspace for workspace in workspaces if workspace.pk not in live]
-    report.already_closed += len(workspaces) - len(todo)
+    report.already_closed += sum(1 for closed in live.values() if closed == period)
+    report.later_closed += sum(1 for closed in live.values() if closed > period)
     drafts = [d for d in statement_drafts(todo, period, now=now).values() if not d.is_empty]
     report.empty += len(todo) - len(drafts)
     try:

@@ -356,7 +356,6 @@ def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Price
     by_column = {field.attname: field for field in DailyRollup._meta.concrete_fields}
     fields = [by_column[column] for column in columns]
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in ("quantity", "amount_micros", "events"))
     keys = sorted(sums)
     for start in range(0, len(keys), _INSERT_CHUNK):
         chunk = keys[start : start + _INSERT_CHUNK]
@@ -366,7 +365,7 @@ def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Price
             params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True))
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
-            f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {updates}"
+            f"{_ROLLUP_UPSERT}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

@@ -331,3 +331,9 @@ def test_usage_above_the_last_bounded_tier_gets_that_tiers_percent(mode, expecte
     tiers = [Tier(Decimal(100), Decimal(5)), Tier(Decimal(200), Decimal(10))]
     # graduated: 5 % of the first 100, 10 % of the remaining 200; all units: 10 % of 300
     assert volume_discount(Decimal(300), tiers, mode) == Decimal(expected)
+
+
+def test_a_close_reports_workspaces_whose_later_month_is_closed(october):
+    statement_close(october, NOV, now=AFTER_NOV)
+    report = period_close(OCT, now=AFTER_NOV)
+    assert (report.created, report.already_closed, report.later_closed) == (0, 0, 1)

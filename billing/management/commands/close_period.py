@@ -45,6 +45,11 @@ class Command(BaseCommand):
             f"Closed {month:%Y-%m}: {report.created} statements finalized, {report.already_closed} already "
             f"closed, {report.empty} with nothing to bill ({time.monotonic() - started:.1f}s)."
         )
+        if report.later_closed:
+            self.stdout.write(
+                f"{report.later_closed} workspaces already have a later month closed: their {month:%Y-%m} "
+                "events bill there as late usage."
+            )
         if not no_charge:
             from billing.payments import statements_charge_due
 

@@ -13,7 +13,7 @@ from workspaces.access import WorkspaceAccess
 from workspaces.models import Scope
 
 from .models import Statement
-from .services import month_start, statement_draft
+from .services import statement_preview
 
 
 class LineSerializer(serializers.Serializer):
@@ -86,30 +86,40 @@ class StatementDetailApi(APIView):
         return Response(StatementSerializer(statement_data(statement)).data)
 
 
+class PreviewSerializer(StatementSerializer):
+    pending = StatementSerializer(many=True, help_text=(
+        "Earlier months that are over but not closed yet (between the 1st and the close), oldest "
+        "first: what closing each now would bill. This month's draft never bills them again."
+    ))
+
+
+def draft_data(draft) -> dict:
+    built = draft.built
+    return {
+        "id": None,
+        "period": f"{draft.period:%Y-%m}",
+        "status": "pending" if draft.is_pending else Statement.Status.DRAFT,
+        "plan": draft.plan.name,
+        "total": built.total,
+        "amount_due_cents": built.amount_due_cents,
+        "carried_forward": built.carried_forward,
+        "finalized_at": None,
+        "paid_at": None,
+        "reissue_of": None,
+        "lines": [line.__dict__ for line in built.lines],
+    }
+
+
 class StatementPreviewApi(APIView):
     permission_classes = [WorkspaceAccess]
     required_scope = Scope.USAGE_READ
 
     @extend_schema(
         operation_id="statements_preview",
-        summary="The current month's draft, as closing now would produce it",
-        responses={200: StatementSerializer},
+        summary="The current month's draft, as closing now would produce it, and any earlier month still to close",
+        responses={200: PreviewSerializer},
     )
     def get(self, request):
-        now = timezone.now()
-        draft = statement_draft(self.workspace, month_start(now.date()), now=now)
-        built = draft.built
-        data = {
-            "id": None,
-            "period": f"{draft.period:%Y-%m}",
-            "status": Statement.Status.DRAFT,
-            "plan": draft.plan.name,
-            "total": built.total,
-            "amount_due_cents": built.amount_due_cents,
-            "carried_forward": built.carried_forward,
-            "finalized_at": None,
-            "paid_at": None,
-            "reissue_of": None,
-            "lines": [line.__dict__ for line in built.lines],
-        }
-        return Response(StatementSerializer(data).data)
+        *pending, current = statement_preview(self.workspace, now=timezone.now())
+        data = draft_data(current) | {"pending": [draft_data(draft) for draft in pending]}
+        return Response(PreviewSerializer(data).data)

@@ -235,9 +235,15 @@ class Statement(models.Model):
     total = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))  # USD
     amount_due_cents = models.BigIntegerField(default=0)
     carried_forward = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))
-    # Events received up to this instant are billed here or earlier; later ones are late usage
-    # on a later statement. Half-open on the left: (previous cutoff, usage_cutoff].
+    # What this statement bills (billing.services, "Which events a statement bills"): the events
+    # that occurred before the period's end and were received by `usage_cutoff`, less those the
+    # previous live statement billed, i.e. those that occurred before `prior_period`'s end and were
+    # received by `prior_cutoff`. A reissue keeps all three, so it bills the very same events.
     usage_cutoff = models.DateTimeField(null=True)
+    prior_period = models.DateField(null=True, blank=True)
+    prior_cutoff = models.DateTimeField(null=True, blank=True)
+    # The balance this statement took over from the previous one (kept by a reissue).
+    carried_in = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))
     created_at = models.DateTimeField(auto_now_add=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
@@ -270,6 +276,7 @@ class StatementLine(models.Model):
         COMMITMENT_SHORTFALL = "commitment_shortfall", "Commitment shortfall"
         FIXED_FEE = "fixed_fee", "Fixed fee"
         CARRIED_BALANCE = "carried_balance", "Carried balance"
+        ADJUSTMENT = "adjustment", "Adjustment"
 
     statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()
@@ -288,6 +295,62 @@ class StatementLine(models.Model):
     def __str__(self) -> str:
         return f"{self.description}: {self.amount}"
 
+
+
+class BalanceAdjustment(models.Model):
+    """Money owed (positive) or credited (negative) on the workspace's next statement.
+
+    Made when staff reissue a statement whose carried balance a later statement had already
+    billed: the later statement is final, so the difference is settled on the next one, as its
+    own line, once. `applied_to` is the statement that bills it (a reissue of that statement takes
+    it over); a credit larger than that statement's total leaves a new adjustment for the rest.
+    """
+
+    class Kind(models.TextChoices):
+        CORRECTION = "correction", "Correction of a reissued statement"
+        REMAINDER = "remainder", "Credit a statement could not take"
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.PROTECT, related_name="balance_adjustments")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount = models.DecimalField(max_digits=18, decimal_places=6)
+    description = models.CharField(max_length=300)
+    source = models.ForeignKey(Statement, on_delete=models.PROTECT, related_name="adjustments_made")
+    applied_to = models.ForeignKey(
+        Statement, on_delete=models.PROTECT, null=True, blank=True, related_name="adjustments_applied"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workspace", "created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.workspace} {self.amount:+} ({self.description})"
+
+
+class CloseRun(models.Model):
+    """One scheduled (or staff-started) close of a month: shown on the staff page, and staff are
+    e-mailed when one fails for good, so a month never stays open unnoticed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        RETRYING = "retrying", "Failed, will retry"
+        FAILED = "failed", "Failed"
+
+    period = models.DateField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    months_closed = models.JSONField(default=list, blank=True)
+    statements_created = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"close {self.period:%Y-%m}: {self.status}"
 
 
 class StatementAudit(models.Model):

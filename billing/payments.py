@@ -485,11 +485,12 @@ def _notify_failed(statement_id: int, attempt_id: int) -> None:
 
 
 def statements_charge_due(period: date, only: Workspace | None = None, *, now: datetime | None = None) -> ChargeReport:
-    """Charge every finalized or payment_failed statement of `period` (of `only`, when given),
-    each once. Re-running charges nothing more: paid ones are done, failed ones wait for their
-    retry time, and an attempt whose outcome is unknown is reconciled, not repeated."""
+    """Charge every finalized or payment_failed statement of `period` or an earlier month (of
+    `only`, when given), each once: a close that caught up on earlier months charges them too.
+    Re-running charges nothing more: paid ones are done, failed ones wait for their retry time, and
+    an attempt whose outcome is unknown is reconciled, not repeated."""
     now = now or timezone.now()
-    statements = Statement.objects.filter(period=period).exclude(status=Statement.Status.VOID)
+    statements = Statement.objects.filter(period__lte=period).exclude(status=Statement.Status.VOID)
     if only is not None:
         statements = statements.filter(workspace=only)
     report = ChargeReport()

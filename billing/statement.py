@@ -12,7 +12,11 @@ The order is PRODUCT.md's "Money flow of a month", each step a visible line:
    before the free tier), when positive;
 7. fixed fees (reserved capacity), less the usage the fee includes (never more than the usage
    left after the free tier);
-8. the balance carried from earlier months (a total below Stripe's minimum charge).
+8. the balance carried from earlier months (a total below Stripe's minimum charge);
+9. adjustments from corrected statements: when staff reissue a statement whose carried balance a
+   later statement had already billed, the difference is owed (or credited) here, once. A credit
+   never takes the total below zero; what it cannot take is returned as `unapplied_credit`, to
+   be applied on the next statement.
 
 Every amount is a Decimal with 6 places, rounded half-up where a percentage makes more; cents
 are rounded once, on the amount due. No discount takes more than what is left to discount, so no
@@ -102,6 +106,12 @@ class Coupon:
 
 
 @dataclass(frozen=True)
+class Adjustment:
+    description: str
+    amount: Decimal  # positive: owed; negative: a credit
+
+
+@dataclass(frozen=True)
 class Line:
     kind: str
     description: str
@@ -116,6 +126,7 @@ class Built:
     total: Decimal  # USD, 6 dp, never negative
     amount_due_cents: int  # what is charged; 0 when carried
     carried_forward: Decimal  # a total below the minimum, owed next month
+    unapplied_credit: Decimal = ZERO  # adjustment credit left over for a later statement (≥ 0)
 
 
 def _describe(group: UsageGroup) -> str:
@@ -172,6 +183,7 @@ def build(
     plan: PlanTerms,
     coupons: Sequence[Coupon] = (),
     carried_balance: Decimal = ZERO,
+    adjustments: Sequence[Adjustment] = (),
 ) -> Built:
     lines: list[Line] = []
     usage_by_feature: dict[str, Decimal] = {}
@@ -252,11 +264,21 @@ def build(
         balance = money(carried_balance)
         lines.append(Line("carried_balance", "Balance carried from earlier months", 1, balance, balance))
         running += balance
+    unapplied = ZERO
+    for adjustment in sorted(adjustments, key=lambda a: a.amount < 0):  # debits first
+        amount = money(adjustment.amount)
+        if amount < 0:
+            applied = -min(-amount, running)
+            unapplied += -amount + applied
+            amount = applied
+        if amount:
+            lines.append(Line("adjustment", adjustment.description[:300], 1, amount, amount))
+            running += amount
 
     total = money(sum((line.amount for line in lines), ZERO))
     if total != running or total < 0:  # every step above is built to prevent this
         raise ArithmeticError(f"Statement arithmetic broke: lines sum to {total}, running {running}")
     if total < MINIMUM_CHARGE:
-        return Built(tuple(lines), total, 0, total)
+        return Built(tuple(lines), total, 0, total, unapplied)
     cents = int((total * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return Built(tuple(lines), total, cents, ZERO)
+    return Built(tuple(lines), total, cents, ZERO, unapplied)

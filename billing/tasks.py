@@ -11,6 +11,7 @@ from celery import shared_task
 from django.utils import timezone as dj_timezone
 
 from . import payments
+from .close_runs import close_run_failed, close_run_started, close_run_succeeded
 from .services import CloseRefused, period_close
 
 
@@ -21,8 +22,10 @@ def previous_month(now: datetime):
 
 
 # Closing and charging are idempotent, so a retry after a crash or a lost database connection
-# finishes what is missing. CloseRefused needs a person (a later month is closed already).
+# finishes what is missing. CloseRefused needs a person. Each run is recorded (the staff page), and
+# staff are e-mailed when it fails for good; the next month's close catches up on this one anyway.
 @shared_task(
+    bind=True,
     acks_late=True,
     autoretry_for=(Exception,),
     dont_autoretry_for=(CloseRefused, payments.PaymentsNotConfigured),
@@ -30,15 +33,24 @@ def previous_month(now: datetime):
     retry_backoff_max=3 * 3600,
     max_retries=6,
 )
-def period_close_previous_month() -> dict:
-    """Close the previous UTC month for every workspace, then charge what is due."""
+def period_close_previous_month(self) -> dict:
+    """Close the previous UTC month for every workspace (and, first, any earlier month still open),
+    then charge what is due."""
     now = dj_timezone.now()
     period = previous_month(now)
-    closed = period_close(period, now=now)
-    charged = payments.statements_charge_due(period, now=now)
+    run = close_run_started(period, now=now)
+    try:
+        closed = period_close(period, now=now)
+        charged = payments.statements_charge_due(period, now=now)
+    except Exception as exc:
+        final = isinstance(exc, (CloseRefused, payments.PaymentsNotConfigured)) or self.request.retries >= self.max_retries
+        close_run_failed(run, exc, final=final)
+        raise
+    close_run_succeeded(run, months=closed.months, created=closed.created)
     return {
         "period": f"{period:%Y-%m}",
         "finalized": closed.created,
+        "caught_up": {f"{month:%Y-%m}": n for month, n in closed.caught_up.items()},
         "already_closed": closed.already_closed,
         "paid": charged.succeeded,
         "declined": charged.failed,

@@ -503,7 +503,7 @@ def scenario(draw) -> dict:
     ))
     return {
         "month": month,
-        # Events of the month, and a few of the month before (a first statement bills them as late).
+        # Events of the month, and a few of the month before (billed on that month's own statement).
         "events": draw(st.lists(raw_event(month), max_size=25)),
         "earlier": draw(st.lists(raw_event(previous), max_size=2)),
         # After the close: late events for the month, and the next month's own usage.
@@ -656,7 +656,13 @@ def test_closed_statements_equal_the_preview_and_the_raw_ledger(case):
             "spot", "quantity", "unit_price", "amount")
         for row in rows:  # priced on arrival: amount = unit × quantity, 6 dp
             assert row["amount"] == row["unit_price"] * row["quantity"] and has_six_places(row["amount"])
-        expected = _recompute(list(rows), month=month, plan=plan, discount=case["discount"], carried=D(0))
+        # The month before has its own statement (months close in order), then the month.
+        previous = (month - timedelta(days=1)).replace(day=1)
+        expected_before = _recompute([r for r in rows if r["event_id"].startswith("earlier")], month=previous,
+                                     plan=plan, discount=case["discount"], carried=D(0))
+        before = _close_and_check(workspace, previous, first_close, expected_before)
+        expected = _recompute([r for r in rows if r["event_id"].startswith("on-time")], month=month, plan=plan,
+                              discount=case["discount"], carried=expected_before["forward"])
         first = _close_and_check(workspace, month, first_close, expected)
 
         # Then late events for the month, and the next month's usage; the next month closes.
@@ -667,6 +673,14 @@ def test_closed_statements_equal_the_preview_and_the_raw_ledger(case):
             "occurred_at", "feature", "model", "steps", "width", "height", "composition_control", "spot",
             "quantity", "unit_price")
         carried = expected["forward"]
+        if first is None:
+            # The month had nothing to bill, so it is still open: its late events are its own, on
+            # its statement, closed before the next month (months close in order).
+            expected_late = _recompute([r for r in rows if r["occurred_at"] < end], month=month, plan=plan,
+                                       discount=case["discount"], carried=expected_before["forward"])
+            first = _close_and_check(workspace, month, following_end + timedelta(days=2), expected_late)
+            rows = [r for r in rows if r["occurred_at"] >= end]
+            carried = expected_late["forward"]
         expected_next = _recompute(list(rows), month=following, plan=plan, discount=case["discount"],
                                    carried=carried)
         second = _close_and_check(workspace, following, following_end + timedelta(days=2), expected_next)
@@ -674,7 +688,7 @@ def test_closed_statements_equal_the_preview_and_the_raw_ledger(case):
         # Nothing lost, nothing billed twice: the two statements bill every unit of every event once.
         billed = sum(
             line.quantity
-            for statement in (first, second) if statement is not None
+            for statement in (before, first, second) if statement is not None
             for line in statement.lines.all() if line.kind in ("usage", "late_usage")
         )
         assert billed == sum(e.get("quantity", 1) for key in ("events", "earlier", "late", "next") for e in case[key])

@@ -433,7 +433,7 @@ def test_the_monthly_task_closes_and_charges_the_previous_month(workspace, api_k
     payments.payment_method_set(workspace, "pm_card_visa")
 
     result = tasks.period_close_previous_month.apply().get()
-    assert result == {"period": f"{period:%Y-%m}", "finalized": 1, "already_closed": 0, "paid": 1, "declined": 0, "skipped": 0}
+    assert result == {"period": f"{period:%Y-%m}", "finalized": 1, "caught_up": {}, "already_closed": 0, "paid": 1, "declined": 0, "skipped": 0}
     [intent] = intents(local_stripe, workspace)
     assert intent["amount"] == 110  # 400 × $0.004 − $0.50
     again = tasks.period_close_previous_month.apply().get()

@@ -72,3 +72,49 @@ def test_staff_edit_unused_versions_in_the_admin_but_not_used_ones(client, api, 
     response = client.post(f"/admin/billing/pricebook/{PriceBook.objects.get(version=1).pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert PriceBook.objects.filter(version=1).exists()
+
+
+def test_a_version_published_by_another_process_reaches_every_thread_at_once(transactional_db, monkeypatch):
+    """E5 under threads: the thread that notices a new version must not mark the cache fresh
+    before it has the new history, or the other threads of the process keep pricing with the old
+    one (200 of 1,600 concurrent events after effective_from were priced with v1)."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    import billing.selectors as selectors
+
+    assert selectors.price_book_history().at(datetime(2026, 11, 23, tzinfo=timezone.utc)).version == 1
+    # Another process publishes v2: no save signal reaches this one, only the freshness check.
+    cached = selectors._cached
+    v2 = publish_v2()
+    selectors._cached = cached  # this process's cache, which no save signal cleared
+    monkeypatch.setattr(selectors, "_checked_at", 0.0)
+    slow_snapshot = selectors._snapshot
+    reloading = threading.Event()
+
+    def reload_slowly(book):
+        reloading.set()
+        time.sleep(0.1)  # a reload that takes a while, as on a busy database
+        return slow_snapshot(book)
+
+    monkeypatch.setattr(selectors, "_snapshot", reload_slowly)
+    seen: list[int] = []
+
+    def price_one():
+        try:
+            seen.append(selectors.price_book_history().at(datetime(2026, 11, 23, tzinfo=timezone.utc)).version)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=price_one)
+    first.start()
+    assert reloading.wait(5)
+    # Requests that arrive while the first thread is still loading v2.
+    others = [threading.Thread(target=price_one) for _ in range(7)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join()
+    assert seen == [v2.version] * 8

@@ -20,6 +20,7 @@ from billing.services import (
 from tests.conftest import event
 from usage.services import events_ingest
 
+SEP = date(2026, 9, 1)
 OCT = date(2026, 10, 1)
 NOV = date(2026, 11, 1)
 AFTER_OCT = datetime(2026, 11, 2, 2, 0, tzinfo=timezone.utc)
@@ -39,7 +40,11 @@ def lines(statement_or_built):
 
 @pytest.fixture
 def october(workspace, api_key):
-    """October: 500 sd15 30-step images, 20 sdxl 50-step 1024×1824, 10 upscales (4 on spot)."""
+    """October: 500 sd15 30-step images, 20 sdxl 50-step 1024×1824, 10 upscales (4 on spot); and
+    September closed on October 2nd with one upscale, before 1,000 more September images arrive."""
+    ingest(workspace, api_key, [event(event_id="september", occurred_at="2026-09-10T00:00:00Z", feature="upscaling",
+                                      **ADD_ON)], at=datetime(2026, 9, 10, 0, 1, tzinfo=timezone.utc))
+    period_close(SEP, now=datetime(2026, 10, 2, 2, 0, tzinfo=timezone.utc))
     at = datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc)
     ingest(workspace, api_key, [
         event(occurred_at="2026-10-01T00:00:00Z", quantity=500),
@@ -55,7 +60,7 @@ def october(workspace, api_key):
 def test_a_month_is_itemised_with_the_free_tier(october):
     statement, created = statement_close(october, OCT, now=AFTER_OCT)
     assert created and statement.status == "finalized"
-    # September had no statement, so its event is late usage on October's (nothing is lost).
+    # September's statement was closed before this event arrived: it is late usage on October's.
     assert lines(statement) == [
         ("usage", "Image generation SD15 · 30 steps · 512×512", 500, "0.004000", "2.000000"),
         ("usage", "Image generation SDXL · 50 steps · 1024×1824", 20, "0.169000", "3.380000"),
@@ -106,10 +111,26 @@ def test_an_event_received_just_before_the_close_but_within_the_lag_is_late_not_
     ingest(workspace, api_key, [event(event_id="in-flight", occurred_at="2026-10-31T23:00:00Z", quantity=250)],
            at=close_at - timedelta(minutes=1))
     october, _ = statement_close(workspace, OCT, now=close_at)
-    assert october is None or "in-flight" not in str(lines(october))
+    assert october is None  # the only event arrived within the lag: nothing to bill yet
+    # October is still open, so closing November closes October first, and the event is billed there.
     november, _ = statement_close(workspace, NOV, now=AFTER_NOV)
-    assert ("late_usage", "Late usage for October 2026: Image generation SD15 · 30 steps · 512×512", 250,
-            "0.004000", "1.000000") in lines(november)
+    assert november is None
+    october = Statement.objects.get(workspace=workspace, period=OCT)
+    assert ("usage", "Image generation SD15 · 30 steps · 512×512", 250, "0.004000", "1.000000") in lines(october)
+
+
+def test_an_event_received_within_the_lag_after_a_statement_is_late_usage_on_the_next(october, api_key):
+    ingest(october, api_key, [event(event_id="in-flight", occurred_at="2026-10-31T23:00:00Z", quantity=250)],
+           at=AFTER_OCT - timedelta(minutes=1))
+    statement, _ = statement_close(october, OCT, now=AFTER_OCT)
+    assert "250" not in str(lines(statement))
+    november, _ = statement_close(october, NOV, now=AFTER_NOV)
+    assert lines(november) == [
+        ("usage", "Image generation SD15 · 30 steps · 512×512", 1000, "0.004000", "4.000000"),
+        ("late_usage", "Late usage for October 2026: Image generation SD15 · 30 steps · 512×512", 250,
+         "0.004000", "1.000000"),
+        ("free_tier", "Monthly free tier", 1, "-0.500000", "-0.500000"),
+    ]
 
 
 def test_a_total_below_the_minimum_charge_is_carried_forward(workspace, api_key):
@@ -131,12 +152,31 @@ def test_a_workspace_with_no_usage_gets_no_statement(workspace, other_workspace,
     assert not Statement.objects.filter(workspace=other_workspace).exists()
 
 
-def test_closing_is_refused_for_an_open_month_or_out_of_order(october):
+def test_closing_is_refused_for_an_open_month_or_out_of_order(workspace, api_key):
+    ingest(workspace, api_key, [event(occurred_at="2026-11-10T00:00:00Z")], at=datetime(2026, 11, 10, tzinfo=timezone.utc))
     with pytest.raises(CloseRefused, match="not over yet"):
-        statement_close(october, NOV, now=datetime(2026, 11, 30, tzinfo=timezone.utc))
-    statement_close(october, NOV, now=AFTER_NOV)
+        statement_close(workspace, NOV, now=datetime(2026, 11, 30, tzinfo=timezone.utc))
+    november, created = statement_close(workspace, NOV, now=AFTER_NOV)
+    assert created
+    # An October event arrives after November closed: October cannot be closed any more, and the
+    # event is billed on the next statement as late usage.
+    ingest(workspace, api_key, [event(event_id="late", occurred_at="2026-10-10T00:00:00Z", quantity=300)],
+           at=AFTER_NOV + timedelta(hours=1))
     with pytest.raises(CloseRefused, match="later month is already closed"):
-        statement_close(october, OCT, now=AFTER_NOV)
+        statement_close(workspace, OCT, now=AFTER_NOV + timedelta(hours=2))
+    report = period_close(OCT, now=AFTER_NOV + timedelta(hours=2))
+    assert (report.created, report.already_closed, report.later_closed) == (0, 0, 1)
+    december, _ = statement_close(workspace, date(2026, 12, 1), now=datetime(2027, 1, 2, 2, tzinfo=timezone.utc))
+    assert lines(december)[0] == ("late_usage", "Late usage for October 2026: Image generation SD15 · 30 steps · 512×512",
+                                  300, "0.004000", "1.200000")
+
+
+def test_closing_a_month_closes_every_earlier_open_month_first(october):
+    november, created = statement_close(october, NOV, now=AFTER_NOV)
+    assert created
+    october_statement = Statement.objects.get(workspace=october, period=OCT)
+    assert october_statement.total == Decimal("9.180000")  # as if October had been closed on time
+    assert [a.action for a in october_statement.audit.all()] == ["finalized"]
 
 
 def test_plan_features_all_apply_in_order(october):
@@ -257,8 +297,9 @@ def test_close_period_command(october, capsys):
 
 def test_the_statements_api_lists_details_and_previews(october, api, other_api):
     statement, _ = statement_close(october, OCT, now=AFTER_OCT)
+    september = Statement.objects.get(workspace=october, period=SEP)
     listed = api.get("/api/v1/statements").json()
-    assert [s["id"] for s in listed] == [statement.pk]
+    assert [s["id"] for s in listed] == [statement.pk, september.pk]
     detail = api.get(f"/api/v1/statements/{statement.pk}").json()
     assert {k: detail[k] for k in ("period", "status", "total", "amount_due_cents", "carried_forward")} == {
         "period": "2026-10", "status": "finalized", "total": "9.180000", "amount_due_cents": 918,
@@ -333,7 +374,7 @@ def test_usage_above_the_last_bounded_tier_gets_that_tiers_percent(mode, expecte
     assert volume_discount(Decimal(300), tiers, mode) == Decimal(expected)
 
 
-def test_a_close_reports_workspaces_whose_later_month_is_closed(october):
+def test_a_close_reports_a_month_closed_by_a_later_close_as_already_closed(october):
     statement_close(october, NOV, now=AFTER_NOV)
     report = period_close(OCT, now=AFTER_NOV)
-    assert (report.created, report.already_closed, report.later_closed) == (0, 0, 1)
+    assert (report.created, report.already_closed, report.later_closed) == (0, 1, 0)

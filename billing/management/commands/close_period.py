@@ -45,10 +45,13 @@ class Command(BaseCommand):
             f"Closed {month:%Y-%m}: {report.created} statements finalized, {report.already_closed} already "
             f"closed, {report.empty} with nothing to bill ({time.monotonic() - started:.1f}s)."
         )
+        if report.caught_up:
+            months = ", ".join(f"{month:%Y-%m} ({n})" for month, n in sorted(report.caught_up.items()))
+            self.stdout.write(f"It first closed the earlier months still open: {months}.")
         if report.later_closed:
             self.stdout.write(
                 f"{report.later_closed} workspaces already have a later month closed: their {month:%Y-%m} "
-                "events bill there as late usage."
+                "events are billed there, or on their next statement, as late usage."
             )
         if not no_charge:
             from billing.payments import statements_charge_due

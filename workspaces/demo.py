@@ -10,11 +10,21 @@ order, so a day always produces the same events with the same ids. A re-run send
 ingestion reports them as duplicates; only events whose time has come since the last run are new.
 Warning: changing the generator (weights, volumes) changes the content behind existing ids, which a
 database already seeded reports as conflicts; bump DEMO_EVENT_PREFIX when you do.
+
+Time: the demo is seeded as if it had been running all along. Each event is received as real
+traffic is, seconds to a few minutes after it occurred (`demo_arrival`: each key's reporter sends
+its buffer every REPORT_EVERY), so ingestion runs in time order with `now` = that arrival, never
+later than the real clock. Each month that is over is then closed when the scheduler would have
+closed it (`demo_close_at`: BILLING_CLOSE_DAY, 02:00 UTC), oldest first; a month whose close time is
+still to come stays open. So the statements are exactly what the real schedule would produce, and
+this month's preview holds this month's usage only.
 """
 
 from __future__ import annotations
 
 import random
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -22,9 +32,12 @@ from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Max
 
+from usage.models import UsageEvent
 from usage.selectors import usage_summary
 from usage.services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, events_ingest
 
@@ -268,6 +281,25 @@ def demo_events(start: date, now: datetime, *, anchor: date, scale: float = 1.0)
 
 # --- Seeding -----------------------------------------------------------------------------------------
 
+# How the events reach Meterboard: each key's reporter in the generation API buffers its events and
+# sends what it holds every REPORT_EVERY (on UTC-aligned ticks); a request arrives a few seconds
+# later. So an event is received between TRANSIT_SECONDS[0] s and REPORT_EVERY + TRANSIT_SECONDS[1] s
+# after it occurred, as with real traffic: well before its month closes on the 2nd, so it is billed
+# on its own month's statement. Seeding time goes on the number of requests (about one per key and
+# tick with traffic): a longer interval seeds faster but delivers later.
+REPORT_EVERY = timedelta(minutes=5)
+TRANSIT_SECONDS = (2, 20)
+
+
+def demo_arrival(event: DemoEvent) -> datetime:
+    """When `event` is received: its key's next send after it occurred, plus the request's transit
+    (deterministic). Always after `occurred_at`, by at most REPORT_EVERY + TRANSIT_SECONDS[1]."""
+    step = int(REPORT_EVERY.total_seconds())
+    send = (int(event.occurred_at.timestamp()) // step + 1) * step
+    low, high = TRANSIT_SECONDS
+    transit = low + zlib.crc32(f"{event.key_name}:{send}".encode()) % (high - low + 1)
+    return datetime.fromtimestamp(send + transit, tz=dt_timezone.utc)
+
 
 @dataclass
 class SeedTally:
@@ -323,6 +355,30 @@ def _send(accounts: DemoAccounts, key_name: str, bodies: list[dict], now: dateti
                 tally.amount += result.amount
 
 
+def _stored_ids(workspace: Workspace, first_day: date, last_day: date) -> set[str]:
+    """The demo event ids of these days already stored (ids sort by day: one index range)."""
+    after = last_day + timedelta(days=1)
+    return set(
+        UsageEvent.objects.filter(
+            workspace=workspace,
+            event_id__gte=f"{DEMO_EVENT_PREFIX}-{first_day:%Y%m%d}-",
+            event_id__lt=f"{DEMO_EVENT_PREFIX}-{after:%Y%m%d}-",
+        ).values_list("event_id", flat=True)
+    )
+
+
+def _delivery_floor(workspace: Workspace, now: datetime) -> datetime | None:
+    """The workspace's latest close (up to `now`). An event not stored yet cannot have been received
+    before it: that close did not see it. This matters only when the demo was not seeded for a while
+    and a month was closed meanwhile (the beat of a `make run` left running over the 2nd): the events
+    of that gap are then received at that close, and billed as late usage, as they would be for real."""
+    from billing.models import Statement
+
+    return Statement.objects.filter(workspace=workspace, finalized_at__lte=now).aggregate(
+        latest=Max("finalized_at")
+    )["latest"]
+
+
 def demo_usage_seed(
     *,
     accounts: DemoAccounts,
@@ -331,23 +387,41 @@ def demo_usage_seed(
     scale: float = 1.0,
     on_week: Callable[[WeekProgress], None] | None = None,
 ) -> SeedReport:
-    """Send the demo's usage from `start` to `now` through `events_ingest`, a week at a time and
-    at most MAX_BATCH events per call. Promises: nothing after `now`; a re-run stores only what
-    became due since (everything else comes back a duplicate)."""
+    """Send the demo's usage from `start` to `now` through `events_ingest`, a week at a time.
+
+    Promises: nothing after `now`; each new event is sent in time order with `now` = its arrival
+    (`demo_arrival`, capped at `now`; never before the workspace's latest close), together with the
+    other events its key sends at that moment, so `received_at` is seconds to minutes after
+    `occurred_at`; a re-run stores only what became due since (the events already stored are sent
+    again in full batches and come back duplicates, or conflicts when their content changed)."""
     now = now.astimezone(dt_timezone.utc)
     anchor = growth_anchor(accounts.workspace)
+    floor = _delivery_floor(accounts.workspace, now)
     today = now.date()
     report = SeedReport(start=start, end=today)
     first_day = start
     while first_day <= today:
         last_day = min(first_day + timedelta(days=6), today)
-        by_key: dict[str, list[dict]] = {name: [] for name in DEMO_KEYS}
         week_now = min(now, datetime.combine(last_day, time.max, tzinfo=dt_timezone.utc))
+        stored = _stored_ids(accounts.workspace, first_day, last_day)
+        again: dict[str, list[dict]] = {name: [] for name in DEMO_KEYS}
+        arriving: dict[tuple[datetime, str], list[dict]] = defaultdict(list)
         for event in demo_events(first_day, week_now, anchor=anchor, scale=scale):
-            by_key[event.key_name].append(event.body)
+            if event.body["event_id"] in stored:
+                again[event.key_name].append(event.body)
+                continue
+            arrival = demo_arrival(event)
+            if floor is not None and arrival < floor:
+                arrival = floor
+            arriving[(min(arrival, now), event.key_name)].append(event.body)
         tally = SeedTally()
-        for key_name, bodies in by_key.items():
+        for key_name, bodies in again.items():
             _send(accounts, key_name, bodies, now, tally)
+        # One transaction for the week's many small requests: a commit for each would make seeding
+        # half as slow again (SQLite, the default three months: 10 s → 16 s).
+        with transaction.atomic():
+            for arrival, key_name in sorted(arriving):
+                _send(accounts, key_name, arriving[(arrival, key_name)], arrival, tally)
         report.tally.add(tally)
         if on_week is not None:
             on_week(WeekProgress(first_day, last_day, tally))
@@ -360,21 +434,58 @@ def demo_usage_seed(
 
 # --- Statements and a budget, so that the dashboard has history to show ---------------------------
 
+# The beat's "billing-close-previous-month" (config/schedule.py): settings.BILLING_CLOSE_DAY, 02:00 UTC.
+CLOSE_HOUR = 2
 
-def demo_history_close(*, workspace: Workspace, start: date, now: datetime) -> list[tuple[date, Any]]:
-    """Close each month of the demo that is over (oldest first, as closing requires), without
-    charging: the demo has no card and usually no Stripe. Months already closed are returned as
-    they are. Returns (month, statement or None when there was nothing to bill)."""
-    from billing.services import next_month, statement_close
 
-    closed = []
+def demo_close_at(period: date) -> datetime:
+    """When the scheduler closes `period` (the 1st of a month): BILLING_CLOSE_DAY of the next month,
+    CLOSE_HOUR:00 UTC."""
+    from billing.services import next_month
+
+    following = next_month(period)
+    return datetime(
+        following.year, following.month, settings.BILLING_CLOSE_DAY, CLOSE_HOUR, tzinfo=dt_timezone.utc
+    )
+
+
+@dataclass
+class DemoMonth:
+    period: date  # the 1st of the month
+    close_at: datetime  # when the scheduler closes it (demo_close_at)
+    statement: Any = None  # its live statement; None when there was nothing to bill, or still open
+    is_open: bool = False  # its close time is still to come: this month's preview shows it as pending
+    refused: str = ""  # why billing refused to close it, if it did
+
+
+def demo_history_close(*, workspace: Workspace, start: date, now: datetime) -> list[DemoMonth]:
+    """Close each month of the demo that is over, at the moment the scheduler would have
+    (demo_close_at), oldest first, and for the demo workspace only; without charging (the demo has
+    no card and usually no Stripe). A month whose close time is after `now` is left open, and a
+    month already closed is returned as it is, so this is safe to re-run."""
+    from billing.models import Statement
+    from billing.services import CloseRefused, next_month, period_close
+
+    months = []
     period = start.replace(day=1)
     this_month = now.astimezone(dt_timezone.utc).date().replace(day=1)
     while period < this_month:
-        statement, _ = statement_close(workspace, period, now=now, actor="seed_demo")
-        closed.append((period, statement))
+        month = DemoMonth(period, demo_close_at(period))
+        if month.close_at > now:
+            month.is_open = True
+        else:
+            try:
+                period_close(period, only=workspace, now=month.close_at)
+            except CloseRefused as exc:
+                month.refused = str(exc)
+            month.statement = (
+                Statement.objects.filter(workspace=workspace, period=period)
+                .exclude(status=Statement.Status.VOID)
+                .first()
+            )
+        months.append(month)
         period = next_month(period)
-    return closed
+    return months
 
 
 DEMO_BUDGET = Decimal("400.00")  # USD a month: the demo's month-end forecast comes close to it

@@ -14,14 +14,17 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db.models import Sum
 from django.test import Client
 from django.utils import timezone
 
+from billing.models import Statement
 from billing.pricing import FEATURES, price_item
 from billing.selectors import price_book_history
+from billing.services import month_start, period_close, statement_draft
 from usage.models import DailyRollup, UsageEvent
 from usage.validation import parse_event
 from workspaces import demo
@@ -195,3 +198,186 @@ def test_the_default_three_months_look_like_a_real_studio(db):
     first_weeks = sum(per_day[start + timedelta(days=n)] for n in range(28))
     last_weeks = sum(per_day[now.date() - timedelta(days=n)] for n in range(1, 29))
     assert last_weeks > first_weeks * 1.1
+
+
+# --- History (issue 8, finding 6): events arrive as real traffic does, months close on schedule ----
+#
+# Seeded with the real clock, so these hold whatever today's date is. Before: every event was
+# received at the moment of seeding, inside the close's 5-minute lag, so no past month had a
+# statement and this month's preview billed them all again as late usage.
+
+HISTORY = ("--scale", "0.05")  # the default three months, at a twentieth of the volume
+WITHIN_MINUTES = timedelta(minutes=6)  # "a few minutes": a reporter's 5-minute interval plus transit
+
+
+def close_time(period: date) -> datetime:
+    """When the beat closes `period` (config/schedule.py): BILLING_CLOSE_DAY of the next month,
+    02:00 UTC. Written out here rather than taken from workspaces.demo."""
+    year, month = divmod(period.year * 12 + period.month, 12)
+    return datetime(year, month + 1, settings.BILLING_CLOSE_DAY, 2, tzinfo=dt_timezone.utc)
+
+
+def months_between(first: date, last: date) -> list[date]:
+    """The 1st of each month from `first`'s month up to, not including, `last`'s."""
+    months, period = [], first.replace(day=1)
+    while period < last.replace(day=1):
+        months.append(period)
+        year, month = divmod(period.year * 12 + period.month, 12)
+        period = date(year, month + 1, 1)
+    return months
+
+
+def live_statement(period: date) -> Statement | None:
+    statements = list(
+        Statement.objects.filter(workspace__slug=demo.DEMO_SLUG, period=period).exclude(
+            status=Statement.Status.VOID
+        )
+    )
+    assert len(statements) <= 1, statements
+    return statements[0] if statements else None
+
+
+def quantity_occurred(period: date) -> int:
+    start = datetime.combine(period, datetime.min.time(), tzinfo=dt_timezone.utc)
+    end = close_time(period).replace(day=1, hour=0)  # the next month's 1st
+    events = demo_events_stored().filter(occurred_at__gte=start, occurred_at__lt=end)
+    return events.aggregate(n=Sum("quantity"))["n"] or 0
+
+
+def line_quantity(lines, kind: str) -> int:
+    return sum(line.quantity for line in lines if line.kind == kind)
+
+
+def assert_received_as_real_traffic(until: datetime) -> None:
+    rows = list(demo_events_stored().values_list("event_id", "occurred_at", "received_at"))
+    assert rows
+    for event_id, occurred_at, received_at in rows:
+        delay = received_at - occurred_at
+        assert timedelta(0) <= delay <= WITHIN_MINUTES, (event_id, delay)
+        assert received_at <= until, (event_id, received_at, until)
+
+
+def assert_closed_on_schedule(period: date) -> Statement:
+    """`period` has one live statement, finalized (due) or paid, closed when the beat closes it,
+    billing that month's demo usage in full and no late usage."""
+    statement = live_statement(period)
+    assert statement is not None, f"{period:%Y-%m} has no statement"
+    assert statement.status in (Statement.Status.FINALIZED, Statement.Status.PAID), statement.status
+    assert statement.finalized_at == close_time(period)
+    lines = list(statement.lines.all())
+    assert line_quantity(lines, "usage") == quantity_occurred(period) > 0
+    assert line_quantity(lines, "late_usage") == 0
+    return statement
+
+
+def test_past_months_are_closed_on_schedule_and_this_months_preview_has_no_late_usage(db):
+    out = seed(*HISTORY)
+    now = timezone.now()
+
+    assert demo_events_stored().count() > 1_000
+    assert_received_as_real_traffic(until=now)
+
+    start = demo.demo_start(now)
+    past = months_between(start, now.date())
+    assert len(past) == 2
+    closed = [period for period in past if close_time(period) <= now]
+    for period in closed:
+        statement = assert_closed_on_schedule(period)
+        assert f"{period:%Y-%m}  ${statement.total:>10,.2f}  finalized on " in out
+    for period in past:
+        if period not in closed:  # today is before its close on the 2nd: it stays open
+            assert live_statement(period) is None
+            assert f"{period:%Y-%m}  open until its close on {close_time(period):%Y-%m-%d %H:%M} UTC" in out
+
+    workspace = Workspace.objects.get(slug=demo.DEMO_SLUG)
+    this_month = month_start(now.date())
+    draft = statement_draft(workspace, this_month, now=now)
+    assert line_quantity(draft.built.lines, "usage") == quantity_occurred(this_month)
+    late = [line for line in draft.built.lines if line.kind == "late_usage"]
+    if late and len(closed) < len(past):
+        # On the 1st and 2nd, before last month's close, billing.services still bills that month
+        # again as late usage in the preview: issue 8, finding 3 (billing's, not the demo's).
+        pytest.xfail("issue 8 finding 3: the preview in the grace window bills last month as late usage")
+    assert late == []
+
+    browser = Client()
+    assert browser.login(username=demo.OWNER_EMAIL, password=demo.DEFAULT_PASSWORD)
+    preview = browser.get("/api/v1/statements/preview").json()
+    assert preview["period"] == f"{this_month:%Y-%m}"
+    assert [line for line in preview["lines"] if line["kind"] == "late_usage"] == []
+    page = browser.get("/statements/").content.decode()
+    assert "No closed month yet" not in page
+
+
+def test_a_second_run_leaves_the_statements_as_they_are(db):
+    now = timezone.now().isoformat()
+    seed(*HISTORY, "--now", now)
+    events = dict(demo_events_stored().values_list("event_id", "received_at"))
+    demo_statements = Statement.objects.filter(workspace__slug=demo.DEMO_SLUG).order_by("pk")
+    statements = list(demo_statements.values())
+    assert statements
+
+    out = seed(*HISTORY, "--now", now)
+
+    assert f"{len(events):,} events, 0 stored now, {len(events):,} already there (duplicates)" in out
+    assert dict(demo_events_stored().values_list("event_id", "received_at")) == events
+    assert list(demo_statements.values()) == statements
+
+
+def test_seeded_on_the_1st_at_0030_last_month_stays_open_until_its_close(db):
+    real_now = timezone.now()
+    first = real_now.replace(day=1, hour=0, minute=30, second=0, microsecond=0)
+    if first > real_now:  # it is the 1st, before 00:30: take last month's 1st
+        first = (first - timedelta(days=1)).replace(day=1)
+    last_month = month_start(first.date() - timedelta(days=1))
+    month_before = month_start(last_month - timedelta(days=1))
+
+    out = seed(*HISTORY, "--now", first.isoformat())
+
+    assert_received_as_real_traffic(until=first)
+    assert_closed_on_schedule(month_before)
+    assert live_statement(last_month) is None, "closed before its time"
+    assert f"{last_month:%Y-%m}  open until its close on {close_time(last_month):%Y-%m-%d %H:%M} UTC" in out
+    # Every event up to that moment has arrived (last month's last ones a few minutes after midnight).
+    workspace = Workspace.objects.get(slug=demo.DEMO_SLUG)
+    expected = demo.demo_events(month_before, first, anchor=demo.growth_anchor(workspace), scale=0.05)
+    assert demo_events_stored().count() == len(list(expected))
+
+    # Seeded again later with the real clock: last month is closed when its time has come, with
+    # every one of its events on it.
+    seed(*HISTORY)
+    if close_time(last_month) <= timezone.now():
+        assert_closed_on_schedule(last_month)
+    else:
+        assert live_statement(last_month) is None
+    assert_received_as_real_traffic(until=timezone.now())
+
+
+def test_usage_seeded_after_a_close_it_missed_is_billed_as_late_usage(db):
+    """`make run` left running over the 2nd: the beat closes last month with only the usage seeded
+    so far. When the demo is seeded again, the events of the gap cannot have been received before
+    that close (it did not see them): they are late usage on the next statement, never lost."""
+    real_now = timezone.now()
+    missed = month_start(month_start(real_now.date()) - timedelta(days=1))  # last month …
+    if close_time(missed) > real_now:  # … unless its close is still to come: the month before
+        missed = month_start(missed - timedelta(days=1))
+    close = close_time(missed)
+    seed(*HISTORY, "--now", (close - timedelta(days=3)).isoformat())
+    assert live_statement(missed) is None
+    workspace = Workspace.objects.get(slug=demo.DEMO_SLUG)
+    period_close(missed, only=workspace, now=close)  # the beat, while nothing was seeded
+
+    seed(*HISTORY)
+
+    now = timezone.now()
+    statement = live_statement(missed)
+    assert statement.finalized_at == close
+    billed = line_quantity(list(statement.lines.all()), "usage")
+    assert 0 < billed < quantity_occurred(missed)
+    following = statement_draft(workspace, month_start(close.date()), now=now)
+    assert billed + line_quantity(following.built.lines, "late_usage") == quantity_occurred(missed)
+    # Received at that close, not before it (and never after the real clock).
+    month_end = close.replace(day=1, hour=0)
+    late = demo_events_stored().filter(occurred_at__gt=close - timedelta(days=3), occurred_at__lt=month_end)
+    assert late.exists()
+    assert all(close <= received <= now for received in late.values_list("received_at", flat=True))

@@ -10,8 +10,9 @@ from workspaces import demo
 class Command(BaseCommand):
     help = (
         "Create (or top up) the demo workspace: its logins, two API keys and three months of usage "
-        "over every feature, sent through the real ingestion. Safe to re-run: events already "
-        "stored come back as duplicates."
+        "over every feature, sent through the real ingestion as it would have arrived (each event "
+        "minutes after it occurred), and its past months closed when the scheduler closes them. "
+        "Safe to re-run: events already stored come back as duplicates, closed months stay as they are."
     )
 
     def add_arguments(self, parser):
@@ -75,12 +76,24 @@ class Command(BaseCommand):
         self.stdout.write("Spend by month (list price, before the free tier and discounts):")
         for month, amount in report.spend_by_month:
             self.stdout.write(f"  {month}  ${amount:>10,.2f}")
-        self.stdout.write("Statements of the months that are over (not charged: the demo has no card):")
-        for period, statement in demo.demo_history_close(workspace=workspace, start=start, now=now):
-            if statement is None:
-                self.stdout.write(f"  {period:%Y-%m}  nothing to bill")
+        self.stdout.write(
+            "Statements of the months that are over, closed when the scheduler closes them "
+            "(not charged: the demo has no card):"
+        )
+        for month in demo.demo_history_close(workspace=workspace, start=start, now=now):
+            closes = f"{month.close_at:%Y-%m-%d %H:%M} UTC"
+            if month.is_open:
+                self.stdout.write(f"  {month.period:%Y-%m}  open until its close on {closes}")
+            elif month.refused:
+                self.stdout.write(self.style.WARNING(f"  {month.period:%Y-%m}  not closed: {month.refused}"))
+            elif month.statement is None:
+                self.stdout.write(f"  {month.period:%Y-%m}  nothing to bill")
             else:
-                self.stdout.write(f"  {period:%Y-%m}  ${statement.total:>10,.2f}  {statement.get_status_display().lower()}")
+                statement = month.statement
+                self.stdout.write(
+                    f"  {month.period:%Y-%m}  ${statement.total:>10,.2f}  "
+                    f"{statement.get_status_display().lower()} on {statement.finalized_at:%Y-%m-%d %H:%M} UTC"
+                )
         budget = demo.demo_budget_ensure(workspace=workspace)
         self.stdout.write(f"Monthly budget: ${budget.amount:,.2f} (alerts at {', '.join(f'{t} %' for t in budget.thresholds)}).")
 

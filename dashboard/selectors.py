@@ -15,12 +15,14 @@ from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import stripe
+from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
-from billing.models import PaymentAttempt, Plan, Statement, StripeCustomer
+from billing import services as billing
+from billing.models import CloseRun, PaymentAttempt, Plan, Statement, StripeCustomer
 from billing.payments import payments_configured, stripe_client
-from billing.services import month_start, next_month, plan_for_period, statement_draft
+from billing.services import CloseRefused, Draft, month_start, next_month, plan_for_period
 
 # The budgets app: month-to-date spend, forecast and budgets (budgets.selectors).
 from budgets.models import Alert, Budget
@@ -43,8 +45,13 @@ logger = logging.getLogger(__name__)
 ZERO = Decimal("0.000000")
 
 
+def clock() -> datetime:
+    """The dashboard's "now": every page reads the time through here (tests replace it)."""
+    return timezone.now()
+
+
 def utc_today(now: datetime | None = None) -> date:
-    return (now or timezone.now()).astimezone(dt_timezone.utc).date()
+    return (now or clock()).astimezone(dt_timezone.utc).date()
 
 
 def _day_start(day: date) -> datetime:
@@ -119,7 +126,7 @@ class Overview:
 def overview(workspace: Workspace, period: Period, *, now: datetime | None = None) -> Overview:
     """Everything the overview shows: a fixed number of indexed reads of the rollups (five
     summaries of the period, the month for the forecast and budgets), the plan, the last statement."""
-    now = now or timezone.now()
+    now = now or clock()
     today = utc_today(now)
     month = month_start(today)
 
@@ -151,7 +158,7 @@ def budgets_progress(workspace: Workspace, *, now: datetime | None = None) -> li
     workspace-wide ones first, smallest first."""
     progress = [
         BudgetProgress(status.budget, status.forecast.spend, status.forecast.forecast)
-        for status in budgets_status(list(budgets_of(workspace)), now=now or timezone.now())
+        for status in budgets_status(list(budgets_of(workspace)), now=now or clock())
     ]
     progress.sort(key=lambda b: (b.budget.api_key_id is not None, b.budget.amount, b.budget.pk))
     return progress
@@ -348,10 +355,78 @@ def statement_of(workspace: Workspace, statement_id: int) -> Statement | None:
     )
 
 
-def statement_preview(workspace: Workspace, *, now: datetime | None = None):
-    """The current UTC month's draft, as closing now would build it (billing.services)."""
-    now = now or timezone.now()
-    return statement_draft(workspace, month_start(utc_today(now)), now=now)
+def scheduled_close(period: date) -> datetime:
+    """When the scheduled close closes `period`: BILLING_CLOSE_DAY of the next month, at the hour
+    and minute of the beat job (config/schedule.py; 02:00 UTC unless changed there)."""
+    hour, minute = 2, 0
+    entry = settings.CELERY_BEAT_SCHEDULE.get("billing-close-previous-month") or {}
+    schedule = entry.get("schedule")
+    if getattr(schedule, "hour", None) and getattr(schedule, "minute", None):
+        hour, minute = min(schedule.hour), min(schedule.minute)
+    day = next_month(period).replace(day=settings.BILLING_CLOSE_DAY)
+    return datetime.combine(day, time(hour, minute), tzinfo=dt_timezone.utc)
+
+
+def _utc_label(moment: datetime) -> str:
+    moment = moment.astimezone(dt_timezone.utc)
+    return f"{moment:%B} {moment.day} at {moment:%H:%M} UTC"
+
+
+@dataclass(frozen=True)
+class PendingMonth:
+    """A month that is over but not closed yet, as closing it now would bill it."""
+
+    draft: Draft
+    closes_at: datetime  # when the scheduled close closes it (UTC)
+    overdue: bool  # that time has passed: the close failed or has not run yet
+
+    @property
+    def anchor(self) -> str:
+        return f"pending-{self.draft.period:%Y-%m}"
+
+    @property
+    def closes_label(self) -> str:
+        return _utc_label(self.closes_at)
+
+    @property
+    def summary(self) -> list[SummaryLine]:
+        return lines_summary(self.draft.built.lines)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the statements pages show of the months not closed yet: this month's draft (its own
+    usage only), and before it every earlier month still pending its close, oldest first."""
+
+    current: Draft | None
+    pending: list[PendingMonth]
+    month: date  # the current UTC month
+    error: str = ""  # why no preview could be built (then `current` is None; logged, not shown)
+
+    @property
+    def summary(self) -> list[SummaryLine]:
+        return lines_summary(self.current.built.lines) if self.current else []
+
+
+def statement_preview(workspace: Workspace, *, now: datetime | None = None) -> Preview:
+    """This month's draft and every earlier month's pending statement (billing.services
+    .statement_preview, E4): in the grace window between the 1st and the scheduled close, last
+    month is its own pending statement, never late usage on this month's draft."""
+    now = now or clock()
+    month = month_start(utc_today(now))
+    try:
+        *pending, current = billing.statement_preview(workspace, now=now)
+    except CloseRefused as exc:
+        logger.warning("No statement preview for %s: %s", workspace.slug, exc)
+        return Preview(None, [], month, error=str(exc))
+    return Preview(
+        current=current,
+        pending=[
+            PendingMonth(draft, closes_at=scheduled_close(draft.period), overdue=scheduled_close(draft.period) <= now)
+            for draft in pending
+        ],
+        month=month,
+    )
 
 
 @dataclass(frozen=True)
@@ -454,6 +529,42 @@ class OverBudget:
         return (self.spend / self.budget.amount * 100).quantize(Decimal("0.1")) if self.budget.amount else Decimal(0)
 
 
+# A close still "running" this long after it started lost its worker. A run keeps its first
+# start through its retries (billing.tasks: 6, backing off from 5 minutes to 3 hours, about 6.5
+# hours in all), so anything shorter would flag a retry in progress.
+CLOSE_RUN_STUCK_AFTER = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class CloseProblem:
+    """A scheduled close that needs a look: failed for good, failing and retrying, or stuck."""
+
+    run: CloseRun
+    kind: str  # "failed" | "retrying" | "stuck"
+
+    @property
+    def month(self) -> str:
+        return f"{self.run.period:%Y-%m}"
+
+    @property
+    def command(self) -> str:
+        return f"python manage.py close_period {self.month}"
+
+
+@dataclass(frozen=True)
+class CloseRunRow:
+    run: CloseRun
+
+    @property
+    def month(self) -> str:
+        return f"{self.run.period:%Y-%m}"
+
+    @property
+    def caught_up(self) -> list[str]:
+        """The earlier months this run closed first (they were still open)."""
+        return [month for month in self.run.months_closed or () if month != self.month]
+
+
 @dataclass(frozen=True)
 class StaffOverview:
     month: date
@@ -462,10 +573,36 @@ class StaffOverview:
     active_workspaces: int
     failed_payments: list[Statement]
     over_budget: list[OverBudget]
+    close_runs: list[CloseRunRow]  # the most recent first
+    close_problems: list[CloseProblem]
 
 
-def staff_overview(*, now: datetime | None = None, top: int = 15) -> StaffOverview:
-    """This UTC month across all workspaces: one GROUP BY of the month's rollups per workspace."""
+def close_problems(*, now: datetime | None = None, limit: int = 20) -> list[CloseProblem]:
+    """Close runs that failed (for good, or retrying) or are stuck running, newest first, unless a
+    later run succeeded for that month or a later one: months close in order, so a successful
+    close of a later month has closed every earlier one (billing.services, E6)."""
+    now = now or clock()
+    runs = list(
+        CloseRun.objects.filter(status__in=[CloseRun.Status.FAILED, CloseRun.Status.RETRYING, CloseRun.Status.RUNNING])
+        .order_by("-started_at", "-pk")[:limit]
+    )
+    succeeded = list(CloseRun.objects.filter(status=CloseRun.Status.SUCCEEDED).values_list("period", "started_at"))
+    problems = []
+    for run in runs:
+        if any(period >= run.period and started >= run.started_at for period, started in succeeded):
+            continue
+        if run.status == CloseRun.Status.RUNNING:
+            if now - run.started_at >= CLOSE_RUN_STUCK_AFTER:
+                problems.append(CloseProblem(run, "stuck"))
+            continue
+        problems.append(CloseProblem(run, "failed" if run.status == CloseRun.Status.FAILED else "retrying"))
+    return problems
+
+
+def staff_overview(*, now: datetime | None = None, top: int = 15, runs: int = 12) -> StaffOverview:
+    """This UTC month across all workspaces: one GROUP BY of the month's rollups per workspace;
+    the recent close runs, and those that need a look."""
+    now = now or clock()
     month = month_start(utc_today(now))
     spend_by_workspace = {
         row["workspace_id"]: (int(row["micros"] or 0), int(row["events"] or 0))
@@ -499,6 +636,8 @@ def staff_overview(*, now: datetime | None = None, top: int = 15) -> StaffOvervi
         active_workspaces=len(spend_by_workspace),
         failed_payments=failed,
         over_budget=over,
+        close_runs=[CloseRunRow(run) for run in CloseRun.objects.order_by("-started_at", "-pk")[:runs]],
+        close_problems=close_problems(now=now),
     )
 
 

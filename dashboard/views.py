@@ -18,7 +18,6 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -215,18 +214,20 @@ def _statement(request, statement_id: int) -> Statement:
 @require_GET
 @workspace_page()
 def statements(request):
+    workspace = request.access.workspace
     return render(
         request,
         "dashboard/statements.html",
-        {"statements": selectors.statements_of(request.access.workspace), "preview": selectors.statement_preview(request.access.workspace)},
+        {"statements": selectors.statements_of(workspace), "preview": selectors.statement_preview(workspace, now=selectors.clock())},
     )
 
 
 @require_GET
 @workspace_page()
 def statement_preview(request):
-    draft = selectors.statement_preview(request.access.workspace)
-    return render(request, "dashboard/statement_preview.html", {"draft": draft, "summary": selectors.lines_summary(draft.built.lines)})
+    """This month's draft, and the pending statement of every earlier month not closed yet."""
+    preview = selectors.statement_preview(request.access.workspace, now=selectors.clock())
+    return render(request, "dashboard/statement_preview.html", {"preview": preview, "draft": preview.current})
 
 
 @require_GET
@@ -437,7 +438,12 @@ def payment(request):
 @require_GET
 @staff_member_required
 def staff(request):
-    return render(request, "dashboard/staff.html", {"data": selectors.staff_overview(), "now": timezone.now()})
+    now = selectors.clock()
+    return render(
+        request,
+        "dashboard/staff.html",
+        {"data": selectors.staff_overview(now=now), "now": now, "close_day": settings.BILLING_CLOSE_DAY},
+    )
 
 
 # --- Budgets ------------------------------------------------------------------------------------

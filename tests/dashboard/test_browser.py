@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 from pathlib import Path
@@ -18,12 +18,14 @@ import pytest
 import requests
 from django.utils import timezone
 
-from billing.models import Statement, StripeCustomer
+from billing.models import CloseRun, Statement, StripeCustomer
 from billing.payments import statement_charge
 from billing.services import statement_close
 from budgets.models import Budget
+from dashboard.selectors import scheduled_close
 from tests.conftest import event
-from tests.dashboard.conftest import ingest, last_month_day, person, sign_in
+from tests.dashboard.conftest import last_month_day, person, sign_in
+from usage.services import events_ingest
 from workspaces.models import ApiKey
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -238,14 +240,23 @@ SCREENSHOT_PAGES = [
 def test_every_page_renders_without_console_errors(page, browser_context, owner, viewer, workspace, usage, local_stripe):
     """Each page, on a desktop and on a phone's width. With MB_SCREENSHOTS=<folder> (`make
     screenshots`), a full-page screenshot of each is saved there."""
-    # Last month closed, and its charge failed (no card yet): the statement pages show it all.
-    earlier = last_month_day()
-    ingest(workspace, usage["second_key"], [event(occurred_at=earlier.isoformat(), feature="training", model=...,
-                                                  steps=..., width=..., height=...)])  # fmt: skip
-    statement, _ = statement_close(workspace, earlier.date().replace(day=1), now=timezone.now() + timedelta(minutes=10))
+    # The month before last closed on schedule, and its charge failed (no card yet); last month
+    # (the `usage` fixture's) is over but not closed: the statement pages show it all, last month
+    # as a pending statement above this month's draft.
+    last_month = last_month_day().date().replace(day=1)
+    before_last = (last_month - timedelta(days=1)).replace(day=1)
+    occurred = datetime.combine(before_last.replace(day=15), time(12, 0), tzinfo=dt_timezone.utc)
+    outcome = events_ingest(workspace=workspace, api_key=usage["second_key"], now=occurred + timedelta(minutes=1), raw_events=[
+        event(occurred_at=occurred.isoformat(), feature="training", model=..., steps=..., width=..., height=...),
+    ])  # fmt: skip
+    assert outcome.results[0].status == "accepted"
+    statement, _ = statement_close(workspace, before_last, now=scheduled_close(before_last))
     Budget.objects.create(workspace=workspace, amount=Decimal("20"), thresholds=[50, 80, 100])
     statement_charge(statement)
     assert Statement.objects.get(pk=statement.pk).status == Statement.Status.PAYMENT_FAILED
+    # Staff see the close of last month failing.
+    CloseRun.objects.create(period=last_month, status=CloseRun.Status.FAILED, attempts=7, started_at=timezone.now(),
+                            finished_at=timezone.now(), error="OperationalError: could not connect to server")  # fmt: skip
     pages = [*SCREENSHOT_PAGES,
              ("statement", f"/statements/{statement.pk}/?workspace=acme"),
              ("statement-print", f"/statements/{statement.pk}/print/?workspace=acme")]  # fmt: skip
@@ -264,6 +275,15 @@ def test_every_page_renders_without_console_errors(page, browser_context, owner,
                 page.wait_for_selector("#chart-daily[data-drawn]")
             if name == "payment":
                 page.wait_for_selector("#card-element input")
+            if name == "statements":
+                pending = page.locator(f"#pending-{last_month:%Y-%m}")
+                assert pending.is_visible() and f"{last_month:%B %Y} — pending close" in pending.inner_text()
+                assert page.locator("#preview-total").inner_text() == "$7.28"  # this month's usage only
+            if name == "statement-preview":
+                assert "Late usage" not in page.content()
+                assert page.locator("#amount-due").inner_text() == "$7.28"
+                page.locator(f"#pending-{last_month:%Y-%m} details > summary").click()
+                assert page.locator(f"#pending-{last_month:%Y-%m} table.lines").is_visible()
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{path} is wider than the screen at {width}px by {overflow}px: {wide_elements(page)}"
             if folder:
@@ -276,5 +296,8 @@ def test_every_page_renders_without_console_errors(page, browser_context, owner,
     page.set_viewport_size({"width": 1280, "height": 900})
     for name, path in staff_pages:
         assert page.goto(page.base_url + path).status == 200, path
+        if name == "staff":
+            assert f"Closing {last_month:%Y-%m} failed" in page.locator("#close-problems").inner_text()
+            assert page.locator("#close-runs tr.close-failed").count() == 1
         if folder:
             page.screenshot(path=str(folder / f"{name}.png"), full_page=True)

@@ -284,9 +284,9 @@ def test_the_preview_is_the_current_month_draft(client, owner, usage):
     signed_in(client, owner)
     page = client.get("/statements/preview/").content.decode()
     assert "Monthly free tier" in page
-    # A first statement also bills earlier months that never had one: last month as late usage.
-    assert "Late usage for" in page
-    assert "<td class=\"num\">$7.71</td>" in page  # 7.78 + 0.43 − 0.50 free tier
+    # Last month was never closed: it is its own pending statement, not late usage on this month's.
+    assert "Late usage for" not in page and "pending close" in page
+    assert '<td class="num" id="amount-due">$7.28</td>' in page  # 7.78 − 0.50 free tier
 
 
 def test_retry_payment_of_a_failed_statement(client, owner, workspace, october_statement, local_stripe):

@@ -7,7 +7,7 @@ VENV_STAMP := .venv/.installed-$(REQ_HASH)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint bench migrate screenshots
+.PHONY: venv run test soak lint bench migrate screenshots
 
 # (Re)install whenever requirements.txt changes.
 $(VENV_STAMP): requirements.txt
@@ -29,6 +29,13 @@ run: venv
 # It includes the browser tests (Playwright driving Debian's /usr/bin/chromium; .ci/run installs it).
 test: venv
 	@eval "$$($(PY) scripts/test_services.py)" && $(PY) -m pytest $(PYTEST_ARGS)
+
+# The model-based money test (tests/billing/test_money_model.py) for much longer than `make test`
+# runs it: MB_SOAK_EXAMPLES sequences of MB_SOAK_STEPS steps (300 × 80), random each run; prints
+# progress and the number of steps and sequences. MB_TEST_SQLITE=1 runs it on SQLite.
+soak: venv
+	@eval "$$($(PY) scripts/test_services.py)" && MB_SOAK=1 $(PY) -m pytest -q -s -p no:cacheprovider \
+		tests/billing/test_money_model.py::test_money_is_conserved_under_any_sequence $(PYTEST_ARGS)
 
 # A full-page screenshot of every dashboard page, desktop and phone width, in var/screenshots/
 # (the browser test that visits every page, with sample data, on the test database).

@@ -40,12 +40,13 @@ def close_run_succeeded(run: CloseRun, *, months: dict[date, int], created: int)
     run.save()
 
 
-def close_run_failed(run: CloseRun, error: BaseException, *, final: bool) -> None:
+def close_run_failed(run: CloseRun, error: BaseException, *, final: bool, notify: bool = True) -> None:
+    """Record a failed attempt; when it is the last one, e-mail staff (unless a person ran it)."""
     run.status = CloseRun.Status.FAILED if final else CloseRun.Status.RETRYING
     run.finished_at = timezone.now() if final else None
     run.error = f"{type(error).__name__}: {error}"[:2000]
     run.save()
-    if final:
+    if final and notify:
         close_failed_notify(run)
 
 

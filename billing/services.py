@@ -42,7 +42,15 @@ from usage.models import UsageEvent
 from workspaces.models import Workspace
 
 from . import statement as engine
-from .models import BalanceAdjustment, Discount, Plan, PlanAssignment, Statement, StatementAudit, StatementLine
+from .models import (
+    BalanceAdjustment,
+    Discount,
+    Plan,
+    PlanAssignment,
+    Statement,
+    StatementAudit,
+    StatementLine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +364,8 @@ def _draft_chain(workspace: Workspace, period: date, *, now: datetime, cutoff: d
     first = _first_open_months([workspace.pk], period).get(workspace.pk, period)
     prior = _priors([workspace.pk], period).get(workspace.pk, NO_PRIOR)
     owed = _pending_adjustments([workspace.pk]).get(workspace.pk, [])
+    if cutoff is not None and prior.cutoff is not None and prior.cutoff > cutoff:
+        cutoff = prior.cutoff  # a preview behind the last close's clock: count what that close counted
     drafts: list[Draft] = []
     for month in _months(min(first, period), period):
         draft = statement_drafts(

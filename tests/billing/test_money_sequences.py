@@ -272,3 +272,43 @@ def test_the_preview_api_shows_pending_months_beside_this_months_draft_with_the_
     assert body["lines"][0]["quantity"] == 250
     assert [(p["period"], p["status"], p["lines"][0]["quantity"]) for p in body["pending"]] == [
         (f"{last_month:%Y-%m}", "pending", 1000)]
+
+
+# --- E6: a close that fails for good tells staff ---------------------------------------------------
+
+
+def test_a_scheduled_close_that_fails_for_good_is_recorded_and_emailed_to_staff(workspace, api_key, settings):
+    """A real refusal, no stand-in: the month before was closed by a machine whose clock ran a
+    day ahead, so this close's cutoff would go back in time. The run is recorded as failed and
+    every staff member is told what to run; nothing is billed meanwhile."""
+    from django.contrib.auth import get_user_model
+    from django.core import mail
+
+    from billing.models import CloseRun
+
+    get_user_model().objects.create_user("ops", "ops@meterboard.test", "pw", is_staff=True)
+    get_user_model().objects.create_user("customer", "customer@example.test", "pw")
+    now = dj_timezone.now()
+    period = tasks.previous_month(now)
+    before = tasks.previous_month(datetime(period.year, period.month, 1, tzinfo=UTC))
+    Statement.objects.create(workspace=workspace, period=before, status="finalized",
+                             usage_cutoff=now + timedelta(days=1), finalized_at=now)
+    ingest(workspace, api_key, [event(occurred_at=f"{period:%Y-%m}-10T00:00:00Z")], now=now)
+    outcome = tasks.period_close_previous_month.apply()
+    assert outcome.failed()
+    run = CloseRun.objects.get(period=period)
+    assert (run.status, run.attempts) == ("failed", 1)
+    assert "check the clock" in run.error
+    (message,) = mail.outbox
+    assert message.to == ["ops@meterboard.test"]
+    assert f"python manage.py close_period {period:%Y-%m}" in message.body
+    assert not Statement.objects.filter(workspace=workspace, period=period).exists()
+
+
+def test_a_close_run_by_hand_is_recorded_for_the_staff_page(workspace, api_key):
+    from billing.models import CloseRun
+
+    ingest(workspace, api_key, [event(occurred_at="2025-01-15T00:00:00Z", quantity=1000)], now=at("2025-01-15T00:01:00"))
+    call_command("close_period", "2025-01", "--no-charge")
+    run = CloseRun.objects.get(period=JAN)
+    assert (run.status, run.statements_created, run.months_closed) == ("succeeded", 1, ["2025-01"])

@@ -293,12 +293,8 @@ def test_past_months_are_closed_on_schedule_and_this_months_preview_has_no_late_
     this_month = month_start(now.date())
     draft = statement_draft(workspace, this_month, now=now)
     assert line_quantity(draft.built.lines, "usage") == quantity_occurred(this_month)
-    late = [line for line in draft.built.lines if line.kind == "late_usage"]
-    if late and len(closed) < len(past):
-        # On the 1st and 2nd, before last month's close, billing.services still bills that month
-        # again as late usage in the preview: issue 8, finding 3 (billing's, not the demo's).
-        pytest.xfail("issue 8 finding 3: the preview in the grace window bills last month as late usage")
-    assert late == []
+    # Also on the 1st and 2nd, before last month's close: that month is pending, not late usage here.
+    assert [line for line in draft.built.lines if line.kind == "late_usage"] == []
 
     browser = Client()
     assert browser.login(username=demo.OWNER_EMAIL, password=demo.DEFAULT_PASSWORD)

@@ -3,6 +3,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from billing.close_runs import close_run_failed, close_run_started, close_run_succeeded
 from billing.services import CloseRefused, parse_period, period_close
 from workspaces.models import Workspace
 
@@ -36,10 +37,17 @@ class Command(BaseCommand):
             sys.stderr.write(f"\r  closing {month:%Y-%m}: {done:,}/{total:,} workspaces ({rate:,.0f}/s)")
             sys.stderr.flush()
 
+        run = close_run_started(month) if only is None else None
         try:
             report = period_close(month, only=only, progress=progress)
-        except CloseRefused as exc:
-            raise CommandError(str(exc)) from exc
+        except Exception as exc:
+            if run is not None:  # shown on the staff page; the person running this sees the error
+                close_run_failed(run, exc, final=True, notify=False)
+            if isinstance(exc, CloseRefused):
+                raise CommandError(str(exc)) from exc
+            raise
+        if run is not None:
+            close_run_succeeded(run, months=report.months, created=report.created)
         sys.stderr.write("\n")
         self.stdout.write(
             f"Closed {month:%Y-%m}: {report.created} statements finalized, {report.already_closed} already "

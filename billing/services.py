@@ -205,30 +205,30 @@ def unbilled_q(prior: Prior, *, before: datetime) -> Q:
 
 
 def _usage_by_workspace(
-    workspace_ids: list[int], period: date, *, cutoff: datetime, priors: dict[int, Prior]
+    workspace_ids: list[int], period: date, *, cutoffs: dict[int, datetime], priors: dict[int, Prior]
 ) -> dict[int, list[engine.UsageGroup]]:
-    """Per workspace: what its statement for `period` bills, received by `cutoff` and not billed
+    """Per workspace: what its statement for `period` bills, received by its cutoff and not billed
     by its prior statement (see unbilled_q), as usage (occurred in the period) and late usage
     (occurred before it, per month). One GROUP BY each for the whole chunk of workspaces."""
     start, end = period_bounds(period)
     usage: dict[int, list[engine.UsageGroup]] = defaultdict(list)
-    events = UsageEvent.objects.filter(workspace_id__in=workspace_ids, received_at__lte=cutoff)
+    groups: dict[tuple[Prior, datetime], list[int]] = defaultdict(list)
+    for workspace_id in workspace_ids:
+        groups[(priors.get(workspace_id, NO_PRIOR), cutoffs[workspace_id])].append(workspace_id)
+    received, late = Q(pk__in=[]), Q(pk__in=[])
+    for (prior, cutoff), ids in groups.items():
+        received |= Q(workspace_id__in=ids, received_at__lte=cutoff)
+        late |= Q(workspace_id__in=ids, received_at__lte=cutoff) & unbilled_q(prior, before=start)
     # A prior statement is for an earlier month, so the period's own events are all unbilled.
     for row in (
-        events.filter(occurred_at__gte=start, occurred_at__lt=end)
+        UsageEvent.objects.filter(received, occurred_at__gte=start, occurred_at__lt=end)
         .values("workspace_id", *_GROUP_FIELDS)
         .annotate(q=Sum("quantity"))
         .order_by()
     ):
         usage[row["workspace_id"]].append(_group(row, None))
-    by_prior: dict[Prior, list[int]] = defaultdict(list)
-    for workspace_id in workspace_ids:
-        by_prior[priors.get(workspace_id, NO_PRIOR)].append(workspace_id)
-    late = Q(pk__in=[])
-    for prior, ids in by_prior.items():
-        late |= Q(workspace_id__in=ids) & unbilled_q(prior, before=start)
     for row in (
-        events.filter(late)
+        UsageEvent.objects.filter(late)
         .annotate(month=TruncMonth("occurred_at", tzinfo=timezone.utc))
         .values("workspace_id", "month", *_GROUP_FIELDS)
         .annotate(q=Sum("quantity"))
@@ -310,17 +310,25 @@ def statement_drafts(
     ids = [workspace.pk for workspace in workspaces]
     priors = _priors(ids, period) if priors is None else priors
     adjustments = _pending_adjustments(ids) if adjustments is None else adjustments
+    cutoffs = {}
     for workspace in workspaces:
         prior = priors.get(workspace.pk, NO_PRIOR)
-        if prior.cutoff is not None and prior.cutoff > cutoff:
+        cutoffs[workspace.pk] = cutoff
+        if prior.cutoff is None or prior.cutoff <= cutoff:
+            continue
+        if prior.cutoff > now:
             raise CloseRefused(
                 f"{workspace.slug}: {prior.period:%Y-%m} was closed with a cutoff ({prior.cutoff:%Y-%m-%d %H:%M:%S}Z) "
-                f"later than this one ({cutoff:%Y-%m-%d %H:%M:%S}Z); check the clock and run the close again later."
+                f"later than now ({now:%Y-%m-%d %H:%M:%S}Z): a clock was ahead. Check the servers' clocks and run the "
+                f"close again after {prior.cutoff:%Y-%m-%d %H:%M:%S}Z."
             )
+        # A close that started a little later finished first: count what it counted. Safe, since
+        # it read the events after its cutoff plus the lag, and this close reads after it.
+        cutoffs[workspace.pk] = prior.cutoff
     plans = _plans_by_workspace(ids, period)
     terms = {plan.pk: plan_terms(plan) for plan in {p.pk: p for p in plans.values()}.values()}
     coupons = _coupons_by_workspace(ids, period)
-    usage = _usage_by_workspace(ids, period, cutoff=cutoff, priors=priors)
+    usage = _usage_by_workspace(ids, period, cutoffs=cutoffs, priors=priors)
     drafts = {}
     for workspace in workspaces:
         prior = priors.get(workspace.pk, NO_PRIOR)
@@ -333,7 +341,7 @@ def statement_drafts(
             carried_balance=prior.carried,
             adjustments=[engine.Adjustment(a.description, a.amount) for a in owed],
         )
-        drafts[workspace.pk] = Draft(workspace, period, plan, cutoff, built, prior, owed)
+        drafts[workspace.pk] = Draft(workspace, period, plan, cutoffs[workspace.pk], built, prior, owed)
     return drafts
 
 
@@ -555,33 +563,42 @@ def period_close(
     return report
 
 
+def _lock(workspace_ids: list[int]) -> None:
+    """One close (or reissue) at a time per workspace, until the transaction ends: what a close
+    bills depends on the statements before it, so it must read them and store its own as one
+    step. FOR NO KEY UPDATE: ingestion's foreign-key locks on the workspace never wait for it.
+    (SQLite takes its one write lock at BEGIN: settings' transaction_mode IMMEDIATE.)"""
+    list(Workspace.objects.select_for_update(no_key=True).filter(pk__in=workspace_ids).order_by("pk").values_list("pk"))
+
+
 def _close_chunk(workspaces: list[Workspace], period: date, *, now: datetime, actor: str) -> tuple[int, int]:
-    """Close a chunk in one transaction; on a conflict (a concurrent close), one by one.
+    """Close a chunk in one transaction, its workspaces locked; on a conflict, one by one.
     Returns (statements created, workspaces with nothing to bill)."""
+    try:
+        with transaction.atomic():
+            created, empty = _close_locked(workspaces, period, now=now, actor=actor)
+        return created, empty
+    except IntegrityError:
+        created = empty = 0
+        for workspace in workspaces:
+            try:
+                with transaction.atomic():
+                    one, none = _close_locked([workspace], period, now=now, actor=actor)
+                created, empty = created + one, empty + none
+            except IntegrityError:
+                continue  # another close won the race; theirs is the statement
+        return created, empty
+
+
+def _close_locked(workspaces: list[Workspace], period: date, *, now: datetime, actor: str) -> tuple[int, int]:
+    _lock([workspace.pk for workspace in workspaces])
     live = set(
         Statement.objects.filter(_LIVE, workspace__in=workspaces, period__gte=period).values_list("workspace_id", flat=True)
     )
     todo = [workspace for workspace in workspaces if workspace.pk not in live]
     drafts = [d for d in statement_drafts(todo, period, now=now).values() if not d.is_empty]
-    empty = len(todo) - len(drafts)
-    try:
-        with transaction.atomic():
-            _store_many(drafts, actor=actor, now=now)
-        return len(drafts), empty
-    except IntegrityError:
-        created = 0
-        for workspace in todo:
-            try:
-                with transaction.atomic():
-                    if Statement.objects.filter(_LIVE, workspace=workspace, period__gte=period).exists():
-                        continue  # a concurrent close stored it
-                    draft = statement_drafts([workspace], period, now=now)[workspace.pk]
-                    if not draft.is_empty:
-                        _store(draft, actor=actor, now=now)
-                        created += 1
-            except IntegrityError:
-                continue  # another close won the race; theirs is the statement
-        return created, empty
+    _store_many(drafts, actor=actor, now=now)
+    return len(drafts), len(todo) - len(drafts)
 
 
 def _store(draft: Draft, *, actor: str, now: datetime, reissue_of: Statement | None = None) -> Statement:
@@ -656,6 +673,7 @@ def statement_void_and_reissue(statement: Statement, *, actor: str, reason: str,
     over, the difference becomes an adjustment on the next statement to close: never billed twice
     nor dropped."""
     now = now or dj_timezone.now()
+    _lock([statement.workspace_id])
     statement = Statement.objects.select_for_update().get(pk=statement.pk)
     if statement.status in (Statement.Status.VOID, Statement.Status.PAID, Statement.Status.DRAFT):
         raise CloseRefused(f"A {statement.get_status_display().lower()} statement cannot be voided.")

@@ -298,7 +298,7 @@ def test_a_scheduled_close_that_fails_for_good_is_recorded_and_emailed_to_staff(
     assert outcome.failed()
     run = CloseRun.objects.get(period=period)
     assert (run.status, run.attempts) == ("failed", 1)
-    assert "check the clock" in run.error
+    assert "a clock was ahead" in run.error
     (message,) = mail.outbox
     assert message.to == ["ops@meterboard.test"]
     assert f"python manage.py close_period {period:%Y-%m}" in message.body
@@ -312,3 +312,59 @@ def test_a_close_run_by_hand_is_recorded_for_the_staff_page(workspace, api_key):
     call_command("close_period", "2025-01", "--no-charge")
     run = CloseRun.objects.get(period=JAN)
     assert (run.status, run.statements_created, run.months_closed) == ("succeeded", 1, ["2025-01"])
+
+
+# --- Concurrent closes --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_a_month_while_the_next_one_closes_bills_each_event_once(workspace, api_key, monkeypatch):
+    """An operator closes a skipped January while the beat closes February, seconds apart. An
+    event of January arrives between their cutoffs. The operator's close drafts January, then the
+    beat's close runs: it must not store February (billing from before January) while January is
+    being stored, or March bills the event a second time. One close at a time per workspace."""
+    import threading
+
+    from django.db import connection
+
+    import billing.services as services
+
+    operator_now, beat_now = at("2025-03-02T02:00:10"), at("2025-03-02T02:00:05")
+    ingest(workspace, api_key, [event(event_id="feb", occurred_at="2025-02-10T00:00:00Z", quantity=500)],
+           now=at("2025-02-10T00:01:00"))
+    ingest(workspace, api_key, [event(event_id="edge", occurred_at="2025-01-31T12:00:00Z", quantity=250)],
+           now=at("2025-03-02T01:55:07"))  # after the beat's cutoff, before the operator's
+    drafted, beat_done = threading.Event(), threading.Event()
+    drafts = services.statement_drafts
+
+    def drafts_then_pause(workspaces, period, **kwargs):
+        found = drafts(workspaces, period, **kwargs)
+        if threading.current_thread().name == "operator" and period == JAN:
+            drafted.set()
+            beat_done.wait(timeout=2)  # the beat runs meanwhile (or waits for this close to finish)
+        return found
+
+    monkeypatch.setattr(services, "statement_drafts", drafts_then_pause)
+    errors = []
+
+    def run(name, period, now, done=None):
+        try:
+            period_close(period, now=now)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append((name, exc))
+        finally:
+            if done:
+                done.set()
+            connection.close()
+
+    operator = threading.Thread(target=run, name="operator", args=("operator", JAN, operator_now))
+    operator.start()
+    assert drafted.wait(10)
+    beat = threading.Thread(target=run, name="beat", args=("beat", FEB, beat_now, beat_done))
+    beat.start()
+    operator.join(30)
+    beat.join(30)
+    assert not errors, errors
+    period_close(MAR, now=at("2025-04-02T02:00:00"))
+    edge = [line for line in billed(workspace) if line[2] == 250]
+    assert edge == [("2025-01", "usage", 250, "1.000000")]

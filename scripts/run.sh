@@ -50,7 +50,7 @@ fi
 echo "==> Migrating the database"
 "$PY" manage.py migrate --no-input
 
-echo "==> Seeding the demo workspace (the first run takes a few seconds)"
+echo "==> Seeding the demo workspace (three months of traffic as it would arrive: the first run takes about 15 seconds)"
 "$PY" manage.py seed_demo --url "$URL" --password "$DEMO_PASSWORD"
 
 WORKER_PID=""

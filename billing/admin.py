@@ -4,6 +4,8 @@ from django.db.models import Exists, OuterRef
 from usage.models import UsageEvent
 
 from .models import (
+    BalanceAdjustment,
+    CloseRun,
     Discount,
     Plan,
     PlanAssignment,
@@ -150,3 +152,29 @@ class StatementAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{period:%Y-%m}: {report.created} created, {report.already_closed} already closed.")
             except CloseRefused as exc:
                 self.message_user(request, f"{period:%Y-%m}: {exc}", level=messages.WARNING)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records billing writes itself: staff read them, never edit them."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BalanceAdjustment)
+class BalanceAdjustmentAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "kind", "amount", "description", "source", "applied_to", "created_at"]
+    list_filter = ["kind", ("applied_to", admin.EmptyFieldListFilter)]
+    search_fields = ["workspace__slug", "description"]
+
+
+@admin.register(CloseRun)
+class CloseRunAdmin(ReadOnlyAdmin):
+    list_display = ["period", "status", "attempts", "started_at", "finished_at", "statements_created", "months_closed"]
+    list_filter = ["status"]

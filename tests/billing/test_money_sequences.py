@@ -368,3 +368,19 @@ def test_closing_a_month_while_the_next_one_closes_bills_each_event_once(workspa
     period_close(MAR, now=at("2025-04-02T02:00:00"))
     edge = [line for line in billed(workspace) if line[2] == 250]
     assert edge == [("2025-01", "usage", 250, "1.000000")]
+
+
+def test_staff_see_adjustments_and_close_runs_in_the_admin(workspace, api_key, client):
+    from django.contrib.auth import get_user_model
+
+    january = _carry_case(workspace, api_key, "0.50")
+    Discount.objects.filter(workspace=workspace).delete()
+    statement_void_and_reissue(january, actor="staff", reason="coupon removed", now=at("2025-03-05T00:00:00"))
+    call_command("close_period", "2025-03", "--no-charge")
+    client.force_login(get_user_model().objects.create_superuser("boss", "boss@mb.test", "pw"))
+    adjustments = client.get("/admin/billing/balanceadjustment/")
+    assert adjustments.status_code == 200
+    assert "Correction of the January 2025 statement (reissued)" in adjustments.content.decode()
+    runs = client.get("/admin/billing/closerun/")
+    assert runs.status_code == 200 and "2025-03" in runs.content.decode()
+    assert client.get("/admin/billing/closerun/add/").status_code == 403

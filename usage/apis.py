@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +13,7 @@ from workspaces.authentication import ApiKeyAuthentication
 from workspaces.models import Scope
 
 from . import serializers
+from .parsers import StrictJSONParser, json_body
 from .selectors import usage_summary
 from .services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, events_ingest, quote_event
 
@@ -24,20 +22,41 @@ def _money(value) -> str | None:
     return None if value is None else f"{value:.6f}"
 
 
-def _json_body(request) -> Any:
-    """The body as JSON, read directly (no DRF parser) so that errors say exactly what is wrong."""
-    raw = request.body
-    if not raw.strip():
-        raise exceptions.ParseError("Empty body: send a JSON event object or {\"events\": [...]}.")
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise exceptions.ParseError("Body is not UTF-8 JSON.") from None
-    except json.JSONDecodeError as exc:
-        raise exceptions.ParseError(f"Body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+def _errors(bad_request: OpenApiResponse) -> dict:
+    """The error answers of an ingestion endpoint, for the schema: each body is {"detail": ...},
+    but a 400's may differ."""
+    detail = serializers.DetailErrorSerializer
+    return {
+        400: bad_request,
+        401: OpenApiResponse(detail, description="No API key, or an unknown or revoked one (WWW-Authenticate: Bearer)"),
+        403: OpenApiResponse(detail, description="The key lacks the endpoint's scope"),
+        413: OpenApiResponse(
+            detail, description="More than 1,000 events, or a body over the size limit (MB_MAX_BODY_BYTES, 8 MB)"
+        ),
+        415: OpenApiResponse(detail, description="The body is not declared 'Content-Type: application/json'"),
+        429: OpenApiResponse(detail, description="Too many requests; Retry-After says when to try again"),
+    }
+
+
+_BODY_400 = (
+    "The body as a whole cannot be read, nothing is stored: empty, not UTF-8 JSON, NaN/Infinity, a number "
+    "out of range, nested more than 32 deep, a key twice in one object, or not an event / list / "
+    '{"events": [...]} of 1 to 1,000 events'
+)
+
+
+_QUOTE_400 = (
+    "Either the body as a whole cannot be read ({\"detail\": ...}: empty, not UTF-8 JSON, NaN/Infinity, a "
+    "number out of range, nested more than 32 deep, a key twice in one object), or the event is invalid "
+    "(its field errors: {\"field\": [\"message\", ...]})"
+)
 
 
 class EventIngestApi(APIView):
+    """Bodies are read by usage.parsers (strict JSON: 415, 413, or 400 for the body as a whole);
+    each event is then validated on its own, so that one bad event is that item's `rejected`."""
+
+    parser_classes = [StrictJSONParser]
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [WorkspaceAccess]
     required_scope = Scope.USAGE_WRITE
@@ -46,7 +65,7 @@ class EventIngestApi(APIView):
         operation_id="events_ingest",
         summary="Report usage events (one, or a batch of up to 1,000)",
         request=serializers.EventBatchSerializer,
-        responses={200: serializers.IngestResponseSerializer},
+        responses={200: serializers.IngestResponseSerializer, **_errors(OpenApiResponse(serializers.DetailErrorSerializer, _BODY_400))},
         examples=[
             OpenApiExample(
                 "One SDXL image",
@@ -64,7 +83,7 @@ class EventIngestApi(APIView):
         ],
     )
     def post(self, request):
-        body = _json_body(request)
+        body = json_body(request)
         if isinstance(body, dict) and "events" in body:
             if set(body) != {"events"}:
                 raise exceptions.ParseError("A batch is {\"events\": [...]} with no other keys.")
@@ -104,6 +123,7 @@ class EventIngestApi(APIView):
 
 
 class QuoteApi(APIView):
+    parser_classes = [StrictJSONParser]
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [WorkspaceAccess]
     required_scope = (Scope.USAGE_WRITE, Scope.USAGE_READ)
@@ -112,10 +132,13 @@ class QuoteApi(APIView):
         operation_id="quote",
         summary="Price an event without recording it",
         request=serializers.QuoteRequestSerializer,
-        responses={200: serializers.QuoteSerializer},
+        responses={
+            200: serializers.QuoteSerializer,
+            **_errors(OpenApiResponse(serializers.QUOTE_400_SCHEMA, _QUOTE_400)),
+        },
     )
     def post(self, request):
-        price, errors = quote_event(_json_body(request))
+        price, errors = quote_event(json_body(request))
         if price is None:
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         return Response(

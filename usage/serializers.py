@@ -43,8 +43,15 @@ class EventBatchSerializer(serializers.Serializer):
 
 
 class EventResultSerializer(serializers.Serializer):
-    index = serializers.IntegerField()
-    event_id = serializers.CharField(allow_null=True)
+    index = serializers.IntegerField(help_text="The event's position in the batch, from 0")
+    event_id = serializers.CharField(
+        allow_null=True,
+        max_length=MAX_EVENT_ID_LENGTH,
+        help_text=(
+            "The event_id as sent, when it is a string of at most 128 characters and valid Unicode; "
+            "otherwise null (the event is rejected; `index` identifies it)"
+        ),
+    )
     status = serializers.ChoiceField(choices=["accepted", "duplicate", "conflict", "rejected"])
     amount = serializers.DecimalField(max_digits=18, decimal_places=6, allow_null=True)
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
@@ -64,6 +71,27 @@ class QuoteSerializer(serializers.Serializer):
     amount = serializers.DecimalField(max_digits=18, decimal_places=6)
     currency = serializers.CharField()
     price_book = serializers.IntegerField()
+
+
+class DetailErrorSerializer(serializers.Serializer):
+    """The body of every error answer that is not about fields: 400 (the body as a whole),
+    401, 403, 413, 415, 429."""
+
+    detail = serializers.CharField(help_text="What is wrong, in words")
+
+
+# POST /quote answers 400 either for the body as a whole ({"detail": ...}) or with the field
+# errors of the one event it prices ({"field": ["message", ...]}).
+QUOTE_400_SCHEMA = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/DetailError"},
+        {
+            "type": "object",
+            "description": "Field errors: each invalid field with its messages",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    ]
+}
 
 
 class GroupByField(serializers.CharField):

@@ -22,7 +22,7 @@ from budgets.services import SpendRecording
 from workspaces.models import ApiKey, Workspace
 
 from .models import ROLLUP_KEY, DailyRollup, UsageEvent
-from .validation import Errors, ParsedEvent, parse_event
+from .validation import Errors, ParsedEvent, echoable_event_id, parse_event
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _DEADLOCK_RETRIES = 5
 @dataclass
 class EventResult:
     index: int
-    event_id: Any
+    event_id: str | None  # as sent, when it can be repeated (validation.echoable_event_id)
     status: str
     amount: Decimal | None = None
     errors: Errors = field(default_factory=dict)
@@ -113,7 +113,7 @@ def events_ingest(
                 prices[memo_key] = _price(event, book)
             price, errors = prices[memo_key]
         if event is None or book is None or price is None:
-            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            event_id = echoable_event_id(raw.get("event_id")) if isinstance(raw, dict) else None
             results[index] = EventResult(index, event_id, REJECTED, errors=errors)
             continue
         priced = _Priced(index, event, price, book.id, event.content_hash)

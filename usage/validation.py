@@ -29,6 +29,34 @@ KNOWN_FIELDS = frozenset(
 
 Errors = dict[str, list[str]]
 
+MAX_FIELD_NAME_LENGTH = 64  # unknown field names longer than this are not echoed back
+_ECHO_LENGTH = 40
+
+
+def is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate ("\\ud800" is valid JSON text, but not
+    Unicode): it cannot be encoded as UTF-8, so neither stored on PostgreSQL nor answered."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def echo(value: Any) -> str:
+    """A short, printable, ASCII-safe rendering of any JSON value for an error message."""
+    text = repr(value)  # escapes control characters and lone surrogates
+    return text if len(text) <= _ECHO_LENGTH else text[: _ECHO_LENGTH - 1] + "…"
+
+
+def echoable_event_id(value: Any) -> str | None:
+    """The event_id as the answer may repeat it: a string of at most MAX_EVENT_ID_LENGTH
+    characters that is valid Unicode; anything else is answered as null (the item's index
+    identifies it)."""
+    if isinstance(value, str) and len(value) <= MAX_EVENT_ID_LENGTH and is_unicode(value):
+        return value
+    return None
+
 
 @dataclass(frozen=True)
 class ParsedEvent:
@@ -96,7 +124,12 @@ def _instant(value: Any, now: datetime, errors: Errors) -> datetime | None:
     if instant.tzinfo is None or instant.utcoffset() is None:
         errors["occurred_at"] = ["Must include a UTC offset (e.g. 'Z' or '+00:00'); naive times are ambiguous."]
         return None
-    instant = instant.astimezone(timezone.utc)
+    try:
+        # 0001-01-01T00:00:00+14:00 is a valid ISO 8601 text but an instant before year 1 in UTC.
+        instant = instant.astimezone(timezone.utc)
+    except OverflowError:
+        errors["occurred_at"] = ["Is out of range: in UTC it falls outside the years 1 to 9999."]
+        return None
     if instant > now + MAX_FUTURE:
         errors["occurred_at"] = ["Is more than 5 minutes in the future; check the sender's clock."]
         return None
@@ -110,8 +143,17 @@ def parse_event(
     if not isinstance(raw, dict):
         return None, {"non_field_errors": ["Each event must be a JSON object."]}
     errors: Errors = {}
+    unnamed = 0
     for name in sorted(set(raw) - KNOWN_FIELDS):
-        errors[name] = ["Unknown field; put free-form data in 'metadata'."]
+        if len(name) <= MAX_FIELD_NAME_LENGTH and is_unicode(name) and name != "non_field_errors":
+            errors[name] = ["Unknown field; put free-form data in 'metadata'."]
+        else:
+            unnamed += 1
+    if unnamed:
+        errors["non_field_errors"] = [
+            f"Unknown field(s) ({unnamed:,}) whose names are not valid Unicode or longer than "
+            f"{MAX_FIELD_NAME_LENGTH} characters; put free-form data in 'metadata'."
+        ]
 
     event_id = raw.get("event_id")
     if require_event_id or event_id is not None:
@@ -119,6 +161,8 @@ def parse_event(
             errors["event_id"] = ["Required: a non-empty string (your idempotency id)."]
         elif len(event_id) > MAX_EVENT_ID_LENGTH:
             errors["event_id"] = [f"At most {MAX_EVENT_ID_LENGTH} characters."]
+        elif not is_unicode(event_id):
+            errors["event_id"] = ["Must be valid Unicode: it holds a lone surrogate (e.g. \\ud800)."]
         elif not event_id.isprintable():
             errors["event_id"] = ["Must not contain control characters."]
 
@@ -129,7 +173,7 @@ def parse_event(
 
     feature = raw.get("feature")
     if feature not in FEATURES:
-        errors["feature"] = [f"Unknown feature {feature!r}; one of: {', '.join(FEATURES)}."]
+        errors["feature"] = [f"Unknown feature {echo(feature)}; one of: {', '.join(FEATURES)}."]
 
     quantity = raw.get("quantity", 1)
     quantity = _whole_number(quantity, "quantity", 1, MAX_QUANTITY, errors)
@@ -142,17 +186,21 @@ def parse_event(
         errors["metadata"] = ["Must be a JSON object."]
     else:
         encoded = json.dumps(metadata, separators=(",", ":"))
+        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
         if len(encoded.encode()) > MAX_METADATA_BYTES:
             errors["metadata"] = [f"At most {MAX_METADATA_BYTES:,} bytes of JSON."]
         elif "\\u0000" in encoded:
             # PostgreSQL's jsonb cannot store NUL; refuse it here rather than fail the batch.
             errors["metadata"] = ["Must not contain NUL (\\u0000) characters."]
+        elif not is_unicode(text):
+            # Nor a lone surrogate (SQLite would store it; the answer could not echo it).
+            errors["metadata"] = ["Must be valid Unicode: a key or string holds a lone surrogate (e.g. \\ud800)."]
 
     model, steps, width, height, composition = "", None, None, None, False
     if feature == GENERATION:
         model = raw.get("model")
         if model not in MODELS:
-            errors["model"] = [f"Required for generation: one of {', '.join(MODELS)} (got {model!r})."]
+            errors["model"] = [f"Required for generation: one of {', '.join(MODELS)} (got {echo(model)})."]
         for name in ("steps", "width", "height"):
             if raw.get(name) is None:
                 errors[name] = ["Required for generation."]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
@@ -33,8 +33,10 @@ from .selectors import (
     budgets_status,
     workspace_forecast,
 )
+from .serializers import MAX_ID
 from .services import (
     IssuedEndpoint,
+    TooManyTestAlerts,
     WebhookSpec,
     alert_test_send,
     budget_create,
@@ -127,12 +129,18 @@ class BudgetsApi(_ReadsAndWrites, APIView):
         return Response(budget_data(status_, issued), status=status.HTTP_201_CREATED)
 
 
+def _workspace_budget(queryset, budget_id: int) -> Budget:
+    """The budget of that id in `queryset`, else 404 (an id beyond 64 bits names nothing, and
+    SQLite cannot compare with it)."""
+    budget = queryset.filter(pk=budget_id).first() if 0 < budget_id <= MAX_ID else None
+    if budget is None:
+        raise exceptions.NotFound("No such budget in this workspace.")
+    return budget
+
+
 class BudgetApi(_ReadsAndWrites, APIView):
     def _budget(self, budget_id: int) -> Budget:
-        budget = budgets_of(self.workspace).filter(pk=budget_id).first()
-        if budget is None:
-            raise exceptions.NotFound("No such budget in this workspace.")
-        return budget
+        return _workspace_budget(budgets_of(self.workspace), budget_id)
 
     @extend_schema(operation_id="budgets_detail", responses={200: serializers.BudgetSerializer})
     def get(self, request, budget_id: int):
@@ -182,14 +190,20 @@ class BudgetTestAlertApi(APIView):
     @extend_schema(
         operation_id="budgets_test_alert",
         summary="Send a test alert through every channel of the budget",
+        description="At most BUDGET_TEST_ALERTS_PER_HOUR (10) test alerts an hour per workspace: "
+        "past it, 429 with Retry-After (seconds).",
         request=None,
-        responses={202: serializers.TestAlertSerializer},
+        responses={
+            202: serializers.TestAlertSerializer,
+            429: OpenApiResponse(description="Too many test alerts this hour; Retry-After says when to try again"),
+        },
     )
     def post(self, request, budget_id: int):
-        budget = Budget.objects.filter(workspace=self.workspace, pk=budget_id).first()
-        if budget is None:
-            raise exceptions.NotFound("No such budget in this workspace.")
-        alert = alert_test_send(budget=budget)
+        budget = _workspace_budget(Budget.objects.filter(workspace=self.workspace), budget_id)
+        try:
+            alert = alert_test_send(budget=budget)
+        except TooManyTestAlerts as exc:
+            raise exceptions.Throttled(wait=exc.retry_after, detail=str(exc)) from None
         return Response({"alert": alert_data(alert_detail(alert.pk))}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from workspaces.models import ApiKey
@@ -15,6 +16,9 @@ from .models import DEFAULT_THRESHOLDS, Alert, AlertDelivery
 MAX_THRESHOLDS = 10
 MAX_WEBHOOKS = 10
 MONEY = {"max_digits": 18, "decimal_places": 6}
+# Ids are 64-bit (BigAutoField): a larger number cannot name a row, and SQLite cannot even compare
+# with it (OverflowError), so it is refused as input (400) before any query.
+MAX_ID = 2**63 - 1
 
 
 class StrictSerializer(serializers.Serializer):
@@ -30,14 +34,25 @@ class StrictSerializer(serializers.Serializer):
 
 
 class WebhookInputSerializer(StrictSerializer):
-    id = serializers.IntegerField(required=False, help_text="PATCH: an endpoint of the budget to keep (and its secret)")
-    url = serializers.CharField(max_length=webhooks.MAX_URL_LENGTH, help_text="https://… (http:// too)")
+    id = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="PATCH: an endpoint of the budget to keep (and its secret)"
+    )
+    url = serializers.CharField(
+        max_length=webhooks.MAX_URL_LENGTH,
+        help_text="https://… (http:// too); its host must resolve to public (global unicast) addresses only",
+    )
 
     def validate_url(self, value: str) -> str:
         try:
-            webhooks.url_target(value, allow_private=settings.WEBHOOK_ALLOW_PRIVATE)
+            webhooks.url_target(
+                value,
+                allow_private=getattr(settings, "WEBHOOK_ALLOW_PRIVATE", False),
+                timeout=float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 5)),
+            )
         except webhooks.UrlRefused as exc:
             raise serializers.ValidationError(str(exc)) from None
+        except TimeoutError:
+            raise serializers.ValidationError("The host name did not resolve in time; try again.") from None
         return value.strip()
 
 
@@ -114,11 +129,23 @@ class DeliverySerializer(serializers.Serializer):
     last_error = serializers.CharField(allow_blank=True)
 
 
+@extend_schema_field({"type": "string", "pattern": r"^\d{4}-\d{2}$", "example": "2026-11"})
+class MonthField(serializers.Field):
+    """A month (a date, the 1st) as "YYYY-MM", and so documented: not a date."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value) -> str:
+        return f"{value:%Y-%m}"
+
+
 class AlertSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Alert.Kind.choices)
     budget = serializers.IntegerField(allow_null=True, source="budget_id")
-    period = serializers.DateField(format="%Y-%m")
+    period = MonthField(help_text="The UTC month of the alert, YYYY-MM")
     threshold = serializers.IntegerField(allow_null=True, help_text="Percent of budget_amount")
     budget_amount = serializers.DecimalField(**MONEY, allow_null=True)
     spend = serializers.DecimalField(**MONEY)
@@ -128,9 +155,9 @@ class AlertSerializer(serializers.Serializer):
 
 
 class AlertQuerySerializer(StrictSerializer):
-    budget = serializers.IntegerField(required=False, help_text="Only this budget's alerts")
+    budget = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="Only this budget's alerts")
     limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
-    workspace = serializers.CharField(required=False, help_text="Session callers: the workspace slug")
+    workspace = serializers.SlugField(required=False, max_length=64, help_text="Session callers: the workspace slug")
 
 
 class TestAlertSerializer(serializers.Serializer):

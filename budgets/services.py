@@ -4,6 +4,12 @@ alerts, and delivering an alert (one attempt at a time, retried by budgets.tasks
 Delivery schedule (RETRY_*): an alert is sent as soon as it is recorded; a failed attempt is
 retried after 30 s, 1, 2, 4, 8, 16 and 32 minutes, then every 45 minutes, until 24 hours after
 the alert; then the delivery is `failed`. Every attempt is a DeliveryAttempt row.
+
+Webhooks are sent by their own task on their own Celery queue (WEBHOOK_QUEUE, config/celery.py),
+so that a slow receiver can never delay evaluations, charges or e-mail; each attempt has one
+wall-clock deadline (WEBHOOK_TIMEOUT_SECONDS, budgets.webhooks.post), and a workspace has at most
+WEBHOOK_CONCURRENCY_PER_WORKSPACE attempts in flight: over it, a delivery is deferred (re-queued
+a few seconds later, never dropped). Test alerts are limited per workspace (TooManyTestAlerts).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,7 +27,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -45,8 +53,21 @@ RETRY_FIRST_DELAY = timedelta(seconds=30)
 # Below the Redis broker's visibility timeout (1 h): a longer countdown would be delivered twice.
 RETRY_MAX_DELAY = timedelta(minutes=45)
 RETRY_WINDOW = timedelta(hours=24)
-# An attempt holds its delivery this long; a worker that dies mid-attempt frees it then.
-CLAIM_FOR = timedelta(seconds=120)
+# The hard time limit of a delivery task (budgets.tasks): a worker process still in an attempt
+# then is killed. A webhook attempt ends at its deadline (at most MAX_WEBHOOK_TIMEOUT) long before.
+DELIVERY_TIME_LIMIT = 120
+MAX_WEBHOOK_TIMEOUT = 60.0
+# An attempt holds its delivery this long: longer than the task may run, so that no other task
+# claims a delivery whose attempt is still running; a worker that dies mid-attempt frees it then.
+CLAIM_FOR = timedelta(seconds=DELIVERY_TIME_LIMIT + 60)
+# At most this many webhook attempts of one workspace in flight at once (setting of that name).
+WEBHOOK_CONCURRENCY_PER_WORKSPACE = 2
+# Test alerts a workspace may send in an hour (setting BUDGET_TEST_ALERTS_PER_HOUR).
+TEST_ALERTS_PER_HOUR = 10
+TEST_ALERT_WINDOW = timedelta(hours=1)
+# PostgreSQL advisory lock classes (pg_advisory_xact_lock(class, workspace id)): "mbwd", "mbta".
+_LOCK_WEBHOOK_SLOTS = 0x6D62_7764
+_LOCK_TEST_ALERTS = 0x6D62_7461
 # A delivery due this long ago with no attempt running lost its task: the sweep enqueues it again.
 OVERDUE_AFTER = timedelta(minutes=5)
 
@@ -318,7 +339,7 @@ def _alert_record(alert: Alert, *, recipients: Sequence[str], endpoints: Sequenc
             deliveries = _deliveries_create(alert, recipients, endpoints)
     except IntegrityError:
         return None
-    transaction.on_commit(functools.partial(_deliveries_enqueue, [d.pk for d in deliveries]))
+    transaction.on_commit(functools.partial(_deliveries_enqueue, [(d.pk, d.channel) for d in deliveries]))
     return alert
 
 
@@ -340,20 +361,66 @@ def _deliveries_create(
     return rows
 
 
-def _deliveries_enqueue(delivery_ids: Sequence[int]) -> None:
+def delivery_enqueue(delivery_id: int, channel: str, *, countdown: float = 0, expires: datetime | float | None = None) -> None:
+    """Enqueue one attempt: webhooks on the webhooks queue (budgets.tasks.webhook_delivery_send),
+    e-mails on the default one (alert_delivery_send)."""
     from . import tasks
 
-    for delivery_id in delivery_ids:
+    task = tasks.webhook_delivery_send if channel == AlertDelivery.Channel.WEBHOOK else tasks.alert_delivery_send
+    task.apply_async(args=[delivery_id], countdown=countdown, expires=expires or RETRY_WINDOW.total_seconds())
+
+
+def _deliveries_enqueue(deliveries: Sequence[tuple[int, str]]) -> None:
+    for delivery_id, channel in deliveries:
         try:
-            tasks.alert_delivery_send.apply_async(args=[delivery_id], expires=RETRY_WINDOW.total_seconds())
+            delivery_enqueue(delivery_id, channel)
         except Exception:  # the overdue sweep sends it once the broker answers again
             logger.exception("budgets: could not enqueue delivery %s", delivery_id)
 
 
+def _workspace_lock(lock_class: int, workspace_id: int) -> None:
+    """Serialize, until the transaction ends, the callers of one workspace and lock class. On
+    PostgreSQL an advisory lock (nothing else waits on it); SQLite's write transactions (IMMEDIATE,
+    config/settings.py) are serialized already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [lock_class, workspace_id % 2**31])
+
+
+class TooManyTestAlerts(Exception):
+    """The workspace sent BUDGET_TEST_ALERTS_PER_HOUR test alerts in the last hour. `retry_after`:
+    seconds until the next one may go. The API answers 429 with Retry-After; the message is for
+    a person."""
+
+    def __init__(self, limit: int, retry_after: int):
+        self.limit, self.retry_after = limit, retry_after
+        minutes = max(math.ceil(retry_after / 60), 1)
+        super().__init__(
+            f"At most {limit} test alert{'s' if limit != 1 else ''} an hour per workspace: "
+            f"try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
+
+
+def hourly_test_alert_limit() -> int:
+    return max(int(getattr(settings, "BUDGET_TEST_ALERTS_PER_HOUR", TEST_ALERTS_PER_HOUR)), 0)
+
+
 @transaction.atomic
 def alert_test_send(*, budget: Budget, now: datetime | None = None) -> Alert:
-    """Send a test alert through every channel of the budget (not counted against thresholds)."""
+    """Send a test alert through every channel of the budget (not counted against thresholds).
+    Raises TooManyTestAlerts once the workspace sent BUDGET_TEST_ALERTS_PER_HOUR in the last hour
+    (a test alert may reach up to 10 webhooks and every owner and admin: not a way to flood them)."""
     now = now or timezone.now()
+    limit = hourly_test_alert_limit()
+    _workspace_lock(_LOCK_TEST_ALERTS, budget.workspace_id)
+    recent = list(
+        Alert.objects.filter(workspace_id=budget.workspace_id, kind=Alert.Kind.TEST, created_at__gt=now - TEST_ALERT_WINDOW)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+    )
+    if len(recent) >= limit:
+        frees_at = recent[len(recent) - limit] + TEST_ALERT_WINDOW if limit else now + TEST_ALERT_WINDOW
+        raise TooManyTestAlerts(limit, max(math.ceil((frees_at - now).total_seconds()), 1))
     forecast = forecast_month(month_spend(budget.workspace_id, current_period(now)).daily(budget.api_key_id), now=now)
     alert = Alert.objects.create(
         workspace_id=budget.workspace_id, budget=budget, period=forecast.period, kind=Alert.Kind.TEST,
@@ -362,7 +429,7 @@ def alert_test_send(*, budget: Budget, now: datetime | None = None) -> Alert:
     deliveries = _deliveries_create(
         alert, alert_recipients(budget.workspace_id) if budget.email else [], list(budget.webhooks.all())
     )
-    transaction.on_commit(functools.partial(_deliveries_enqueue, [d.pk for d in deliveries]))
+    transaction.on_commit(functools.partial(_deliveries_enqueue, [(d.pk, d.channel) for d in deliveries]))
     return alert
 
 
@@ -376,9 +443,32 @@ def retry_delay(attempts: int) -> timedelta:
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    status: str  # the delivery's status after this call, or "skipped" (not due, or held by another)
+    # The delivery's status after this call; "skipped" (not due, or held by another attempt) or
+    # "deferred" (its workspace has WEBHOOK_CONCURRENCY_PER_WORKSPACE attempts in flight: call
+    # again at retry_at, no attempt was made or counted).
+    status: str
     retry_at: datetime | None = None  # when to call again
     give_up_at: datetime | None = None
+
+
+def webhook_timeout() -> float:
+    """WEBHOOK_TIMEOUT_SECONDS, the deadline of one attempt, kept within 0.1 to 60 s so that an
+    attempt always ends well inside DELIVERY_TIME_LIMIT (and so inside its claim)."""
+    seconds = float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 5))
+    return min(max(seconds, 0.1), MAX_WEBHOOK_TIMEOUT)
+
+
+def webhook_concurrency_per_workspace() -> int:
+    return max(int(getattr(settings, "WEBHOOK_CONCURRENCY_PER_WORKSPACE", WEBHOOK_CONCURRENCY_PER_WORKSPACE)), 1)
+
+
+def _defer_delay() -> timedelta:
+    """How long a delivery over its workspace's cap waits: about one attempt's deadline (a slot
+    is free by then), spread so that deferred deliveries do not come back all at once."""
+    return timedelta(seconds=max(webhook_timeout(), 1.0) * random.uniform(0.5, 1.0))
+
+
+_BUSY = object()  # _claim: the workspace has as many webhook attempts in flight as it may
 
 
 # The `type` of a webhook's JSON (and its Meterboard-Event header), per alert kind.
@@ -422,18 +512,33 @@ def alert_payload(alert: Alert) -> dict:
     }
 
 
-def _claim(delivery_id: int, now: datetime) -> tuple[AlertDelivery, DeliveryAttempt] | None:
-    """Take the delivery for one attempt (saved STARTED) if it is due and nobody holds it."""
+def _claim(delivery_id: int, now: datetime):
+    """Take the delivery for one attempt (saved STARTED) if it is due and nobody holds it: the
+    (delivery, attempt); None if it is not due or held; _BUSY for a webhook whose workspace has
+    WEBHOOK_CONCURRENCY_PER_WORKSPACE attempts in flight (claims not expired), counted under a
+    per-workspace lock so that two claims cannot both take the last slot."""
     with transaction.atomic():
-        claimed = (
-            AlertDelivery.objects.filter(
-                pk=delivery_id,
-                status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING],
-                next_attempt_at__lte=now,
+        due = AlertDelivery.objects.filter(
+            pk=delivery_id,
+            status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING],
+            next_attempt_at__lte=now,
+        ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        row = due.values("channel", "alert__workspace_id").first()
+        if row is None:
+            return None
+        if row["channel"] == AlertDelivery.Channel.WEBHOOK:
+            workspace_id = row["alert__workspace_id"]
+            _workspace_lock(_LOCK_WEBHOOK_SLOTS, workspace_id)
+            in_flight = (
+                AlertDelivery.objects.filter(
+                    alert__workspace_id=workspace_id, channel=AlertDelivery.Channel.WEBHOOK, claimed_until__gte=now
+                )
+                .exclude(pk=delivery_id)
+                .count()
             )
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .update(claimed_until=now + CLAIM_FOR, attempts=F("attempts") + 1)
-        )
+            if in_flight >= webhook_concurrency_per_workspace():
+                return _BUSY
+        claimed = due.update(claimed_until=now + CLAIM_FOR, attempts=F("attempts") + 1)
         if not claimed:
             return None
         delivery = AlertDelivery.objects.select_related(
@@ -460,8 +565,8 @@ def _send(delivery: AlertDelivery) -> webhooks.PostResult:
         delivery.endpoint.url,
         delivery.endpoint.secret,
         body,
-        timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-        allow_private=settings.WEBHOOK_ALLOW_PRIVATE,
+        timeout=webhook_timeout(),
+        allow_private=getattr(settings, "WEBHOOK_ALLOW_PRIVATE", False),
         headers={
             "Meterboard-Delivery": str(delivery.pk),
             "Meterboard-Event": EVENT_TYPES[delivery.alert.kind],
@@ -473,12 +578,18 @@ def delivery_attempt(delivery_id: int, *, now: datetime | None = None) -> Delive
     """Make one attempt at a delivery if it is due and no other attempt holds it; log it; settle
     the delivery (delivered, retrying at a time, or failed after RETRY_WINDOW).
 
-    Safe to call twice for the same delivery at once (the claim is an atomic UPDATE): one sends.
+    Safe to call twice for the same delivery at once (the claim is an atomic UPDATE, held longer
+    than a delivery task may run): one sends. A webhook over its workspace's cap of attempts in
+    flight is "deferred": nothing is sent or counted, the caller tries again at retry_at.
     At least once, not exactly once, if a worker dies after sending and before saving the
     outcome; receivers de-duplicate on the `Meterboard-Delivery` header (or the alert `id`)."""
     claimed = _claim(delivery_id, now or timezone.now())
     if claimed is None:
         return DeliveryResult("skipped")
+    if claimed is _BUSY:
+        created_at = AlertDelivery.objects.filter(pk=delivery_id).values_list("created_at", flat=True).first()
+        retry_at = (now or timezone.now()) + _defer_delay()
+        return DeliveryResult("deferred", retry_at, None if created_at is None else created_at + RETRY_WINDOW)
     delivery, attempt = claimed
     give_up_at = delivery.created_at + RETRY_WINDOW
     if delivery.channel == AlertDelivery.Channel.WEBHOOK and delivery.endpoint is None:
@@ -521,7 +632,7 @@ def deliveries_enqueue_overdue(*, now: datetime | None = None) -> int:
             next_attempt_at__lte=now - OVERDUE_AFTER,
         )
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .values_list("pk", flat=True)[:1000]
+        .values_list("pk", "channel")[:1000]
     )
     _deliveries_enqueue(ids)
     return len(ids)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo in one command (`make run`): migrate, seed the demo workspace, start a Celery worker and
-# beat in the background, then serve the app in the foreground. Ctrl-C stops everything.
+# The demo in one command (`make run`): migrate, seed the demo workspace, start two Celery workers
+# (the default queue, and the webhooks queue: config/celery.py) and beat in the background, then
+# serve the app in the foreground. Ctrl-C stops everything.
 #
 # Embedded defaults: SQLite under var/ and kombu's filesystem broker under var/celery/, so nothing
 # else needs to run. DATABASE_URL / REDIS_URL in the environment are honoured when set.
@@ -54,16 +55,17 @@ echo "==> Seeding the demo workspace (three months of traffic as it would arrive
 "$PY" manage.py seed_demo --url "$URL" --password "$DEMO_PASSWORD"
 
 WORKER_PID=""
+WEBHOOK_WORKER_PID=""
 BEAT_PID=""
 stop_background() {
   trap - EXIT INT TERM
   local pids=()
-  for pid in "$WORKER_PID" "$BEAT_PID"; do
+  for pid in "$WORKER_PID" "$WEBHOOK_WORKER_PID" "$BEAT_PID"; do
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); fi
   done
   if ((${#pids[@]})); then
     echo
-    echo "==> Stopping the Celery worker and beat (a warm shutdown takes a few seconds)"
+    echo "==> Stopping the Celery workers and beat (a warm shutdown takes a few seconds)"
     kill -TERM "${pids[@]}" 2>/dev/null || true
     # A warm shutdown lets the task at hand finish; do not wait for ever.
     for _ in $(seq 1 200); do
@@ -84,20 +86,28 @@ on_signal() {
 trap stop_background EXIT
 trap on_signal INT TERM
 
-echo "==> Starting a Celery worker and beat (logs in $LOG_DIR/)"
-"$CELERY" -A config worker --loglevel=INFO --concurrency=1 >"$LOG_DIR/worker.log" 2>&1 &
+echo "==> Starting the Celery workers and beat (logs in $LOG_DIR/)"
+"$CELERY" -A config worker -Q celery --loglevel=INFO --concurrency=1 >"$LOG_DIR/worker.log" 2>&1 &
 WORKER_PID=$!
+# Webhook deliveries have their own queue and worker, so that a slow receiver never delays an
+# evaluation or an e-mail; more than WEBHOOK_CONCURRENCY_PER_WORKSPACE (2) processes, so that one
+# workspace's slow receivers never hold them all.
+"$CELERY" -A config worker -Q webhooks -n "webhooks-$$@%h" --loglevel=INFO \
+  --concurrency="${WEBHOOK_WORKER_CONCURRENCY:-3}" >"$LOG_DIR/webhooks-worker.log" 2>&1 &
+WEBHOOK_WORKER_PID=$!
 "$CELERY" -A config beat --loglevel=INFO >"$LOG_DIR/beat.log" 2>&1 &
 BEAT_PID=$!
 
-# Wait (briefly) for the worker to say it is ready, so a broken setup shows here, not later.
+# Wait (briefly) for the workers to say they are ready, so a broken setup shows here, not later.
 for _ in $(seq 1 300); do
-  grep -q " ready\." "$LOG_DIR/worker.log" 2>/dev/null && break
-  if ! kill -0 "$WORKER_PID" 2>/dev/null; then
-    echo "The Celery worker stopped; the end of $LOG_DIR/worker.log:" >&2
-    tail -n 30 "$LOG_DIR/worker.log" >&2
-    exit 1
-  fi
+  grep -q " ready\." "$LOG_DIR/worker.log" 2>/dev/null && grep -q " ready\." "$LOG_DIR/webhooks-worker.log" 2>/dev/null && break
+  for pair in "$WORKER_PID:worker.log" "$WEBHOOK_WORKER_PID:webhooks-worker.log"; do
+    if ! kill -0 "${pair%%:*}" 2>/dev/null; then
+      echo "A Celery worker stopped; the end of $LOG_DIR/${pair#*:}:" >&2
+      tail -n 30 "$LOG_DIR/${pair#*:}" >&2
+      exit 1
+    fi
+  done
   sleep 0.1
 done
 if ! kill -0 "$BEAT_PID" 2>/dev/null; then
@@ -106,6 +116,7 @@ if ! kill -0 "$BEAT_PID" 2>/dev/null; then
   exit 1
 fi
 grep -q " ready\." "$LOG_DIR/worker.log" || echo "(The worker is still starting; see $LOG_DIR/worker.log.)"
+grep -q " ready\." "$LOG_DIR/webhooks-worker.log" || echo "(The webhooks worker is still starting; see $LOG_DIR/webhooks-worker.log.)"
 
 cat <<EOF
 
@@ -113,10 +124,10 @@ cat <<EOF
     Demo login:   demo@meterboard.local / $DEMO_PASSWORD
     Staff login:  staff@meterboard.local / $DEMO_PASSWORD  (Django admin: ${URL}admin/)
     API docs:     ${URL}api/docs/
-    Logs:         $LOG_DIR/worker.log, $LOG_DIR/beat.log (the web server logs below)
+    Logs:         $LOG_DIR/worker.log, $LOG_DIR/webhooks-worker.log, $LOG_DIR/beat.log (the web server logs below)
   Ctrl-C stops everything.
 
 EOF
 
-# Not exec: this shell stays to stop the worker and beat when the server exits.
+# Not exec: this shell stays to stop the workers and beat when the server exits.
 "$PY" manage.py runserver "$HOST:$PORT"

@@ -159,9 +159,13 @@ WORKER_WEBHOOK_TIMEOUT = 1.5  # seconds: the worker's WEBHOOK_TIMEOUT_SECONDS
 
 @dataclass
 class Worker:
+    """The two workers of the Procfile: the default queue's and the webhooks queue's."""
+
     process: subprocess.Popen
     log: Path
     mail_dir: Path
+    webhooks_process: subprocess.Popen
+    webhooks_log: Path
 
     def mails(self) -> list[str]:
         """Every message written (the file backend may append several to one file)."""
@@ -178,19 +182,41 @@ class Worker:
             path.unlink()
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_text(errors="replace") + self.webhooks_log.read_text(errors="replace")
+
+
+WEBHOOK_WORKER_CONCURRENCY = 4  # above the per-workspace cap of webhook attempts (2)
+
+
+def _celery_worker(queue: str, concurrency: int, env: dict, log: Path) -> subprocess.Popen:
+    hostname = f"budgets-test-{queue}-{os.getpid()}@localhost"
+    return subprocess.Popen(
+        [CELERY, "-A", "config", "worker", "-Q", queue, "--loglevel=INFO", "--pool=prefork",
+         f"--concurrency={concurrency}", "-n", hostname, "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory, django_db_setup, django_db_blocker):
-    """`celery -A config worker` (prefork, 4 processes) on the suite's broker, connected to the test
-    database, with webhooks to 127.0.0.1 allowed and e-mails written to files."""
+    """The Procfile's two workers: `celery -A config worker -Q celery` (prefork, 2 processes) and
+    `-Q webhooks` (prefork, WEBHOOK_WORKER_CONCURRENCY), on the suite's broker, connected to the
+    test database, with webhooks to 127.0.0.1 allowed and e-mails written to files."""
     from config.celery import app
 
     folder = tmp_path_factory.mktemp("worker")
     mail_dir = folder / "mail"
     mail_dir.mkdir()
-    log = folder / "worker.log"
+    log, webhooks_log = folder / "worker.log", folder / "webhooks-worker.log"
     with django_db_blocker.unblock():
         database_url = database_url_for_tests()
     env = {
@@ -203,28 +229,21 @@ def worker(tmp_path_factory, django_db_setup, django_db_blocker):
         "MB_TEST_EMAIL_DIR": str(mail_dir),
     }
     app.control.purge()  # tasks other tests enqueued with no worker to run them
-    hostname = f"budgets-test-{os.getpid()}@localhost"
-    process = subprocess.Popen(
-        [CELERY, "-A", "config", "worker", "--loglevel=INFO", "--pool=prefork", "--concurrency=4", "-n", hostname,
-         "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    process = _celery_worker("celery", 2, env, log)
+    webhooks_process = _celery_worker("webhooks", WEBHOOK_WORKER_CONCURRENCY, env, webhooks_log)
     try:
         deadline = time.monotonic() + 60
-        while "ready." not in log.read_text(errors="replace"):
-            if process.poll() is not None:
-                pytest.fail(f"the worker exited with {process.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the worker was not ready in 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield Worker(process, log, mail_dir)
+        for started, path in ((process, log), (webhooks_process, webhooks_log)):
+            while "ready." not in path.read_text(errors="replace"):
+                if started.poll() is not None:
+                    pytest.fail(f"the worker exited with {started.returncode}:\n{path.read_text()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the worker was not ready in 60 s:\n{path.read_text()}")
+                time.sleep(0.1)
+        yield Worker(process, log, mail_dir, webhooks_process, webhooks_log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+        _stop(webhooks_process)
 
 
 def wait_until(predicate, seconds: float = 30, what: str = "condition"):

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.core import mail
 
 from budgets import webhooks
@@ -53,7 +54,7 @@ def test_a_webhook_is_posted_once_signed_with_the_endpoint_secret(workspace, api
         "budget": {"id": alert.budget_id, "amount": "10.000000", "api_key": None, "hard_limit": False},
         "budget_amount": "10.000000", "spend": "10.000000", "forecast": "10.000000", "currency": "USD",
         "message": "Acme has spent 100% of its November 2026 budget",
-        "dashboard_url": "http://127.0.0.1:8000/?workspace=acme",
+        "dashboard_url": f"{settings.SITE_URL}/?workspace=acme",
     }
     [received] = receiver.on("/hook")
     assert received.headers["Meterboard-Delivery"] == str(delivery.pk)

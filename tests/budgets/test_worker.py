@@ -125,7 +125,7 @@ def test_a_webhook_that_times_out_delays_neither_the_others_nor_ingestion(acme, 
     slow.refresh_from_db()
     assert slow.status == "retrying" and slow.attempts == 1
     assert 29 <= (slow.next_attempt_at - attempt.started_at).total_seconds() <= 32 + WORKER_WEBHOOK_TIMEOUT
-    wait_until(lambda: re.search(r"alert_delivery_send\[.*\] retry: Retry in (29|30)", worker.log_text()),
+    wait_until(lambda: re.search(r"webhook_delivery_send\[.*\] retry: Retry in (29|30)", worker.log_text()),
                what="Celery scheduling the retry in 30 s")
 
 

@@ -99,7 +99,7 @@ def test_a_body_nested_thousands_deep_is_a_400(api, workspace, depth):
     nested = "[" * depth + "]" * depth
     response = post_raw(api, EVENTS, batch_with(event_json(metadata='{"deep": ' + nested + "}")))
     assert_400_nothing_stored(response, EVENTS, workspace, "nested more than")
-    response = post_raw(api, QUOTE, '{"metadata": {"a": ' + "{" * depth + "}" * depth + "}}")
+    response = post_raw(api, QUOTE, '{"metadata": {"a": ' + '{"a": ' * depth + "1" + "}" * depth + "}}")
     assert_400_nothing_stored(response, QUOTE, workspace, "nested more than")
 
 

@@ -13,12 +13,14 @@ import functools
 import zoneinfo
 from dataclasses import dataclass
 
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from workspaces.access import SLUG_MESSAGE, slug_is_valid
 from workspaces.models import Membership, Workspace
 
 SESSION_KEY = "dashboard_workspace"
@@ -67,6 +69,8 @@ def resolve(request) -> WorkspaceAccess | None:
     )
     slug = request.GET.get("workspace") or request.POST.get("workspace")
     chosen = None
+    if slug and not slug_is_valid(slug):
+        raise BadRequest(SLUG_MESSAGE)
     if slug:
         chosen = next((m for m in memberships if m.workspace.slug == slug), None)
         if chosen is None:
@@ -95,8 +99,11 @@ def workspace_page(needs: str = READ):
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):
             if not request.user.is_authenticated:
-                return redirect(f"{reverse('login')}?next={request.get_full_path()}")
-            access = resolve(request)
+                return redirect_to_login(request.get_full_path(), reverse("login"))
+            try:
+                access = resolve(request)
+            except BadRequest as exc:
+                return render(request, "dashboard/bad_request.html", {"message": str(exc)}, status=400)
             if access is None:
                 if request.user.is_staff:
                     return redirect("dashboard:staff")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 from django import forms
@@ -15,9 +16,47 @@ from billing.pricing import FEATURES, MODELS
 from billing.statement import FEATURE_NAMES
 from budgets import webhooks
 from budgets.serializers import MAX_THRESHOLDS, MAX_WEBHOOKS
+from usage.selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, LATEST_DAY
 from workspaces.models import ALL_SCOPES, ApiKey, Membership, Scope
 
 MAX_PERIOD_MONTHS = 12
+
+# Every day a page or an export is asked for lies in usage.selectors' bounds (EARLIEST_DAY,
+# LATEST_DAY, as for the usage API): far from the ends of Python's calendar, where the day after,
+# a year later or an offset of +14:00 no longer exists. A day outside is a form error, never a 500.
+
+
+class DayField(forms.DateField):
+    """A UTC day within [EARLIEST_DAY, LATEST_DAY]."""
+
+    default_error_messages = {"invalid": "Enter a day as YYYY-MM-DD."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.DateInput(attrs={"type": "date"}))
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if isinstance(value, str) and len(value) > 40:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+    def validate(self, value):
+        super().validate(value)
+        if value is not None and not EARLIEST_DAY <= value <= LATEST_DAY:
+            raise forms.ValidationError(DAYS_BOUNDS_MESSAGE, code="out_of_bounds")
+
+
+class ProblemsMixin:
+    """Every error of a bound form as one list of sentences, field errors named by their label."""
+
+    def problems(self) -> list[str]:
+        found = []
+        for name, errors in self.errors.items():
+            label = self.fields[name].label if name in self.fields else None
+            named = f"{label or name.replace('_', ' ').capitalize()}: " if name != "__all__" else ""
+            found += [named + error for error in errors]
+        return found
 
 
 def add_months(day: date, months: int) -> date:
@@ -70,10 +109,10 @@ def preset_period(key: str, today: date) -> Period:
     return Period("this_month", month, today)
 
 
-class PeriodForm(forms.Form):
+class PeriodForm(ProblemsMixin, forms.Form):
     period = forms.ChoiceField(choices=list(PRESETS.items()), required=False, label="Period")
-    start = forms.DateField(required=False, label="From (UTC day)", widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, label="To (UTC day, included)", widget=forms.DateInput(attrs={"type": "date"}))
+    start = DayField(label="From (UTC day)")
+    end = DayField(label="To (UTC day, included)")
 
     def __init__(self, data, *, today: date):
         super().__init__(data)
@@ -81,7 +120,7 @@ class PeriodForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("period") != "custom":
+        if cleaned.get("period") != "custom" or "start" in self.errors or "end" in self.errors:
             return cleaned
         start, end = cleaned.get("start"), cleaned.get("end")
         if start is None or end is None:
@@ -108,12 +147,77 @@ FEATURE_CHOICES = [("", "All features")] + [(f, FEATURE_NAMES.get(f, f)) for f i
 MODEL_CHOICES = [("", "All models")] + [(m, m.upper()) for m in MODELS]
 
 
-class UsageFilterForm(forms.Form):
-    start = forms.DateField(required=False, label="From (UTC day)", widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, label="To (UTC day, included)", widget=forms.DateInput(attrs={"type": "date"}))
+MAX_ID = 2**63 - 1  # the largest primary key (bigint)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page of events starts: strictly older than (occurred_at, id)."""
+
+    occurred_at: datetime  # UTC
+    pk: int
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at.isoformat()}~{self.pk}"
+
+
+CURSOR_MESSAGE = "This page link is not valid; showing the newest events."
+
+
+class CursorField(forms.CharField):
+    """`?before=<occurred_at ISO 8601>~<event id>`, as the events page's "Older" link writes it."""
+
+    default_error_messages = {"invalid": CURSOR_MESSAGE}
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, max_length=80, **kwargs)
+
+    def to_python(self, value) -> Cursor | None:
+        value = super().to_python(value)
+        if not value:
+            return None
+        if len(value) > 80:
+            raise forms.ValidationError(CURSOR_MESSAGE, code="invalid")
+        instant, separator, pk = value.rpartition("~")
+        try:
+            if not separator or not pk.isascii() or not pk.isdigit():
+                raise ValueError(pk)
+            moment = datetime.fromisoformat(instant)
+            moment = (moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)).astimezone(dt_timezone.utc)
+            number = int(pk)
+        except (ValueError, OverflowError):
+            raise forms.ValidationError(CURSOR_MESSAGE, code="invalid") from None
+        earliest = datetime.combine(EARLIEST_DAY, time.min, tzinfo=dt_timezone.utc)
+        latest = datetime.combine(LATEST_DAY, time.min, tzinfo=dt_timezone.utc) + timedelta(days=1)
+        if not earliest <= moment <= latest or not 1 <= number <= MAX_ID:
+            raise forms.ValidationError(CURSOR_MESSAGE, code="invalid")
+        return Cursor(moment, number)
+
+    def validate(self, value):
+        pass  # to_python has checked everything; `value` is a Cursor or None
+
+    def run_validators(self, value):
+        pass
+
+
+FILTER_FIELDS = ("start", "end", "feature", "model", "api_key", "__all__")
+EXPORT_KINDS = [("events", "Events"), ("rollups", "Daily rollups")]
+MAX_PAGE = 1_000_000
+
+
+class UsageFilterForm(ProblemsMixin, forms.Form):
+    """The usage pages' and the CSV export's parameters: filters (start, end, feature, model,
+    api_key), and the events page's cursor (`before`), the rollups page's `page`, the export's
+    `kind`. An invalid filter shows this month; an invalid cursor or page, the first page."""
+
+    start = DayField(label="From (UTC day)")
+    end = DayField(label="To (UTC day, included)")
     feature = forms.ChoiceField(choices=FEATURE_CHOICES, required=False)
     model = forms.ChoiceField(choices=MODEL_CHOICES, required=False)
     api_key = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="API key")
+    before = CursorField(label="Page link")
+    page = forms.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, label="Page")
+    kind = forms.ChoiceField(choices=EXPORT_KINDS, required=False, label="Export kind")
 
     def __init__(self, data, *, workspace, today: date):
         super().__init__(data)
@@ -125,6 +229,8 @@ class UsageFilterForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        if "start" in self.errors or "end" in self.errors:
+            return cleaned
         start = cleaned.get("start") or self.today.replace(day=1)
         end = cleaned.get("end") or self.today
         if end < start:
@@ -132,9 +238,22 @@ class UsageFilterForm(forms.Form):
         cleaned["start"], cleaned["end"] = start, end
         return cleaned
 
+    @property
+    def filters_invalid(self) -> bool:
+        return not self.is_valid() and any(name in self.errors for name in FILTER_FIELDS)
+
+    def cursor(self) -> Cursor | None:
+        return None if not self.is_valid() and "before" in self.errors else self.cleaned_data.get("before")
+
+    def page_number(self) -> int:
+        return 1 if not self.is_valid() and "page" in self.errors else self.cleaned_data.get("page") or 1
+
+    def export_kind(self) -> str:
+        return (self.cleaned_data.get("kind") if self.is_valid() else "") or "events"
+
     def filters(self) -> dict:
-        """start, end, feature, model, api_key_id; the current month when the input is invalid."""
-        if not self.is_valid():
+        """start, end, feature, model, api_key_id; the current month when a filter is invalid."""
+        if self.filters_invalid:
             return {"start": self.today.replace(day=1), "end": self.today, "feature": "", "model": "", "api_key_id": None}
         data = self.cleaned_data
         return {

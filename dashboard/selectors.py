@@ -38,7 +38,8 @@ from usage.models import DailyRollup, UsageEvent
 from usage.selectors import UsageSummary, micros_to_usd, usage_summary
 from workspaces.models import ApiKey, Membership, Workspace
 
-from .forms import Period
+from .csv_export import money
+from .forms import Cursor, Period
 
 logger = logging.getLogger(__name__)
 
@@ -217,24 +218,13 @@ class EventsPage:
     next_cursor: str | None  # "<occurred_at ISO>~<id>" of the last row, when there are more
 
 
-def parse_cursor(value: str | None) -> tuple[datetime, int] | None:
-    if not value or "~" not in value:
-        return None
-    instant, _, pk = value.rpartition("~")
-    try:
-        moment = datetime.fromisoformat(instant)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)), int(pk)
-    except ValueError:
-        return None
-
-
-def events_page(workspace: Workspace, filters: dict, *, before: str | None = None, limit: int = 50) -> EventsPage:
+def events_page(workspace: Workspace, filters: dict, *, before: Cursor | None = None, limit: int = 50) -> EventsPage:
     """Newest first, `limit` at a time, by keyset (occurred_at, id): page 1,000 costs what page 1
-    costs (the (workspace, occurred_at) index), unlike OFFSET."""
+    costs (the (workspace, occurred_at) index), unlike OFFSET. `before` comes parsed and bounded
+    (dashboard.forms.CursorField)."""
     events = _events(workspace, filters).select_related("api_key")
-    cursor = parse_cursor(before)
-    if cursor is not None:
-        moment, pk = cursor
+    if before is not None:
+        moment, pk = before.occurred_at, before.pk
         events = events.filter(Q(occurred_at__lt=moment) | Q(occurred_at=moment, pk__lt=pk))
     rows = list(events.order_by("-occurred_at", "-pk")[: limit + 1])
     more = len(rows) > limit
@@ -291,7 +281,8 @@ def _iso(moment: datetime) -> str:
 
 def events_csv_rows(workspace: Workspace, filters: dict) -> Iterator[tuple]:
     """Every event of the range, oldest first, read through a server-side cursor (PostgreSQL) in
-    chunks of CSV_CHUNK rows: memory stays flat however many millions there are."""
+    chunks of CSV_CHUNK rows: memory stays flat however many millions there are. Text as `str`,
+    amounts as `Decimal`, counts as `int`: dashboard.csv_export neutralises the text only."""
     keys = _key_prefixes(workspace)
     yield EVENT_CSV_HEADER
     rows = (
@@ -307,8 +298,7 @@ def events_csv_rows(workspace: Workspace, filters: dict) -> Iterator[tuple]:
          unit_price, amount) in rows:  # fmt: skip
         yield (
             event_id, _iso(occurred), _iso(received), keys.get(key_id, ""), feature, model, steps or "",
-            width or "", height or "", "true" if comp else "false", "true" if spot else "false", quantity,
-            f"{unit_price:.6f}", f"{amount:.6f}",
+            width or "", height or "", bool(comp), bool(spot), quantity, money(unit_price), money(amount),
         )  # fmt: skip
 
 
@@ -327,8 +317,7 @@ def rollups_csv_rows(workspace: Workspace, filters: dict) -> Iterator[tuple]:
     for day, key_id, feature, model, steps, width, height, comp, spot, unit, quantity, amount, events in rows:
         yield (
             day.isoformat(), keys.get(key_id, ""), feature, model, steps or "", width or "", height or "",
-            "true" if comp else "false", "true" if spot else "false", micros_to_usd(unit), quantity,
-            micros_to_usd(amount), events,
+            bool(comp), bool(spot), micros_to_usd(unit), quantity, micros_to_usd(amount), events,
         )  # fmt: skip
 
 

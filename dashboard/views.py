@@ -6,8 +6,7 @@ members of other workspaces get a 404, and pages that change something check the
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from urllib.parse import urlencode
 
 import stripe
@@ -35,6 +34,7 @@ from workspaces.services import (
 
 from . import charts, selectors
 from .access import MANAGE, OWNER, workspace_page
+from .csv_export import csv_lines, money
 from .forms import (
     ApiKeyCreateForm,
     BudgetForm,
@@ -45,6 +45,8 @@ from .forms import (
     preset_period,
 )
 from .services import member_invite
+
+CENTS = Decimal("0.01")
 
 
 def favicon(request):
@@ -130,7 +132,8 @@ def _filter_query(request, filters: dict) -> dict:
 @workspace_page()
 def usage_events(request):
     form, filters = _usage_filters(request)
-    page = selectors.events_page(request.access.workspace, filters, before=request.GET.get("before"))
+    cursor = form.cursor()
+    page = selectors.events_page(request.access.workspace, filters, before=cursor)
     return render(
         request,
         "dashboard/usage.html",
@@ -139,7 +142,7 @@ def usage_events(request):
             "form": form,
             **_filter_query(request, filters),
             "page": page,
-            "first_page": not request.GET.get("before"),
+            "first_page": cursor is None,
             "hint": selectors.export_hint(request.access.workspace, filters),
         },
     )
@@ -157,42 +160,27 @@ def usage_rollups(request):
             "tab": "rollups",
             "form": form,
             **_filter_query(request, filters),
-            "rollups": paginator.get_page(request.GET.get("page")),
+            "rollups": paginator.get_page(form.page_number()),
             "hint": selectors.export_hint(request.access.workspace, filters),
         },
     )
-
-
-class _Echo:
-    """csv.writer writes to it; it hands the line back, for streaming."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_chunks(rows: Iterable[tuple], lines_per_chunk: int = 1000) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    chunk: list[str] = []
-    for row in rows:
-        chunk.append(writer.writerow(row))
-        if len(chunk) >= lines_per_chunk:
-            yield "".join(chunk)
-            chunk = []
-    if chunk:
-        yield "".join(chunk)
 
 
 @require_GET
 @workspace_page()
 def usage_export(request):
     """CSV of events (or of daily rollups) of any range, streamed: rows are read in chunks
-    through a server-side cursor and written as they come, so memory stays flat."""
-    _, filters = _usage_filters(request)
+    through a server-side cursor and written as they come, so memory stays flat. Every parameter
+    is checked before the first byte: a bad one is a 400 naming it, never this month instead."""
+    form, filters = _usage_filters(request)
+    if not form.is_valid():
+        problems = "\n".join(form.problems())
+        return HttpResponse(f"Nothing exported: {problems}\n", status=400, content_type="text/plain; charset=utf-8")
     workspace = request.access.workspace
-    kind = "rollups" if request.GET.get("kind") == "rollups" else "events"
+    kind = form.export_kind()
     hint = selectors.export_hint(workspace, filters)
     rows = (selectors.rollups_csv_rows if kind == "rollups" else selectors.events_csv_rows)(workspace, filters)
-    response = StreamingHttpResponse(_csv_chunks(rows), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
     name = f"meterboard-{workspace.slug}-{kind}-{filters['start']:%Y%m%d}-{filters['end']:%Y%m%d}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     # Rows to expect (from the rollups' counts), for a client's progress; no Content-Length when streaming.
@@ -256,12 +244,14 @@ def statement_print(request, statement_id: int):
 @workspace_page()
 def statement_csv(request, statement_id: int):
     statement = _statement(request, statement_id)
+    # Text as str (neutralised when it could be a formula), amounts as Decimal (written as numbers).
     rows = [("position", "kind", "description", "quantity", "unit_price_usd", "amount_usd")]
-    rows += [(line.position, line.kind, line.description, line.quantity, f"{line.unit_price:.6f}", f"{line.amount:.6f}")
+    rows += [(line.position, line.kind, line.description, line.quantity, money(line.unit_price), money(line.amount))
              for line in statement.lines.all()]  # fmt: skip
-    rows += [("", "total", "Total", "", "", f"{statement.total:.6f}"),
-             ("", "amount_due", "Amount due (USD, rounded to cents)", "", "", f"{statement.amount_due_cents / 100:.2f}")]  # fmt: skip
-    response = HttpResponse("".join(_csv_chunks(rows)), content_type="text/csv; charset=utf-8")
+    rows += [("", "total", "Total", "", "", money(statement.total)),
+             ("", "amount_due", "Amount due (USD, rounded to cents)", "", "",
+              money(Decimal(statement.amount_due_cents).scaleb(-2), CENTS))]  # fmt: skip
+    response = HttpResponse("".join(csv_lines(rows)), content_type="text/csv; charset=utf-8")
     name = f"meterboard-{request.access.workspace.slug}-statement-{statement.period:%Y-%m}-{statement.pk}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -14,6 +14,12 @@ from workspaces.models import ApiKey, Workspace
 
 from .models import DailyRollup
 
+# The UTC days anyone may ask about (the usage API, the dashboard's pages and exports): far from
+# the ends of Python's calendar, where the day after or an offset of +14:00 no longer exists.
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2099, 12, 31)
+DAYS_BOUNDS_MESSAGE = f"Days are between {EARLIEST_DAY.isoformat()} and {LATEST_DAY.isoformat()} (UTC)."
+
 GROUP_BY_CHOICES: tuple[str, ...] = ("day", "month", "feature", "model", "resolution", "steps", "api_key")
 _GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "day": ("day",),

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from billing.pricing import FEATURES, MODELS
 
-from .selectors import GROUP_BY_CHOICES
+from .selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, GROUP_BY_CHOICES, LATEST_DAY
 from .validation import MAX_EVENT_ID_LENGTH, MAX_QUANTITY, MAX_SIDE, MAX_STEPS, MIN_SIDE
 
 MAX_RANGE_DAYS = 731
@@ -115,6 +115,9 @@ class UsageQuerySerializer(serializers.Serializer):
         today = timezone.now().date()
         attrs.setdefault("start", today.replace(day=1))
         attrs.setdefault("end", today)
+        out_of_bounds = {name: [DAYS_BOUNDS_MESSAGE] for name in ("start", "end") if not EARLIEST_DAY <= attrs[name] <= LATEST_DAY}
+        if out_of_bounds:
+            raise serializers.ValidationError(out_of_bounds)
         if attrs["end"] < attrs["start"]:
             raise serializers.ValidationError({"end": ["Must not be before start."]})
         if attrs["end"] - attrs["start"] > timedelta(days=MAX_RANGE_DAYS):

@@ -9,11 +9,23 @@ The resolved workspace is put on the view as `view.workspace`.
 
 from __future__ import annotations
 
+import re
+
 from rest_framework import exceptions, permissions
 
 from .models import ApiKey, Membership, Scope, Workspace
 
 READ_SCOPES = {Scope.USAGE_READ}
+
+SLUG_MAX_LENGTH = Workspace._meta.get_field("slug").max_length
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+SLUG_MESSAGE = f"Not a workspace slug: letters, digits, '-' and '_', at most {SLUG_MAX_LENGTH} characters."
+
+
+def slug_is_valid(slug: str) -> bool:
+    """Whether `?workspace=` could name a workspace at all. Anything else (a NUL, which PostgreSQL
+    refuses in a query, 5,000 characters, non-ASCII) is a 400 before any database lookup."""
+    return len(slug) <= SLUG_MAX_LENGTH and _SLUG.fullmatch(slug) is not None
 
 
 class WorkspaceAccess(permissions.BasePermission):
@@ -36,6 +48,8 @@ class WorkspaceAccess(permissions.BasePermission):
     def _session_workspace(self, request, user, *, reads_only: bool) -> Workspace:
         slug = request.query_params.get("workspace")
         memberships = Membership.objects.select_related("workspace").filter(user=user)
+        if slug and not slug_is_valid(slug):
+            raise exceptions.ValidationError({"workspace": [SLUG_MESSAGE]})
         if slug:
             membership = memberships.filter(workspace__slug=slug).first()
             if membership is None:

@@ -110,12 +110,13 @@ def redis_url() -> str:
 def environment(database_url: str, redis: str, var_dir: Path) -> dict[str, str]:
     """Production-like settings for gunicorn and the worker; webhooks may reach 127.0.0.1 (the
     receiver) and e-mails stay in memory."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "MB_ALLOW_INSECURE_SECRET")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG",)}
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis,
-        SECRET_KEY=f"bench-{secrets.token_urlsafe(32)}",
+        SECRET_KEY=f"bench-{secrets.token_urlsafe(50)}",
         ALLOWED_HOSTS="127.0.0.1,localhost",
+        SITE_URL="http://127.0.0.1",
         DJANGO_SETTINGS_MODULE="config.settings",
         MB_VAR_DIR=str(var_dir),
         WEBHOOK_ALLOW_PRIVATE="1",

@@ -391,17 +391,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"overview bench: {exc}")
         return 2
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DEBUG", "MB_ALLOW_INSECURE_SECRET")},
+        **{k: v for k, v in os.environ.items() if k not in ("DEBUG",)},
         "DATABASE_URL": target.url,
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or f"bench-{secrets.token_urlsafe(32)}",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or f"bench-{secrets.token_urlsafe(50)}",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SITE_URL": "http://127.0.0.1",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "MB_VAR_DIR": str(var_dir),
     }
     say(f"Overview bench on {target.vendor} ({database.masked(target.url)}; {target.note})")
     say("[1/2] database   migrate")
     database.manage(BASE_DIR, env, "migrate", "--noinput")
-    for name in ("DEBUG", "MB_ALLOW_INSECURE_SECRET"):
+    for name in ("DEBUG",):
         os.environ.pop(name, None)
     os.environ.update(env)
     database.django_setup()

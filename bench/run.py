@@ -223,12 +223,13 @@ def summary(results: Results, args: argparse.Namespace) -> str:
 def bench_environment(database_url: str, var_dir: Path) -> dict[str, str]:
     """The children's (and this process's Django's) environment: production-like settings."""
     env = dict(os.environ)
-    for name in ("DEBUG", "MB_ALLOW_INSECURE_SECRET"):
+    for name in ("DEBUG",):
         env.pop(name, None)
     env.update(
         DATABASE_URL=database_url,
-        SECRET_KEY=f"bench-{secrets.token_urlsafe(32)}",
+        SECRET_KEY=f"bench-{secrets.token_urlsafe(50)}",
         ALLOWED_HOSTS="127.0.0.1,localhost",
+        SITE_URL="http://127.0.0.1",
         DJANGO_SETTINGS_MODULE="config.settings",
         MB_VAR_DIR=str(var_dir),
     )

@@ -1,7 +1,7 @@
 """POST /stripe/webhook/: Stripe's signed events, verified, stored once, then handled.
 
 Stripe signs each delivery with STRIPE_WEBHOOK_SECRET (the `Stripe-Signature` header). Anything
-unsigned, forged, too old or not JSON gets a 400 and changes nothing; so does every request while
+unsigned, forged, too old, dated ahead or not JSON gets a 400 and changes nothing; so does every request while
 the secret is unset. A handler failure answers 500, so that Stripe delivers the event again.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import stripe
 from django.conf import settings
@@ -21,6 +22,17 @@ from .payments import webhook_event_receive
 
 logger = logging.getLogger(__name__)
 
+FUTURE_TOLERANCE_SECONDS = 60  # clocks differ a little; more than this ahead is not Stripe
+
+
+def _signed_at(header: str) -> int:
+    """The `t=` timestamp of a Stripe-Signature header that verify_header accepted."""
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            return int(value)
+    raise stripe.SignatureVerificationError("No timestamp", header)
+
 
 @csrf_exempt  # Stripe cannot send a CSRF token; the signature authenticates the request.
 @require_POST
@@ -30,9 +42,12 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         logger.warning("Stripe webhook refused: STRIPE_WEBHOOK_SECRET is not set")
         return JsonResponse({"detail": "Webhooks are not configured (STRIPE_WEBHOOK_SECRET)."}, status=400)
     try:
-        stripe.WebhookSignature.verify_header(
-            request.body, request.headers.get("Stripe-Signature"), secret, stripe.Webhook.DEFAULT_TOLERANCE
-        )
+        header = request.headers.get("Stripe-Signature")
+        stripe.WebhookSignature.verify_header(request.body, header, secret, stripe.Webhook.DEFAULT_TOLERANCE)
+        # Stripe's check refuses only old timestamps; a signature dated ahead is refused here too.
+        if _signed_at(header) > time.time() + FUTURE_TOLERANCE_SECONDS:
+            logger.warning("Stripe webhook refused: signed %.0f s in the future", _signed_at(header) - time.time())
+            return JsonResponse({"detail": "Stripe-Signature is dated in the future."}, status=400)
         event = json.loads(request.body)
     except stripe.SignatureVerificationError:
         return JsonResponse({"detail": "Bad or missing Stripe-Signature."}, status=400)

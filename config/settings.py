@@ -31,13 +31,14 @@ def env_list(name: str, default: str) -> list[str]:
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("MB_ALLOW_INSECURE_SECRET") != "1":
-        raise RuntimeError(
-            "SECRET_KEY is not set. Set it in the environment (production), or run with "
-            "DEBUG=1 (development; `make run` does this)."
-        )
-    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+if not DEBUG and len(SECRET_KEY) < 50:
+    raise RuntimeError(
+        ("SECRET_KEY is too short" if SECRET_KEY else "SECRET_KEY is not set")
+        + ": outside DEBUG it must be at least 50 random characters, e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`. For development run with DEBUG=1 "
+        "(`make run` does this)."
+    )
+SECRET_KEY = SECRET_KEY or "insecure-development-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -191,8 +192,11 @@ EMAIL_BACKEND = os.environ.get(
 )
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
-# Where people reach Meterboard: links in e-mails are built on it.
-SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Where people reach Meterboard: links in e-mails are built on it. Required outside DEBUG.
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000" if DEBUG else "").rstrip("/")
+if not SITE_URL:
+    raise RuntimeError("SITE_URL is not set: outside DEBUG, set it to where people reach Meterboard, e.g. "
+                       "https://meterboard.example.com (links in e-mails are built on it).")
 
 # --- Stripe -----------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
@@ -223,6 +227,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Fixed windows in the cache (workspaces.throttling): 429 with Retry-After past a limit.
+    # Unauthenticated calls are throttled in workspaces.authentication (before DRF's 401).
+    "DEFAULT_THROTTLE_CLASSES": ["workspaces.throttling.ApiKeyThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -250,7 +257,30 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "stripe": {"level": "WARNING"}},
 }
 
+# --- Throttles (workspaces.throttling; README "Security") ---------------------------------------
+API_RATE_PER_KEY = os.environ.get("API_RATE_PER_KEY", "60000/min")
+API_RATE_ANONYMOUS = os.environ.get("API_RATE_ANONYMOUS", "120/min")
+API_AUTH_FAILURES_PER_ADDRESS = os.environ.get("API_AUTH_FAILURES_PER_ADDRESS", "30/min")
+LOGIN_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_FAILURES_PER_ACCOUNT", "5"))
+LOGIN_FAILURES_PER_ADDRESS = int(os.environ.get("LOGIN_FAILURES_PER_ADDRESS", "20"))
+LOGIN_LOCKOUT_SECONDS = int(os.environ.get("LOGIN_LOCKOUT_SECONDS", "60"))
+LOGIN_LOCKOUT_MAX_SECONDS = int(os.environ.get("LOGIN_LOCKOUT_MAX_SECONDS", "3600"))
+PASSWORD_RESETS_PER_ADDRESS = int(os.environ.get("PASSWORD_RESETS_PER_ADDRESS", "3"))
+PASSWORD_RESETS_PER_CLIENT = int(os.environ.get("PASSWORD_RESETS_PER_CLIENT", "20"))
+
+# --- HTTPS, proxies and browser policies --------------------------------------------------------
+# Only when a proxy in front sets them are X-Forwarded-Proto (HTTPS) and X-Forwarded-For (the
+# client's address, for throttles) believed; otherwise any client could forge them.
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+X_FRAME_OPTIONS = "DENY"
+MIDDLEWARE.insert(1, "config.security.ContentSecurityPolicyMiddleware")
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

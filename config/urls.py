@@ -1,23 +1,24 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from billing.webhooks import stripe_webhook
 from dashboard.forms import EmailAuthenticationForm, InviteAwarePasswordResetForm
 from dashboard.views import favicon
+from workspaces.auth_views import ThrottledLoginView, ThrottledPasswordResetView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Browsers ask for /favicon.ico on pages that name none (the admin, the API docs).
     path("favicon.ico", favicon),
-    path("login/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm), name="login"),
+    path("login/", ThrottledLoginView.as_view(authentication_form=EmailAuthenticationForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Password reset (and the invitation link sent to new members): Django's views, our templates,
     # mail through the configured EMAIL_BACKEND.
     path(
         "password-reset/",
-        auth_views.PasswordResetView.as_view(form_class=InviteAwarePasswordResetForm),
+        ThrottledPasswordResetView.as_view(form_class=InviteAwarePasswordResetForm),
         name="password_reset",
     ),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
@@ -33,6 +34,6 @@ urlpatterns = [
     path("api/v1/", include("billing.urls")),
     path("api/v1/", include("budgets.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("", include("dashboard.urls")),
 ]

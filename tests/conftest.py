@@ -104,3 +104,22 @@ def _fresh_price_book_cache():
     price_book_cache_clear()
     yield
     price_book_cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Throttle counters and sign-in lockouts live in the cache (Redis under `make test`): each
+    test starts with none, whatever the tests before it sent."""
+    from django.core.cache import cache
+
+    from workspaces.throttling import _redis_client
+
+    client = _redis_client()
+    if client is None:
+        cache.clear()
+    else:
+        for pattern in ("*:thr:*", "*:login:*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
+    yield

@@ -6,6 +6,7 @@ from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from . import throttling
 from .models import ApiKey
 from .services import api_key_authenticate
 
@@ -24,15 +25,24 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request) -> tuple[ApiKeyUser, ApiKey] | None:
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
+            # A signed-in person's call (SessionAuthentication, next) or an anonymous one, which
+            # is throttled here: DRF checks throttles only after refusing it with a 401.
+            if not getattr(getattr(request._request, "user", None), "is_authenticated", False):
+                throttling.anonymous_hit(request)
             return None
         keyword, _, secret = header.partition(" ")
         if keyword.lower() != self.keyword.lower():
             return None
         secret = secret.strip()
+        wait = throttling.api_key_failures_exceeded(request)
+        if wait is not None:  # refused before any look-up: keys cannot be guessed at speed
+            raise exceptions.Throttled(wait=wait, detail="Too many requests with unknown API keys from this address.")
         if not secret:
+            throttling.api_key_failure(request)
             raise exceptions.AuthenticationFailed("Empty API key: send 'Authorization: Bearer <secret>'.")
         api_key = api_key_authenticate(secret)
         if api_key is None:
+            throttling.api_key_failure(request)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         return ApiKeyUser(), api_key
 

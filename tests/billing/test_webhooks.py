@@ -72,11 +72,12 @@ def forged_cases(body: bytes):
         "garbage": "nonsense",
         "another secret": sign(body, "whsec_someone_else"),
         "too old": sign(body, SECRET, timestamp=int(time.time()) - 3600),
+        "dated ahead": sign(body, SECRET, timestamp=int(time.time()) + 3600),
         "other body": sign(body.replace(b"succeeded", b"succeedex"), SECRET),
     }
 
 
-@pytest.mark.parametrize("case", ["no signature", "garbage", "another secret", "too old", "other body"])
+@pytest.mark.parametrize("case", ["no signature", "garbage", "another secret", "too old", "dated ahead", "other body"])
 def test_a_forged_or_stale_event_is_400_and_changes_nothing(workspace, statement, secret, case):
     intent = {"id": "pi_forged", "object": "payment_intent", "status": "succeeded", "amount": 150,
               "metadata": {"statement_id": str(statement.pk), "attempt": "1"}}

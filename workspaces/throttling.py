@@ -1,0 +1,234 @@
+"""Throttles: the API per key and per client address, sign-in with lockout and backoff, password
+reset mails. Counters live in Django's cache (Redis in production, shared by every web process;
+the local-memory cache in the embedded default, per process).
+
+Each limit is a setting read from the environment (README, "Security"):
+- API calls per key (`API_RATE_PER_KEY`, default 60000/min: well above the ingestion targets)
+  and per client address when unauthenticated (`API_RATE_ANONYMOUS`, 120/min); failed API-key
+  authentications per client address (`API_AUTH_FAILURES_PER_ADDRESS`, 30/min), so keys cannot be
+  guessed at speed. Over a limit: 429 with `Retry-After`.
+- Sign-in: after `LOGIN_FAILURES_PER_ACCOUNT` (5) wrong passwords for an account, or
+  `LOGIN_FAILURES_PER_ADDRESS` (20) from one client address, within 15 minutes, that account or
+  address is locked for `LOGIN_LOCKOUT_SECONDS` (60), doubling with each lockout in a day up to
+  an hour. A locked attempt is refused before any password is hashed (429, with the wait).
+- Password reset: `PASSWORD_RESETS_PER_ADDRESS` mails an hour to one e-mail address (3; more are
+  silently not sent, so the form reveals nothing) and `PASSWORD_RESETS_PER_CLIENT` forms an hour
+  from one client address (20; more get a 429).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle
+
+UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400,
+         "day": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """'600/min' → (600, 60)."""
+    count, _, unit = rate.partition("/")
+    return int(count), UNITS[unit.strip().lower()]
+
+
+def client_address(request) -> str:
+    """The client's address: REMOTE_ADDR, or the last hop of X-Forwarded-For when BEHIND_PROXY
+    says a proxy in front sets it (otherwise the header is the client's to forge)."""
+    if getattr(settings, "BEHIND_PROXY", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1][:64]
+    return request.META.get("REMOTE_ADDR", "")[:64]
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def window_hit(scope: str, ident: str, limit: int, period: int, *, cost: int = 1) -> float | None:
+    """Count a hit in the current fixed window. Returns None when within `limit`, else the
+    seconds until the window ends. One round trip on Redis (INCRBY + EXPIRE in a pipeline)."""
+    now = time.time()
+    window = int(now // period)
+    key = f"thr:{scope}:{_digest(ident)}:{window}"
+    count = _incr(key, cost, period + 1)
+    if count <= limit:
+        return None
+    return max(period - (now % period), 0.001)
+
+
+def _incr(key: str, amount: int, ttl: int) -> int:
+    client = _redis_client()
+    if client is not None:
+        full = cache.make_and_validate_key(key)
+        pipe = client.pipeline(transaction=False)
+        pipe.incrby(full, amount)
+        pipe.expire(full, ttl)
+        return int(pipe.execute()[0])
+    if cache.add(key, amount, ttl):
+        return amount
+    try:
+        return cache.incr(key, amount)
+    except ValueError:  # expired between add and incr
+        cache.set(key, amount, ttl)
+        return amount
+
+
+def _redis_client():
+    backend = getattr(cache, "_cache", None)
+    get_client = getattr(backend, "get_client", None)
+    if get_client is None or "Redis" not in type(cache).__name__:
+        return None
+    return get_client(write=True)
+
+
+# --- The API --------------------------------------------------------------------------------
+
+
+class _WindowThrottle(BaseThrottle):
+    scope = ""
+    setting = ""
+    default = ""
+
+    def __init__(self):
+        self._wait: float | None = None
+
+    def ident(self, request) -> str | None:
+        raise NotImplementedError
+
+    def allow_request(self, request, view) -> bool:
+        ident = self.ident(request)
+        if ident is None:
+            return True
+        limit, period = parse_rate(getattr(settings, self.setting, self.default))
+        self._wait = window_hit(self.scope, ident, limit, period)
+        return self._wait is None
+
+    def wait(self) -> float | None:
+        return self._wait
+
+
+class ApiKeyThrottle(_WindowThrottle):
+    """Calls per API key (or per signed-in person using the API from the dashboard)."""
+
+    scope, setting, default = "key", "API_RATE_PER_KEY", "60000/min"
+
+    def ident(self, request) -> str | None:
+        auth = getattr(request, "auth", None)
+        if auth is not None and getattr(auth, "pk", None) is not None:
+            return f"key:{auth.pk}"
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and getattr(user, "pk", None) is not None:
+            return f"user:{user.pk}"
+        return None
+
+
+def anonymous_hit(request) -> None:
+    """Count an unauthenticated API call from this client; past the limit, answer 429."""
+    limit, period = parse_rate(getattr(settings, "API_RATE_ANONYMOUS", "120/min"))
+    wait = window_hit("anon", client_address(request), limit, period)
+    if wait is not None:
+        raise exceptions.Throttled(wait=wait)
+
+
+def api_key_failure(request) -> None:
+    """Count a failed API-key authentication from this client; past the limit, answer 429."""
+    limit, period = parse_rate(getattr(settings, "API_AUTH_FAILURES_PER_ADDRESS", "30/min"))
+    wait = window_hit("keyfail", client_address(request), limit, period)
+    if wait is not None:
+        raise exceptions.Throttled(wait=wait, detail="Too many requests with unknown API keys from this address.")
+
+
+def api_key_failures_exceeded(request) -> float | None:
+    """The wait, when this client is already over its failed-authentication limit."""
+    limit, period = parse_rate(getattr(settings, "API_AUTH_FAILURES_PER_ADDRESS", "30/min"))
+    now = time.time()
+    key = f"thr:keyfail:{_digest(client_address(request))}:{int(now // period)}"
+    count = cache.get(key) if _redis_client() is None else _redis_get(key)
+    if count is not None and int(count) > limit:
+        return max(period - (now % period), 0.001)
+    return None
+
+
+def _redis_get(key: str):
+    return _redis_client().get(cache.make_and_validate_key(key))
+
+
+# --- Sign-in ----------------------------------------------------------------------------------
+
+LOGIN_WINDOW = 15 * 60
+LOCKOUT_MEMORY = 24 * 3600
+
+
+def _login_keys(kind: str, ident: str) -> tuple[str, str, str]:
+    digest = _digest(ident)
+    return f"login:fail:{kind}:{digest}", f"login:lock:{kind}:{digest}", f"login:lockouts:{kind}:{digest}"
+
+
+def _subjects(username: str, address: str) -> list[tuple[str, str, int]]:
+    subjects = [("addr", address, int(getattr(settings, "LOGIN_FAILURES_PER_ADDRESS", 20)))]
+    if username:
+        subjects.append(("acct", username.strip().lower(), int(getattr(settings, "LOGIN_FAILURES_PER_ACCOUNT", 5))))
+    return subjects
+
+
+def login_wait(username: str, address: str) -> int:
+    """Seconds until this account and address may try again (0: now)."""
+    now = time.time()
+    wait = 0.0
+    for kind, ident, _limit in _subjects(username, address):
+        until = cache.get(_login_keys(kind, ident)[1])
+        if until and until > now:
+            wait = max(wait, until - now)
+    return math.ceil(wait)
+
+
+def login_failed(username: str, address: str) -> int:
+    """Count a failed sign-in; locks the account or address past its limit, for a time that
+    doubles with each lockout in a day. Returns the wait now imposed (0: none)."""
+    base = int(getattr(settings, "LOGIN_LOCKOUT_SECONDS", 60))
+    ceiling = int(getattr(settings, "LOGIN_LOCKOUT_MAX_SECONDS", 3600))
+    now = time.time()
+    wait = 0
+    for kind, ident, limit in _subjects(username, address):
+        fails_key, lock_key, lockouts_key = _login_keys(kind, ident)
+        if not cache.add(fails_key, 1, LOGIN_WINDOW):
+            try:
+                fails = cache.incr(fails_key)
+            except ValueError:
+                cache.set(fails_key, 1, LOGIN_WINDOW)
+                fails = 1
+        else:
+            fails = 1
+        if fails >= limit:
+            lockouts = cache.get(lockouts_key, 0) + 1
+            cache.set(lockouts_key, lockouts, LOCKOUT_MEMORY)
+            seconds = min(base * 2 ** (lockouts - 1), ceiling)
+            cache.set(lock_key, now + seconds, seconds)
+            cache.delete(fails_key)
+            wait = max(wait, seconds)
+    return wait
+
+
+def login_succeeded(username: str) -> None:
+    fails_key, _, lockouts_key = _login_keys("acct", username.strip().lower())
+    cache.delete_many([fails_key, lockouts_key])
+
+
+# --- Password reset ---------------------------------------------------------------------------
+
+
+def password_reset_allowed(email: str, address: str) -> tuple[bool, bool]:
+    """(this client may submit the form, a mail may go to this address)."""
+    per_client = int(getattr(settings, "PASSWORD_RESETS_PER_CLIENT", 20))
+    per_address = int(getattr(settings, "PASSWORD_RESETS_PER_ADDRESS", 3))
+    client_ok = window_hit("reset-client", address, per_client, 3600) is None
+    mail_ok = client_ok and window_hit("reset-mail", email.strip().lower(), per_address, 3600) is None
+    return client_ok, mail_ok

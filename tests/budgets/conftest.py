@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -254,3 +256,109 @@ def wait_until(predicate, seconds: float = 30, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"{what}: not within {seconds} s")
+
+
+# --- A receiver that drips its answer ----------------------------------------------------------------
+
+
+@dataclass
+class DripConnection:
+    delivery: str  # the Meterboard-Delivery header
+    workspace: str  # the body's "workspace"
+    opened: float  # time.monotonic()
+    closed: float | None = None  # when the client went away
+
+
+@dataclass
+class DripReceiver:
+    """A raw TCP server: reads each request, then answers "HTTP/1.1 200 OK" and one header line
+    every `interval` seconds for `seconds` (minutes by default), never finishing in time. Records
+    when each connection opened and when the client closed it."""
+
+    interval: float = 0.5
+    seconds: float = 300.0
+    port: int = 0
+    connections: list[DripConnection] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "/drip") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def snapshot(self) -> list[DripConnection]:
+        with self.lock:
+            return list(self.connections)
+
+    def open_at(self, moment: float, workspace: str | None = None) -> int:
+        return sum(
+            1 for c in self.snapshot()
+            if c.opened <= moment and (c.closed is None or c.closed > moment) and workspace in (None, c.workspace)
+        )  # fmt: skip
+
+    def serve(self, client) -> None:
+        client.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            headers = dict(
+                line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ": " in line
+            )
+            length = int(headers.get("Content-Length", 0))
+            while len(body) < length:
+                body += client.recv(65536)
+            try:
+                workspace = json.loads(body).get("workspace", "")
+            except ValueError:
+                workspace = ""
+            record = DripConnection(headers.get("Meterboard-Delivery", ""), workspace, time.monotonic())
+            with self.lock:
+                self.connections.append(record)
+            client.sendall(b"HTTP/1.1 200 OK\r\n")
+            ends = time.monotonic() + self.seconds
+            n = 0
+            while time.monotonic() < ends:
+                readable, _, _ = select.select([client], [], [], self.interval)
+                if readable and not client.recv(1):  # the client hung up
+                    break
+                client.sendall(f"X-Drip-{n}: still here\r\n".encode())
+                n += 1
+            record.closed = time.monotonic()
+        except OSError:
+            if "record" in locals() and record.closed is None:
+                record.closed = time.monotonic()
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def drip_receiver():
+    state = DripReceiver()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)  # so that the accepting thread sees `stopping` (closing does not wake it)
+    state.port = server.getsockname()[1]
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.setblocking(True)
+            threading.Thread(target=state.serve, args=(client,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    yield state
+    stopping.set()
+    acceptor.join()
+    server.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.db.models import F
 from rest_framework.test import APIClient
 
 from budgets.models import Alert, AlertDelivery, Budget, WebhookEndpoint
@@ -260,3 +263,72 @@ def test_the_schema_documents_the_budgets_api(client, db):
     schema = yaml.safe_load(client.get("/api/schema/").content)
     assert {"/api/v1/budgets", "/api/v1/budgets/{budget_id}", "/api/v1/budgets/{budget_id}/test-alert",
             "/api/v1/alerts", "/api/v1/forecast", "/api/v1/allowance"} <= set(schema["paths"])
+
+
+def test_test_alerts_past_the_hourly_limit_get_429_with_retry_after(api, other_api, settings):
+    settings.BUDGET_TEST_ALERTS_PER_HOUR = 2
+    body = create(api)
+    assert [api.post(f"/api/v1/budgets/{body['id']}/test-alert").status_code for _ in range(2)] == [202, 202]
+    response = api.post(f"/api/v1/budgets/{body['id']}/test-alert")
+    assert response.status_code == 429
+    assert 3590 <= int(response["Retry-After"]) <= 3600
+    assert response.json()["detail"].startswith("At most 2 test alerts an hour per workspace: try again in 60 minutes.")
+    assert Alert.objects.filter(kind="test").count() == 2
+    other = create(other_api)
+    assert other_api.post(f"/api/v1/budgets/{other['id']}/test-alert").status_code == 202  # its own limit
+    Alert.objects.filter(kind="test", budget_id=body["id"]).update(created_at=F("created_at") - timedelta(hours=1))
+    assert api.post(f"/api/v1/budgets/{body['id']}/test-alert").status_code == 202
+
+
+HUGE = "99999999999999999999999"  # beyond 64 bits: an OverflowError on SQLite, out of range on PostgreSQL
+
+
+@pytest.mark.parametrize(
+    "query, errors",
+    [
+        (f"budget={HUGE}", {"budget": ["Ensure this value is less than or equal to 9223372036854775807."]}),
+        ("budget=-1", {"budget": ["Ensure this value is greater than or equal to 1."]}),
+        ("budget=0x10", {"budget": ["A valid integer is required."]}),
+        ("budget=1e3", {"budget": ["A valid integer is required."]}),
+        (f"limit={HUGE}", {"limit": ["Ensure this value is less than or equal to 500."]}),
+        ("limit=NaN", {"limit": ["A valid integer is required."]}),
+        ("budget=" + "9" * 5000, {"budget": ["String value too large."]}),
+    ],
+)
+def test_alert_history_parameters_out_of_bounds_are_400_not_500(api, query, errors):
+    response = api.get(f"/api/v1/alerts?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json() == errors
+
+
+@pytest.mark.parametrize("budget_id", [HUGE, "9223372036854775808", "0"])
+def test_budget_ids_out_of_range_are_404_not_500(api, budget_id):
+    create(api)
+    assert api.get(f"/api/v1/budgets/{budget_id}").status_code == 404
+    assert api.patch(f"/api/v1/budgets/{budget_id}", {"amount": "5"}, format="json").status_code == 404
+    assert api.delete(f"/api/v1/budgets/{budget_id}").status_code == 404
+    assert api.post(f"/api/v1/budgets/{budget_id}/test-alert").status_code == 404
+
+
+def test_a_webhook_id_out_of_range_is_400(api):
+    body = create(api)
+    response = api.patch(f"/api/v1/budgets/{body['id']}", {"webhooks": [{"id": int(HUGE), "url": PUBLIC_HOOK}]}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"webhooks": [{"id": ["Ensure this value is less than or equal to 9223372036854775807."]}]}
+
+
+def test_the_schema_says_an_alert_period_is_a_month_and_the_answer_matches(api, client):
+    import re
+
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    period = schema["components"]["schemas"]["Alert"]["properties"]["period"]
+    assert period.get("format") != "date"
+    assert (period["type"], period["pattern"]) == ("string", r"^\d{4}-\d{2}$")
+    test_alert = schema["paths"]["/api/v1/budgets/{budget_id}/test-alert"]["post"]["responses"]
+    assert "429" in test_alert
+    body = create(api)
+    api.post(f"/api/v1/budgets/{body['id']}/test-alert")
+    [alert] = api.get("/api/v1/alerts").json()
+    assert re.fullmatch(period["pattern"], alert["period"]) and alert["period"] == body["period"]

@@ -159,3 +159,67 @@ def test_racing_evaluators_and_the_worker_send_each_alert_once(acme, receiver, w
     bodies = receiver.verified("/race", secret(created, "/race"))
     assert sorted(body["threshold"] for body in bodies) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
     assert Alert.objects.filter(budget_id=created["id"]).count() == 10
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one moment."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_a_receiver_dripping_for_minutes_delays_no_other_workspace_and_no_delivery_goes_twice_at_once(
+    acme, receiver, drip_receiver, worker
+):
+    """Issue 9, finding 1. Mallory's ten webhooks drip one header line every 0.5 s for five
+    minutes (each read well inside the deadline); every delivery of her test alert is also
+    enqueued four times (a sweep, a redelivery). Acme's alert still arrives as fast as before
+    (within the delivery deadline of it), Mallory never has more than two attempts in flight,
+    each cut off at the deadline, and no delivery is ever sent twice at once."""
+    workspace, api = acme
+    drip_receiver.interval, drip_receiver.seconds = 0.5, 300
+    budget(api, receiver, "/acme", amount="10", thresholds=[50, 100])
+    # Acme's delay with nobody else around: the baseline.
+    post_events(api, spend_events(5))
+    started = time.time()
+    receiver.wait_for("/acme", 1)
+    baseline = receiver.on("/acme")[0].at - started
+
+    mallory = workspace_create(slug="mallory", owner_email="owner@mallory.test", name="Mallory")
+    mallory_api = client_with(api_key_create(workspace=mallory, name="k").secret)
+    hooks = [{"url": drip_receiver.url(f"/drip/{n}")} for n in range(10)]
+    created = mallory_api.post("/api/v1/budgets", {"amount": "10", "email": False, "webhooks": hooks}, format="json")
+    assert created.status_code == 201, created.content
+    assert mallory_api.post(f"/api/v1/budgets/{created.json()['id']}/test-alert").status_code == 202
+    flood = list(AlertDelivery.objects.filter(alert__workspace=mallory).values_list("pk", flat=True))
+    assert len(flood) == 10
+    for _ in range(4):
+        for pk in flood:
+            tasks.webhook_delivery_send.delay(pk)
+    wait_until(lambda: drip_receiver.open_at(time.monotonic(), "mallory") >= 2, seconds=10, what="Mallory's drips")
+
+    post_events(api, spend_events(5))  # Acme crosses 100 % while Mallory's receivers drip
+    started = time.time()
+    [_, crossing] = receiver.wait_for("/acme", 2, seconds=60)
+    delay = crossing.at - started
+    print(f"\nAcme's alert: {delay * 1000:.0f} ms under Mallory's flood, {baseline * 1000:.0f} ms alone")
+    assert delay < baseline + WORKER_WEBHOOK_TIMEOUT
+
+    # Every one of Mallory's deliveries is attempted (deferred, never dropped), two at a time.
+    wait_until(
+        lambda: DeliveryAttempt.objects.filter(delivery_id__in=flood).exclude(outcome="started")
+        .values("delivery_id").distinct().count() == 10,
+        seconds=60, what="an attempt at each of Mallory's deliveries",
+    )  # fmt: skip
+    attempts = list(DeliveryAttempt.objects.filter(delivery_id__in=flood))
+    assert {a.outcome for a in attempts} == {"timeout"}
+    assert len(attempts) == 10  # the duplicates sent nothing: one attempt each (retries come 30 s later)
+    assert max(a.duration_ms for a in attempts) < WORKER_WEBHOOK_TIMEOUT * 1000 + 500
+    wait_until(lambda: all(c.closed for c in drip_receiver.snapshot()), seconds=10, what="every drip closed")
+    connections = drip_receiver.snapshot()
+    assert sorted(int(c.delivery) for c in connections) == sorted(flood)  # each delivery sent once
+    assert max(c.closed - c.opened for c in connections) < WORKER_WEBHOOK_TIMEOUT + 0.5  # cut off
+    assert _max_overlap([(c.opened, c.closed) for c in connections]) <= 2  # the per-workspace cap

@@ -17,6 +17,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from usage.serializers import DetailErrorSerializer
 from workspaces.access import WorkspaceAccess
 from workspaces.authentication import ApiKeyAuthentication
 from workspaces.models import Scope
@@ -195,7 +196,9 @@ class BudgetTestAlertApi(APIView):
         request=None,
         responses={
             202: serializers.TestAlertSerializer,
-            429: OpenApiResponse(description="Too many test alerts this hour; Retry-After says when to try again"),
+            429: OpenApiResponse(
+                DetailErrorSerializer, description="Too many test alerts this hour; Retry-After says when to try again"
+            ),
         },
     )
     def post(self, request, budget_id: int):

@@ -206,7 +206,7 @@ class CeleryWorker:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(BASE_DIR / ".venv" / "bin" / "celery"), "-A", "config", "worker", "--loglevel=INFO",
-                 "--concurrency=2", "-n", f"bench-allowance-{os.getpid()}@localhost", "--without-gossip",
+                 "-Q", "celery,webhooks", "--concurrency=2", "-n", f"bench-allowance-{os.getpid()}@localhost", "--without-gossip",
                  "--without-mingle"],
                 cwd=BASE_DIR, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,

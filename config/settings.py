@@ -192,6 +192,8 @@ EMAIL_BACKEND = os.environ.get(
 )
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+# A hung mail server fails a send after this many seconds (it is retried) instead of holding a worker.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
 # Where people reach Meterboard: links in e-mails are built on it. Required outside DEBUG.
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000" if DEBUG else "").rstrip("/")
 if not SITE_URL:
@@ -215,8 +217,13 @@ BILLING_CLOSE_DAY = schedule.BILLING_CLOSE_DAY
 # is saved and again before every delivery) unless this is on, so that a budget's webhook cannot
 # reach into this server's own network. On by default only in DEBUG, for local receivers.
 WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", DEBUG)
-# Seconds a webhook receiver gets to connect and to answer; past it the attempt is a timeout.
+# One wall-clock deadline per webhook attempt: DNS, connect, TLS, send and every byte of the
+# answer (kept within 0.1-60 s by budgets.webhooks).
 WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
+# Webhook attempts of one workspace in flight at once; more are deferred a few seconds, never dropped.
+WEBHOOK_CONCURRENCY_PER_WORKSPACE = int(os.environ.get("WEBHOOK_CONCURRENCY_PER_WORKSPACE", "2"))
+# Test alerts a workspace may send per hour (the API answers 429 with Retry-After past it).
+BUDGET_TEST_ALERTS_PER_HOUR = int(os.environ.get("BUDGET_TEST_ALERTS_PER_HOUR", "10"))
 
 # --- REST framework and OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -245,6 +252,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
 }
 
 # --- Logging ----------------------------------------------------------------------------------

@@ -545,7 +545,11 @@ def budget_delete(request, budget_id: int):
 @workspace_page(MANAGE)
 def budget_test_alert(request, budget_id: int):
     budget = _budget(request, budget_id)
-    alert = budget_services.alert_test_send(budget=budget)
+    try:
+        alert = budget_services.alert_test_send(budget=budget)
+    except budget_services.TooManyTestAlerts as exc:
+        messages.error(request, str(exc))
+        return _back(request, "dashboard:budgets")
     count = alert.deliveries.count()
     if count:
         messages.success(request, f"Test alert sent on {count} channel{'s' if count != 1 else ''}; its delivery is in the history below.")

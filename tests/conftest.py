@@ -39,8 +39,62 @@ def api_key(issued_key):
     return issued_key.api_key
 
 
+class SchemaCheckedClient(APIClient):
+    """An API client whose every answer under /api/v1/ must be documented by the served OpenAPI
+    schema: the status for that operation, and a JSON body that fits its schema (issue 9, 8)."""
+
+    def request(self, **request):
+        response = super().request(**request)
+        path = request.get("PATH_INFO", "")
+        if path.startswith("/api/v1/"):
+            assert_documented(response, path, request.get("REQUEST_METHOD", "GET"))
+        return response
+
+
+def assert_documented(response, path: str, method: str) -> None:
+    import json
+    import re
+
+    import jsonschema
+
+    from tests.usage.openapi import served_schema
+
+    schema = served_schema()
+    template = next(
+        (template for template in sorted(schema["paths"], key=lambda t: t.count("{"))  # literal paths first
+         if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path)),
+        None,
+    )
+    assert template is not None, f"{path} is not in the OpenAPI schema"
+    operation = schema["paths"][template].get(method.lower())
+    assert operation is not None, f"{method} {template} is not in the OpenAPI schema"
+    documented = operation["responses"].get(str(response.status_code))
+    assert documented is not None, f"{method} {template} answered {response.status_code}, which its schema does not document"
+    content_type = response.get("Content-Type", "")
+    if not content_type.startswith("application/json") or not response.content:
+        return
+    body_schema = documented.get("content", {}).get("application/json", {}).get("schema")
+    assert body_schema is not None, f"{method} {template} {response.status_code} answers JSON its schema does not describe"
+    validator = jsonschema.Draft7Validator(_closed({**body_schema, "components": schema["components"]}))
+    body = json.loads(response.content)
+    errors = sorted(validator.iter_errors(body), key=lambda error: list(error.path))
+    assert not errors, f"{method} {template} {response.status_code}: {errors[0].message} at {list(errors[0].path)} in {body!r:.300}"
+
+
+def _closed(node):
+    """The schema with every described object closed: a field the schema does not name fails."""
+    if isinstance(node, list):
+        return [_closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _closed(value) for key, value in node.items()}
+    if "properties" in node and "additionalProperties" not in node and "allOf" not in node:
+        node["additionalProperties"] = False
+    return node
+
+
 def client_with(secret: str) -> APIClient:
-    client = APIClient()
+    client = SchemaCheckedClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     return client
 

@@ -139,6 +139,7 @@ class UsageRowSerializer(serializers.Serializer):
 
 
 class UsageResponseSerializer(serializers.Serializer):
+    workspace = serializers.SlugField(help_text="The workspace the figures are for")
     start = serializers.DateField()
     end = serializers.DateField()
     group_by = serializers.ListField(child=serializers.CharField())

@@ -73,6 +73,19 @@ def test_a_test_alert_shows_in_the_history_with_its_deliveries(client, owner, wo
     assert "Test alert" in page and re.search(r"E-mail: (pending|delivered)", page)
 
 
+def test_test_alerts_past_the_hourly_limit_say_when_to_try_again(client, owner, workspace, settings):
+    settings.BUDGET_TEST_ALERTS_PER_HOUR = 2
+    client.force_login(owner)
+    client.post("/budgets/new/", form())
+    budget = Budget.objects.get()
+    for _ in range(2):
+        client.post(f"/budgets/{budget.pk}/test-alert/")
+    page = client.post(f"/budgets/{budget.pk}/test-alert/", follow=True)
+    assert page.status_code == 200
+    assert "test alerts an hour" in page.content.decode()
+    assert Alert.objects.filter(kind=Alert.Kind.TEST).count() == 2
+
+
 def test_delete_keeps_the_history(client, owner, workspace):
     client.force_login(owner)
     client.post("/budgets/new/", form())

@@ -167,3 +167,24 @@ def test_any_bytes_as_a_body(api, workspace, body, path):
     assert response.status_code in {200, 400}, answer
     if path == "/api/v1/quote" or response.status_code == 400:
         assert UsageEvent.objects.count() == before
+
+
+def test_the_fuzz_holds_on_sqlite_too():
+    """`make test` runs on PostgreSQL when it answers: the three fuzz tests above run once more on
+    SQLite, in a process of their own (SQLite stores what PostgreSQL refuses, e.g. lone surrogates)."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from tests.conftest import on_postgres
+
+    if not on_postgres():
+        pytest.skip("this run is on SQLite: the fuzz tests above just ran on it")
+    env = dict(os.environ, DATABASE_URL="", REDIS_URL="", MB_SOAK="")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "any_"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "3 passed" in done.stdout

@@ -21,6 +21,17 @@ COUNTER_TTL seconds and the in-flight marker INFLIGHT_TTL after its last use, so
 or a lost Redis connection leaves behind heals within minutes; a Redis error never fails ingestion.
 The hard-limit budgets are cached beside the counters by the same rule (`allowance_inputs`,
 `limits_changed`), so an allowance call is one Redis round trip.
+
+Why a restarted Redis cannot fool them. A Redis restarted from its snapshot (RDB, or AOF every
+second) brings back old counters, cached limits and generations, which the rules above cannot tell
+from current ones. So each counter and the cached limits carry, in a `:run` key beside them, the
+`run_id` of the Redis instance that built them (it changes on every start, and differs on a
+replica promoted by a failover); the reader fetches the instance's `run_id` (INFO server) in the
+same pipeline as the values and trusts a value only if its run id is the current one. Anything
+else, a missing run id included, is treated as absent: answered from the database and rebuilt
+by the same guarded store (which overwrites it). Ingestion may still add to such a value; nobody
+reads it. An ingestion in flight across the restart may be counted twice in the rebuilt counter
+(an over-count, never an under-count), until the counter expires.
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ return 0
 _STORE_LIMITS = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3])
 return 1
 """
 _LIMITS_CHANGED = """
@@ -82,7 +94,14 @@ redis.call('DEL', KEYS[1])
 _STORE = """
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return 0 end
-for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'NX', 'EX', ARGV[2]) end
+local n = (#KEYS - 2) / 2
+for i = 1, n do
+  local counter, run = KEYS[2 + i], KEYS[2 + n + i]
+  if redis.call('GET', run) ~= ARGV[3] or redis.call('EXISTS', counter) == 0 then
+    redis.call('SET', counter, ARGV[3 + i], 'EX', ARGV[2])
+    redis.call('SET', run, ARGV[3], 'EX', ARGV[2])
+  end
+end
 return 1
 """
 
@@ -131,6 +150,11 @@ def _keys(workspace_id: int) -> tuple[str, str, str]:
 def _counter_keys(workspace_id: int, api_key_id: int, period: date) -> tuple[str, str]:
     base = f"{key_prefix()}:{{w{workspace_id}}}:spend:{period:%Y-%m}"
     return f"{base}:workspace", f"{base}:key:{api_key_id}"
+
+
+def _run_keys(counters: tuple[str, ...] | list[str]) -> list[str]:
+    """Beside each counter, the run id of the Redis instance that built it (`allowance_inputs`)."""
+    return [f"{counter}:run" for counter in counters]
 
 
 # --- Ingestion -------------------------------------------------------------------------------
@@ -245,35 +269,43 @@ def allowance_inputs(
         return (*_database_sums(workspace_id, api_key_id, period), load_limits())
     inflight, generation, _ = _keys(workspace_id)
     counters = _counter_keys(workspace_id, api_key_id, period)
+    runs = _run_keys(counters)
     limits_key, limits_generation = _limits_keys(workspace_id)
+    (limits_run,) = _run_keys([limits_key])
     try:
-        workspace_value, key_value, busy, seen, limits_value, limits_seen = backend.client.mget(
-            [*counters, inflight, generation, limits_key, limits_generation]
-        )
+        # One round trip: the values and the identity of the instance that holds them.
+        pipe = backend.client.pipeline(transaction=False)
+        pipe.mget([*counters, *runs, inflight, generation, limits_key, limits_generation, limits_run])
+        pipe.info("server")
+        values, info = pipe.execute()
+        run_id = str(info["run_id"])
     except backend.errors as exc:
         logger.warning("spend counters: Redis unavailable, reading the database (%s)", exc)
         return (*_database_sums(workspace_id, api_key_id, period), load_limits())
+    workspace_value, key_value, workspace_run, key_run, busy, seen, limits_value, limits_seen, limits_built = values
+    current = run_id.encode()
     if not wants_limits:
         limits: Limits = []
-    elif limits_value is not None:
+    elif limits_value is not None and limits_built == current:
         limits = [(key_id, micros) for key_id, micros in json.loads(limits_value)]
     else:
         limits = load_limits()
         try:
             backend.store_limits(
-                keys=[limits_generation, limits_key],
-                args=[(limits_seen or b"").decode(), json.dumps(limits), LIMITS_TTL],
+                keys=[limits_generation, limits_key, limits_run],
+                args=[(limits_seen or b"").decode(), json.dumps(limits), LIMITS_TTL, run_id],
             )
         except backend.errors as exc:
             logger.warning("spend counters: could not store the hard limits (%s)", exc)
-    if workspace_value is not None and key_value is not None:
+    if workspace_value is not None and key_value is not None and workspace_run == current and key_run == current:
         return int(workspace_value), int(key_value), limits
+    # Missing, or built by another Redis instance (a restart from a snapshot, a failover): rebuild.
     sums = _database_sums(workspace_id, api_key_id, period)
     if int(busy or 0) <= 0:
         try:
             backend.store(
-                keys=[inflight, generation, *counters],
-                args=[(seen or b"").decode(), COUNTER_TTL, *sums],
+                keys=[inflight, generation, *counters, *runs],
+                args=[(seen or b"").decode(), COUNTER_TTL, run_id, *sums],
             )
         except backend.errors as exc:
             logger.warning("spend counters: could not store a rebuilt counter (%s)", exc)

@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -16,8 +17,24 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus Django's RequestDataTooBig answered as 413 instead of a 400/500."""
+    """DRF's handler, plus Django's RequestDataTooBig answered as 413 instead of a 400/500, and a
+    database outage (unreachable, connection lost, or read-only: config.errors.is_database_outage)
+    answered 503 with a JSON `detail` and `Retry-After` instead of an HTML 500.
+
+    Ingestion's contract under such an error: nothing is half-written. On PostgreSQL the events
+    and their rollups are one statement (atomic by itself), elsewhere one transaction; so a 503
+    stored nothing of the batch, and resending it is safe (event_ids make it idempotent anyway)."""
     from django.core.exceptions import RequestDataTooBig
+
+    from config.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, is_database_outage
+
+    if is_database_outage(exc):
+        set_rollback()
+        return Response(
+            {"detail": DATABASE_UNAVAILABLE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(

@@ -37,3 +37,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("", include("dashboard.urls")),
 ]
+
+# JSON for /api/ paths (a database outage under /api/ answers 503 with Retry-After), the HTML
+# templates for pages: config.errors.
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"

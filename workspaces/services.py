@@ -5,16 +5,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from .models import ALL_SCOPES, ApiKey, Membership, Workspace
+
+logger = logging.getLogger(__name__)
 
 SECRET_MARK = "mbk_"
 # last_used_at is written at most about this often per key, so a key in hot use costs one
@@ -136,11 +139,32 @@ def _active_key_with_workspace(prefix: str) -> ApiKey | None:
 
 
 def _touch_last_used(api_key: ApiKey) -> None:
+    """Record that the key was used, best effort, never failing or slowing the request's own work.
+
+    The write runs in its own savepoint (or its own transaction, in autocommit), so a refusal
+    leaves the request's transaction usable, and any database error is logged and dropped: on a
+    read-only database, a hot standby or during a fail-over, keys still authenticate and reads
+    still answer. Bound on staleness: while the database takes writes, last_used_at is at most
+    LAST_USED_RESOLUTION (60 s) behind the key's latest request; while it refuses writes, use is
+    not recorded, and the first request after writes return records it.
+    """
     now = timezone.now()
     if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_RESOLUTION:
         return
+    try:
+        _write_last_used(api_key.pk, now)
+    except DatabaseError as exc:
+        logger.warning("last_used_at of key %s not recorded: %s", api_key.pk, exc)
+        return
     api_key.last_used_at = now
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+
+
+def _write_last_used(pk: int, now: datetime) -> None:
+    with transaction.atomic():
+        # Only forward: a slow request never moves the time back over a newer one.
+        ApiKey.objects.filter(pk=pk).filter(
+            models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now)
+        ).update(last_used_at=now)
 
 
 # --- Members -------------------------------------------------------------------------------------

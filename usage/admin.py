@@ -4,7 +4,8 @@ from .models import DailyRollup, UsageEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """The ledger is append-only: staff inspect it here; corrections are billing's business."""
+    """Records the product writes itself (the usage ledger, billing's adjustments and close runs):
+    staff inspect them, never edit them."""
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -18,9 +18,9 @@ from django.utils import timezone
 
 from billing.pricing import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
 from billing.selectors import price_book_history
-from budgets.services import SpendRecording
 from workspaces.models import ApiKey, Workspace
 
+from . import recording
 from .models import ROLLUP_KEY, DailyRollup, UsageEvent
 from .validation import Errors, ParsedEvent, echoable_event_id, parse_event
 
@@ -123,8 +123,8 @@ def events_ingest(
             first_by_id[event.event_id] = priced
 
     # Budgets: the batch's new spend goes to the hard-limit counters and triggers an evaluation
-    # of the workspace's alerts, once per request, after the commit (budgets.services).
-    with SpendRecording(workspace.pk, api_key.pk) as spend:
+    # of the alerts, once per request, after the commit (budgets.spend, installed in usage.recording).
+    with recording.spend_recording(workspace.pk, api_key.pk) as spend:
         stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now)
         for priced in first_by_id.values():
             result = _outcome(priced, stored, first_in_batch=True)

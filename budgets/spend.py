@@ -1,0 +1,58 @@
+"""Ingestion's spend, as budgets see it: the hard-limit counters and the evaluation it triggers.
+
+usage/ knows nothing of budgets: it records spend through usage.recording, and this app plugs
+SpendRecording in there when it loads (budgets.apps), so the apps depend one way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.db import transaction
+
+from . import counters
+from .selectors import MICROS
+from .services import _evaluation_enqueue
+
+
+class SpendRecording:
+    """Wraps the storing of one ingestion batch (usage.services.events_ingest):
+
+        with SpendRecording(workspace_id, api_key_id) as spend:
+            ...store the batch...
+            spend.add(occurred_at, amount)   # for each event newly inserted
+
+    After the commit (transaction.on_commit when inside one) it adds the batch's new spend to the
+    month-to-date counters the allowance reads, and enqueues an evaluation of the workspace's
+    budgets unless one is pending already. A few Redis round trips per request, none per event;
+    it never fails the ingestion (errors are logged)."""
+
+    def __init__(self, workspace_id: int, api_key_id: int):
+        self.workspace_id = workspace_id
+        self.api_key_id = api_key_id
+        self.micros_by_period: dict[date, int] = defaultdict(int)
+        self.started = False
+
+    def add(self, occurred_at: datetime, amount: Decimal) -> None:
+        # The UTC day of occurred_at, as the rollups count it.
+        self.micros_by_period[occurred_at.date().replace(day=1)] += int(amount * MICROS)
+
+    def __enter__(self) -> SpendRecording:
+        self.started = counters.ingest_started(self.workspace_id)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is not None or not self.micros_by_period:
+            counters.ingest_released(self.workspace_id, started=self.started)
+        else:
+            transaction.on_commit(self._committed, robust=True)
+        return False
+
+    def _committed(self) -> None:
+        marked = counters.ingest_committed(
+            self.workspace_id, self.api_key_id, dict(self.micros_by_period), started=self.started
+        )
+        if marked:
+            _evaluation_enqueue(self.workspace_id)

@@ -394,13 +394,25 @@ class PaymentAttempt(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
+    class Delivery(models.TextChoices):
+        """Where a STARTED attempt's request is (billing.payments decides what to do next)."""
+
+        SENDING = "sending", "Being sent"  # a process is calling Stripe, until `sending_until`
+        NOT_SENT = "not_sent", "Never reached Stripe"  # provably: sent again at once, same key
+        UNKNOWN = "unknown", "Sent; the answer was lost"  # reconciled with Stripe before anything else
+        ANSWERED = "answered", "Stripe answered"
+
     statement = models.ForeignKey(Statement, on_delete=models.PROTECT, related_name="payment_attempts")
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
+    delivery = models.CharField(max_length=16, choices=Delivery.choices, default=Delivery.SENDING)
+    # While SENDING: the process calling Stripe holds the attempt until then (longer than a call
+    # can last); past it, that process died and the attempt is reconciled.
+    sending_until = models.DateTimeField(null=True, blank=True)
     amount_cents = models.BigIntegerField()
     idempotency_key = models.CharField(max_length=100, unique=True)
     payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True)  # why it failed; for a STARTED attempt, why it is not settled yet
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -409,6 +421,8 @@ class PaymentAttempt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["statement", "number"], name="paymentattempt_unique_number")
         ]
+        # The every-minute job looks for unsettled attempts: few, among many settled ones.
+        indexes = [models.Index(fields=["created_at"], condition=models.Q(status="started"), name="paymentattempt_open")]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of statement {self.statement_id}: {self.status}"

@@ -6,16 +6,27 @@ finalized statement is charged `amount_due_cents` in USD by one off-session Paym
 attempt.
 
 Never charged twice
-- A PaymentAttempt is saved STARTED, in its own committed transaction, before Stripe is called.
-  The PaymentIntent carries the idempotency key `statement:{id}:attempt:{n}` and the metadata
-  statement_id, attempt, workspace and period. The outcome is recorded after the call.
-- While an attempt is STARTED (a crash, or a timeout, between the call and its outcome) no new
-  PaymentIntent is made for the statement: the attempt is reconciled first, under the statement's
-  row lock. Its PaymentIntent is found by its id when that was recorded, else among the
-  customer's charges by the PaymentIntent metadata, and its outcome is recorded. When none is
-  found, an attempt younger than IN_FLIGHT may still be in another process's hands and is left
-  alone; an older one never reached Stripe and is sent again with the same idempotency key, which
-  Stripe answers with the original result if it did arrive after all.
+- A PaymentAttempt is saved STARTED and `sending` (held until `sending_until`, SEND_LEASE), in its
+  own committed transaction, before Stripe is called. The PaymentIntent carries the idempotency
+  key `statement:{id}:attempt:{n}` and the metadata statement_id, attempt, workspace and period.
+  The outcome is recorded after the call.
+- What happens to a STARTED attempt depends on where its request got to (`delivery`):
+  - `not_sent`: the connection to Stripe was never made (refused, DNS failure, connect timeout),
+    so nothing can have been charged. The call is tried again at once (RESEND_PAUSES), and any
+    later run (a re-run of the close, the every-minute job) sends it again at once with the same
+    idempotency key.
+  - `unknown`: the request may have reached Stripe and the answer was lost (a read timeout, a
+    dropped connection, a 5xx). The next run reconciles it before anything else: its PaymentIntent
+    is looked up by id, else among the customer's charges by its metadata; found, its outcome is
+    recorded; not found, Stripe never made it, and it is sent again with the same key (which
+    Stripe would answer with the original result had it arrived after all).
+  - `sending` and still held: another process is calling Stripe for it; nobody else touches it.
+    Held past `sending_until`: that process died, and it is reconciled as `unknown`.
+  All of this runs under the statement's row lock, so no two processes settle or send the same
+  attempt at once, and a run counts only the attempts it sent or settled itself.
+- Within one run, after UNREACHABLE_AFTER requests in a row that never reached Stripe, Stripe is
+  taken to be down: the run stops calling it and records the rest as `not_sent` (an outage costs
+  seconds, not one connection timeout per statement), for the next run to send.
 - The webhooks `payment_intent.succeeded` / `payment_intent.payment_failed` record outcomes
   through the same function as the charge path: whichever arrives first records, the other
   changes nothing.
@@ -25,22 +36,30 @@ Never charged twice
 Retry schedule (dunning)
 A failed charge makes the statement `payment_failed` and e-mails the workspace's owners and
 admins. It is retried automatically 1, 3 and 7 days after its first failure
-(RETRY_AFTER_FIRST_FAILURE, run by the hourly task billing.tasks.payments_retry_due). If the retry
-on day 7 fails as well, the statement stays `payment_failed` with no next retry (4 attempts in
-all). Adding a card (`payment_method_set`) retries every `payment_failed` statement of the
+(RETRY_AFTER_FIRST_FAILURE, run by the every-minute task billing.tasks.payments_retry_due). If the
+retry on day 7 fails as well, the statement stays `payment_failed` with no next retry (4 attempts
+in all). Adding a card (`payment_method_set`) retries every `payment_failed` statement of the
 workspace at once, whatever the schedule says. A workspace with no card fails the same way,
 without calling Stripe, and the e-mail asks for a card.
+
+Every run over statements returns a ChargeReport that says what happened to each one, truthfully:
+paid, declined, no card, not sent (Stripe unreachable), pending reconciliation, in progress in
+another run, waiting for its retry, already paid, carried forward, nothing due.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import requests
 import stripe
+import urllib3
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -54,13 +73,19 @@ logger = logging.getLogger(__name__)
 
 # Changing this changes when customers are charged again; the README documents it.
 RETRY_AFTER_FIRST_FAILURE: tuple[timedelta, ...] = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
-# Longer than any Stripe call can take (the client times out after 80 s and retries twice), so a
-# STARTED attempt older than this is not being sent by anyone any more.
-IN_FLIGHT = timedelta(minutes=15)
 CURRENCY = "usd"
 CHARGEABLE = (Statement.Status.FINALIZED, Statement.Status.PAYMENT_FAILED)
 NO_CARD = "No card on file: add one on the dashboard and the statement is charged again at once."
 ACTOR = "stripe"
+# Seconds to open a connection to Stripe; the wait for its answer is STRIPE_TIMEOUT_SECONDS.
+CONNECT_TIMEOUT = 10.0
+# A charge whose request never reached Stripe is tried again at once, after each of these pauses.
+RESEND_PAUSES = (0.5, 1.0)
+# Requests in a row that never reached Stripe after which a run takes Stripe to be down.
+UNREACHABLE_AFTER = 3
+NOT_SENT_NOTE = "Not sent: Stripe could not be reached ({reason}). Sent again, with the same key, once it answers."
+LOST_ANSWER_NOTE = "Sent, but Stripe's answer was lost ({reason}): reconciled with Stripe before anything else is sent."
+DOWN_NOTE = "connection refused or timed out on the last {n} requests of this run; not tried"
 
 
 class PaymentsNotConfigured(RuntimeError):
@@ -78,16 +103,66 @@ def payments_configured() -> bool:
     return bool(settings.STRIPE_SECRET_KEY)
 
 
+def stripe_timeout() -> float:
+    """STRIPE_TIMEOUT_SECONDS, the wait for Stripe's answer to one request, kept within 1 to 80 s."""
+    return min(max(float(getattr(settings, "STRIPE_TIMEOUT_SECONDS", 30)), 1.0), 80.0)
+
+
+def send_lease() -> timedelta:
+    """How long the process charging an attempt holds it: longer than its tries can last (each
+    refused try at most CONNECT_TIMEOUT, the last one a full request), plus a margin. Past it, the
+    process is taken to have died and the attempt is reconciled. 77 s with the defaults."""
+    longest = len(RESEND_PAUSES) * CONNECT_TIMEOUT + sum(RESEND_PAUSES) + CONNECT_TIMEOUT + stripe_timeout()
+    return timedelta(seconds=longest + 15)
+
+
 @functools.lru_cache(maxsize=4)
-def _client(api_key: str, api_base: str) -> stripe.StripeClient:
-    # Retried requests reuse the idempotency key, so a retry never makes a second object.
-    return stripe.StripeClient(api_key=api_key, base_addresses={"api": api_base}, max_network_retries=2)
+def _client(api_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
+    # Retried requests reuse the idempotency key, so a retry never makes a second object. Charges
+    # are not retried by the library (max_network_retries=0 on them): see _payment_intent_create.
+    return stripe.StripeClient(
+        api_key=api_key, base_addresses={"api": api_base}, max_network_retries=2,
+        http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, timeout)),
+    )  # fmt: skip
 
 
 def stripe_client() -> stripe.StripeClient:
     if not payments_configured():
         raise PaymentsNotConfigured("Payments are not configured: set STRIPE_SECRET_KEY.")
-    return _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE)
+    return _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, stripe_timeout())
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the request provably never left this machine: the connection to Stripe was never
+    made (refused, a DNS failure, a connect timeout), so Stripe cannot have acted on it. Any other
+    failure (a read timeout, a dropped connection, a 5xx) may come after Stripe acted."""
+    if not isinstance(exc, stripe.APIConnectionError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(cause.args[0], "reason", None) if isinstance(cause, requests.ConnectionError) and cause.args else None
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed request, for people: the root cause's message."""
+    cause: BaseException | None = exc
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
+    text = str(reason or cause or exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "its address does not resolve"
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(cause, requests.exceptions.ReadTimeout):
+        return f"no answer within {stripe_timeout():g} s"
+    if isinstance(exc, stripe.StripeError) and exc.http_status:
+        return f"HTTP {exc.http_status}"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _id(value: Any) -> str | None:
@@ -190,26 +265,235 @@ def _enqueue_workspace_retry(workspace_id: int) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What Stripe says about one attempt. `status` STARTED: still unknown (processing)."""
+    """What one call to Stripe says about an attempt. `status` STARTED: not settled yet, and
+    `delivery` says why (NOT_SENT: Stripe never got it; UNKNOWN: it may have; ANSWERED with a
+    PaymentIntent still processing)."""
 
     status: str
     payment_intent_id: str | None = None
     error: str = ""
+    delivery: str = PaymentAttempt.Delivery.ANSWERED
+
+
+class State:
+    """What a run did with one statement (ChargeReport counts them). Only the run that sent an
+    attempt, or settled it, reports its outcome."""
+
+    PAID = "paid"
+    DECLINED = "declined"
+    NO_CARD = "no_card"
+    NOT_SENT = "not_sent"  # Stripe unreachable: sent again by the next run
+    PENDING = "pending"  # sent, outcome unknown: reconciled by the next run
+    IN_PROGRESS = "in_progress"  # another run is charging it right now
+    WAITING_RETRY = "waiting_retry"  # declined before; its next retry has not come
+    ALREADY_PAID = "already_paid"
+    CARRIED_FORWARD = "carried_forward"  # a total below the minimum charge, owed next month
+    NOTHING_DUE = "nothing_due"
+    NOT_CONFIGURED = "not_configured"  # STRIPE_SECRET_KEY is not set
+
+    LABELS = {
+        PAID: "paid",
+        DECLINED: "declined",
+        NO_CARD: "failed for want of a card",
+        NOT_SENT: "not sent (Stripe unreachable)",
+        PENDING: "pending reconciliation (Stripe's answer was lost)",
+        IN_PROGRESS: "being charged by another run",
+        WAITING_RETRY: "waiting for their next retry",
+        ALREADY_PAID: "already paid",
+        CARRIED_FORWARD: "carried forward (below the minimum charge)",
+        NOTHING_DUE: "with nothing due",
+        NOT_CONFIGURED: "not charged (payments are not configured: set STRIPE_SECRET_KEY)",
+    }
 
 
 @dataclass
 class ChargeReport:
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
+    """What a run over statements did, one State per statement."""
 
-    def count(self, attempt: PaymentAttempt | None) -> None:
-        if attempt is None or attempt.status == PaymentAttempt.Status.STARTED:
-            self.skipped += 1
-        elif attempt.status == PaymentAttempt.Status.SUCCEEDED:
-            self.succeeded += 1
-        else:
-            self.failed += 1
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, state: str) -> None:
+        self.counts[state] += 1
+
+    def __getitem__(self, state: str) -> int:
+        return self.counts[state]
+
+    def as_dict(self) -> dict[str, int]:
+        """Paid and declined always, the other states when they occurred (a task's result)."""
+        return {state: self.counts[state] for state in State.LABELS if state in (State.PAID, State.DECLINED) or self.counts[state]}
+
+    def summary(self) -> str:
+        """One paragraph for a person: every state that occurred, then what happens next."""
+        parts = [f"{n:,} {State.LABELS[state]}" for state, n in self.as_dict().items()]
+        text = "Charges: " + ", ".join(parts) + "."
+        if self.counts[State.NOT_SENT]:
+            text += (
+                " Stripe could not be reached: the charges not sent are sent again, with the same idempotency"
+                " keys, by the next run (billing.tasks.payments_retry_due, every minute) once it answers."
+            )
+        if self.counts[State.PENDING]:
+            text += " Charges whose answer was lost are reconciled with Stripe by the next run, never sent blindly."
+        if self.counts[State.IN_PROGRESS]:
+            text += " Another run is charging some statements now: that run reports them."
+        return text
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one charge call did: its State, and the attempt it made or settled (if any)."""
+
+    state: str
+    attempt: PaymentAttempt | None = None
+
+
+@dataclass
+class _Reachability:
+    """Within one run: after UNREACHABLE_AFTER requests in a row that never reached Stripe, Stripe
+    is down for the rest of the run and no more requests are made."""
+
+    refused: int = 0
+
+    @property
+    def down(self) -> bool:
+        return self.refused >= UNREACHABLE_AFTER
+
+    def saw(self, delivery: str) -> None:
+        self.refused = self.refused + 1 if delivery == PaymentAttempt.Delivery.NOT_SENT else 0
+
+
+def statement_charge(statement: Statement, *, now: datetime | None = None, retry_now: bool = False) -> Charge:
+    """Charge what the statement owes, at most once, and say what happened (Charge.state).
+    `retry_now` charges a failed statement before its next retry time (a card was just added).
+
+    A STARTED attempt is sent again, reconciled or left to the run holding it, instead of making a
+    new one (see the module docstring). Call it outside a transaction: the STARTED attempt must be
+    committed before Stripe is called.
+    """
+    return _charge(statement.pk, now=now or timezone.now(), retry_now=retry_now)
+
+
+def _charge(statement_id: int, *, now: datetime, retry_now: bool = False, reach: _Reachability | None = None) -> Charge:
+    stripe_client()  # raises PaymentsNotConfigured before any attempt is saved
+    reach = reach if reach is not None else _Reachability()
+    begun = _charge_begin(statement_id, now=now, retry_now=retry_now, reach=reach)
+    if isinstance(begun, Charge):
+        return begun
+    attempt, actor = begun
+    outcome = _payment_intent_create(attempt)
+    reach.saw(outcome.delivery)
+    return _record(attempt.pk, outcome, now=now, actor=actor)
+
+
+def _state_of(statement: Statement) -> str:
+    """The State of a statement that is not charged now."""
+    if statement.status == Statement.Status.PAID:
+        return State.ALREADY_PAID
+    if statement.status == Statement.Status.PAYMENT_FAILED and statement.amount_due_cents > 0:
+        return State.WAITING_RETRY
+    if statement.carried_forward > 0:
+        return State.CARRIED_FORWARD
+    return State.NOTHING_DUE
+
+
+def _state_of_attempt(attempt: PaymentAttempt) -> str:
+    if attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        return State.PAID
+    if attempt.status == PaymentAttempt.Status.FAILED:
+        return State.NO_CARD if attempt.error == NO_CARD else State.DECLINED
+    return State.NOT_SENT if attempt.delivery == PaymentAttempt.Delivery.NOT_SENT else State.PENDING
+
+
+def _charge_begin(
+    statement_id: int, *, now: datetime, retry_now: bool, reach: _Reachability
+) -> Charge | tuple[PaymentAttempt, str]:
+    """Under the statement's lock, decide: an attempt to send now (with the audit actor), or what
+    was done instead (a Charge). Committed on return, so the attempt is held (`sending`) before
+    Stripe is asked to charge."""
+    wall = timezone.now()  # leases run on the real clock, whatever `now` the caller bills at
+    with transaction.atomic():
+        statement = Statement.objects.select_for_update().get(pk=statement_id)
+        if statement.status not in CHARGEABLE or statement.amount_due_cents <= 0:
+            return Charge(_state_of(statement))
+        customer = StripeCustomer.objects.filter(workspace_id=statement.workspace_id).first()
+        pending = statement.payment_attempts.filter(status=PaymentAttempt.Status.STARTED).order_by("number").first()
+        if pending is not None:
+            return _resume(statement, pending, customer, now=now, wall=wall, reach=reach)
+        due = statement.next_retry_at is not None and statement.next_retry_at <= now
+        if statement.status == Statement.Status.PAYMENT_FAILED and not (due or retry_now):
+            return Charge(State.WAITING_RETRY)
+        number = (statement.payment_attempts.aggregate(n=Max("number"))["n"] or 0) + 1
+        attempt = PaymentAttempt.objects.create(
+            statement=statement,
+            number=number,
+            amount_cents=statement.amount_due_cents,
+            idempotency_key=f"statement:{statement.pk}:attempt:{number}",
+            sending_until=wall + send_lease(),
+        )
+        if customer is None or not customer.default_payment_method:
+            _settle(statement, attempt, Outcome(PaymentAttempt.Status.FAILED, error=NO_CARD), now=now)
+            return Charge(State.NO_CARD, attempt)
+        if reach.down:
+            _not_sent(statement, attempt, DOWN_NOTE.format(n=reach.refused))
+            return Charge(State.NOT_SENT, attempt)
+        return attempt, ACTOR
+
+
+def _resume(
+    statement: Statement, attempt: PaymentAttempt, customer: StripeCustomer | None, *, now: datetime,
+    wall: datetime, reach: _Reachability,
+) -> Charge | tuple[PaymentAttempt, str]:  # fmt: skip
+    """A STARTED attempt, under its statement's lock: leave it to the run holding it, send it again
+    (never reached Stripe, or Stripe has no trace of it), or record what Stripe says of it."""
+    if attempt.delivery == PaymentAttempt.Delivery.SENDING and attempt.sending_until and attempt.sending_until > wall:
+        return Charge(State.IN_PROGRESS, attempt)
+    if reach.down:
+        return Charge(_state_of_attempt(attempt), attempt)
+    if attempt.delivery == PaymentAttempt.Delivery.NOT_SENT:
+        _hold(attempt, wall)
+        return attempt, "stripe (sent again)"
+    # The answer was lost, or the process sending it died: what does Stripe know?
+    if customer is None:
+        return Charge(State.PENDING, attempt)
+    try:
+        intent = _intent_of_attempt(stripe_client(), attempt, customer)
+    except stripe.StripeError as exc:
+        logger.warning("Reconciling statement %s attempt %s: %r", statement.pk, attempt.number, exc)
+        reach.saw(PaymentAttempt.Delivery.NOT_SENT if never_sent(exc) else PaymentAttempt.Delivery.UNKNOWN)
+        _unsettled(attempt, PaymentAttempt.Delivery.UNKNOWN, LOST_ANSWER_NOTE.format(reason=_reason(exc)))
+        return Charge(State.PENDING, attempt)
+    reach.saw(PaymentAttempt.Delivery.ANSWERED)
+    if intent is None:
+        logger.warning("Statement %s attempt %s never reached Stripe; sending it again with its key", statement.pk, attempt.number)
+        _hold(attempt, wall)
+        return attempt, "stripe (sent again)"
+    outcome = outcome_of_intent(intent)
+    _settle(statement, attempt, outcome, now=now, actor="stripe (reconciled)")
+    if outcome.status == PaymentAttempt.Status.STARTED:
+        _unsettled(attempt, PaymentAttempt.Delivery.ANSWERED, "Stripe is still processing this payment.")
+    return Charge(_state_of_attempt(attempt), attempt)
+
+
+def _hold(attempt: PaymentAttempt, wall: datetime) -> None:
+    attempt.delivery, attempt.sending_until = PaymentAttempt.Delivery.SENDING, wall + send_lease()
+    attempt.save(update_fields=["delivery", "sending_until"])
+
+
+def _unsettled(attempt: PaymentAttempt, delivery: str, error: str) -> None:
+    """Record why a STARTED attempt is not settled, and release it for the next run."""
+    attempt.delivery, attempt.sending_until, attempt.error = delivery, None, error
+    attempt.save(update_fields=["delivery", "sending_until", "error"])
+
+
+def _not_sent(statement: Statement, attempt: PaymentAttempt, reason: str) -> None:
+    """The attempt never reached Stripe: say so on the attempt, and once in the history."""
+    first_time = attempt.delivery != PaymentAttempt.Delivery.NOT_SENT and not attempt.error
+    _unsettled(attempt, PaymentAttempt.Delivery.NOT_SENT, NOT_SENT_NOTE.format(reason=reason))
+    if first_time:
+        StatementAudit.objects.create(
+            statement=statement, actor=ACTOR, action="payment_not_sent",
+            note=f"attempt {attempt.number}: {_dollars(attempt.amount_cents)} not sent, Stripe unreachable ({reason}); "
+                 "sent again automatically once it answers",
+        )  # fmt: skip
 
 
 def retry_at(first_failure_at: datetime, failures: int) -> datetime | None:
@@ -217,58 +501,6 @@ def retry_at(first_failure_at: datetime, failures: int) -> datetime | None:
     if failures < 1 or failures > len(RETRY_AFTER_FIRST_FAILURE):
         return None
     return first_failure_at + RETRY_AFTER_FIRST_FAILURE[failures - 1]
-
-
-def statement_charge(statement: Statement, *, now: datetime | None = None, retry_now: bool = False) -> PaymentAttempt | None:
-    """Charge what the statement owes, at most once. Returns the attempt made or settled, or None
-    when there is nothing to do (paid, void, nothing due, or a failed statement whose next retry
-    has not come: `retry_now` skips that wait, e.g. right after a new card was added).
-
-    A STARTED attempt is reconciled instead of making a new one (see the module docstring); the
-    returned attempt is still STARTED only when its outcome is unknown yet. Call it outside a
-    transaction: the STARTED attempt must be committed before Stripe is called.
-    """
-    return _charge(statement.pk, now=now or timezone.now(), retry_now=retry_now)
-
-
-def _charge(statement_id: int, *, now: datetime, retry_now: bool = False) -> PaymentAttempt | None:
-    stripe_client()  # raises PaymentsNotConfigured before any attempt is saved
-    begun = _charge_begin(statement_id, now=now, retry_now=retry_now)
-    if begun is None:
-        return None
-    attempt, send = begun
-    if not send:
-        return attempt  # reconciled (settled, or still unknown), or failed for want of a card
-    return _record(attempt.pk, _payment_intent_create(attempt), now=now)
-
-
-def _charge_begin(statement_id: int, *, now: datetime, retry_now: bool) -> tuple[PaymentAttempt, bool] | None:
-    """Under the statement's lock: reconcile a STARTED attempt, or save a new STARTED attempt to
-    send (True), or a failed one when there is no card. Committed on return, so the STARTED
-    attempt exists before Stripe is asked to charge."""
-    with transaction.atomic():
-        statement = Statement.objects.select_for_update().get(pk=statement_id)
-        if statement.status not in CHARGEABLE or statement.amount_due_cents <= 0:
-            return None
-        customer = StripeCustomer.objects.filter(workspace_id=statement.workspace_id).first()
-        pending = statement.payment_attempts.filter(status=PaymentAttempt.Status.STARTED).order_by("number").first()
-        if pending is not None:
-            _reconcile(statement, pending, customer, now=now)
-            return pending, False
-        due = statement.next_retry_at is not None and statement.next_retry_at <= now
-        if statement.status == Statement.Status.PAYMENT_FAILED and not (due or retry_now):
-            return None
-        number = (statement.payment_attempts.aggregate(n=Max("number"))["n"] or 0) + 1
-        attempt = PaymentAttempt.objects.create(
-            statement=statement,
-            number=number,
-            amount_cents=statement.amount_due_cents,
-            idempotency_key=f"statement:{statement.pk}:attempt:{number}",
-        )
-        if customer is None or not customer.default_payment_method:
-            _settle(statement, attempt, Outcome(PaymentAttempt.Status.FAILED, error=NO_CARD), now=now)
-            return attempt, False
-        return attempt, True
 
 
 def _intent_params(attempt: PaymentAttempt, statement: Statement, customer: StripeCustomer) -> dict[str, Any]:
@@ -290,25 +522,36 @@ def _intent_params(attempt: PaymentAttempt, statement: Statement, customer: Stri
 
 
 def _payment_intent_create(attempt: PaymentAttempt) -> Outcome:
-    """Ask Stripe to charge the attempt; STARTED when the answer is unknown (network, 5xx)."""
+    """Ask Stripe to charge the attempt. A request that provably never reached Stripe is tried
+    again at once with the same key (RESEND_PAUSES); any other failure is STARTED and UNKNOWN, for
+    the next run to reconcile: a blind resend is never made when Stripe may have acted."""
     statement = Statement.objects.select_related("workspace").get(pk=attempt.statement_id)
     customer = StripeCustomer.objects.get(workspace_id=statement.workspace_id)
     client = stripe_client()
-    try:
-        intent = client.v1.payment_intents.create(
-            params=_intent_params(attempt, statement, customer),
-            options={"idempotency_key": attempt.idempotency_key},
-        )
-    except stripe.CardError as exc:
-        return Outcome(PaymentAttempt.Status.FAILED, _intent_id_of_decline(client, exc), _decline_message(exc))
-    except stripe.InvalidRequestError as exc:
-        # Refused before any charge (a detached card, a deleted customer): nothing was created.
-        return Outcome(PaymentAttempt.Status.FAILED, error=f"Stripe refused the charge: {exc.user_message or exc}")
-    except stripe.StripeError as exc:
-        logger.warning("Charge of statement %s attempt %s: outcome unknown (%r); it is reconciled later",
-                       attempt.statement_id, attempt.number, exc)
-        return Outcome(PaymentAttempt.Status.STARTED)
-    return outcome_of_intent(intent.to_dict())
+    params = _intent_params(attempt, statement, customer)
+    options = {"idempotency_key": attempt.idempotency_key, "max_network_retries": 0}
+    for pause in (*RESEND_PAUSES, None):
+        try:
+            intent = client.v1.payment_intents.create(params=params, options=options)
+        except stripe.CardError as exc:
+            return Outcome(PaymentAttempt.Status.FAILED, _intent_id_of_decline(client, exc), _decline_message(exc))
+        except stripe.InvalidRequestError as exc:
+            # Refused before any charge (a detached card, a deleted customer): nothing was created.
+            return Outcome(PaymentAttempt.Status.FAILED, error=f"Stripe refused the charge: {exc.user_message or exc}")
+        except stripe.StripeError as exc:
+            if never_sent(exc):
+                if pause is not None:
+                    time.sleep(pause)
+                    continue
+                logger.warning("Charge of statement %s attempt %s: Stripe unreachable (%s)",
+                               attempt.statement_id, attempt.number, _reason(exc))
+                return Outcome(PaymentAttempt.Status.STARTED, error=_reason(exc), delivery=PaymentAttempt.Delivery.NOT_SENT)
+            logger.warning("Charge of statement %s attempt %s: outcome unknown (%r); it is reconciled later",
+                           attempt.statement_id, attempt.number, exc)
+            return Outcome(PaymentAttempt.Status.STARTED, error=LOST_ANSWER_NOTE.format(reason=_reason(exc)),
+                           delivery=PaymentAttempt.Delivery.UNKNOWN)
+        return outcome_of_intent(intent.to_dict())
+    raise AssertionError("unreachable")  # the last pause is None
 
 
 def _decline_message(exc: stripe.CardError) -> str:
@@ -347,27 +590,6 @@ def outcome_of_intent(intent: dict[str, Any]) -> Outcome:
     return Outcome(PaymentAttempt.Status.FAILED, intent.get("id"), error)
 
 
-def _reconcile(statement: Statement, attempt: PaymentAttempt, customer: StripeCustomer | None, *, now: datetime) -> None:
-    """Settle a STARTED attempt from what Stripe knows. Runs under the statement's lock, so no
-    two processes reconcile (or send again) the same attempt at once."""
-    if customer is None or not payments_configured():
-        return
-    client = stripe_client()
-    try:
-        intent = _intent_of_attempt(client, attempt, customer)
-    except stripe.StripeError as exc:
-        logger.warning("Reconciling statement %s attempt %s: %r", statement.pk, attempt.number, exc)
-        return
-    if intent is not None:
-        _settle(statement, attempt, outcome_of_intent(intent), now=now, actor="stripe (reconciled)")
-        return
-    if timezone.now() - attempt.created_at < IN_FLIGHT:
-        return  # perhaps still being sent by another process
-    logger.warning("Statement %s attempt %s never reached Stripe; sending it again with its key",
-                   statement.pk, attempt.number)
-    _settle(statement, attempt, _payment_intent_create(attempt), now=now, actor="stripe (sent again)")
-
-
 def _intent_of_attempt(client: stripe.StripeClient, attempt: PaymentAttempt, customer: StripeCustomer) -> dict | None:
     """The attempt's PaymentIntent: by its recorded id, else the one among the customer's charges
     since the attempt began whose metadata names this statement and attempt."""
@@ -395,13 +617,25 @@ def _intent_of_attempt(client: stripe.StripeClient, attempt: PaymentAttempt, cus
 # --- Recording outcomes ------------------------------------------------------------------------
 
 
-def _record(attempt_id: int, outcome: Outcome, *, now: datetime) -> PaymentAttempt:
+def _record(attempt_id: int, outcome: Outcome, *, now: datetime, actor: str = ACTOR) -> Charge:
+    """Record the outcome of the call this run made. The run reports the attempt's final state,
+    also when a webhook recorded the same outcome first (it is still this run's charge)."""
     with transaction.atomic():
         statement_id = PaymentAttempt.objects.values_list("statement_id", flat=True).get(pk=attempt_id)
         statement = Statement.objects.select_for_update().get(pk=statement_id)
         attempt = PaymentAttempt.objects.get(pk=attempt_id)
-        _settle(statement, attempt, outcome, now=now)
-    return attempt
+        if attempt.status == PaymentAttempt.Status.STARTED:
+            if outcome.delivery == PaymentAttempt.Delivery.NOT_SENT:
+                _not_sent(statement, attempt, outcome.error)
+            elif outcome.status == PaymentAttempt.Status.STARTED:
+                if outcome.payment_intent_id and not attempt.payment_intent_id:
+                    attempt.payment_intent_id = outcome.payment_intent_id
+                    attempt.save(update_fields=["payment_intent_id"])
+                error = outcome.error or "Stripe is still processing this payment."
+                _unsettled(attempt, outcome.delivery, error)
+        if outcome.status != PaymentAttempt.Status.STARTED:
+            _settle(statement, attempt, outcome, now=now, actor=actor)
+    return Charge(_state_of_attempt(attempt), attempt)
 
 
 def _settle(statement: Statement, attempt: PaymentAttempt, outcome: Outcome, *, now: datetime, actor: str = ACTOR) -> bool:
@@ -420,9 +654,10 @@ def _settle(statement: Statement, attempt: PaymentAttempt, outcome: Outcome, *, 
         return False
     corrected = attempt.status == PaymentAttempt.Status.FAILED
     attempt.status = outcome.status
+    attempt.delivery, attempt.sending_until = PaymentAttempt.Delivery.ANSWERED, None
     attempt.error = "" if succeeded else outcome.error
     attempt.finished_at = attempt.finished_at if corrected else now
-    attempt.save(update_fields=["status", "error", "finished_at"])
+    attempt.save(update_fields=["status", "delivery", "sending_until", "error", "finished_at"])
     if succeeded:
         _statement_paid(statement, attempt, now=now, actor=actor, corrected=corrected)
     else:
@@ -484,58 +719,62 @@ def _notify_failed(statement_id: int, attempt_id: int) -> None:
 # --- Runs over many statements -----------------------------------------------------------------
 
 
+def _charge_all(statement_ids, *, now: datetime, report: ChargeReport, retry_now: bool = False) -> ChargeReport:
+    reach = _Reachability()
+    for statement_id in statement_ids:
+        report.add(_charge(statement_id, now=now, retry_now=retry_now, reach=reach).state)
+    return report
+
+
 def statements_charge_due(period: date, only: Workspace | None = None, *, now: datetime | None = None) -> ChargeReport:
     """Charge every finalized or payment_failed statement of `period` or an earlier month (of
     `only`, when given), each once: a close that caught up on earlier months charges them too.
-    Re-running charges nothing more: paid ones are done, failed ones wait for their retry time, and
-    an attempt whose outcome is unknown is reconciled, not repeated."""
+    Re-running charges nothing more: paid ones are done, failed ones wait for their retry time, an
+    attempt that never reached Stripe is sent again, and one whose answer was lost is reconciled."""
     now = now or timezone.now()
     statements = Statement.objects.filter(period__lte=period).exclude(status=Statement.Status.VOID)
     if only is not None:
         statements = statements.filter(workspace=only)
     report = ChargeReport()
+    ids = []
+    for row in statements.order_by("pk").only("pk", "status", "amount_due_cents", "carried_forward"):
+        if row.status in CHARGEABLE and row.amount_due_cents > 0:
+            ids.append(row.pk)
+        else:
+            report.add(_state_of(row))
     if not payments_configured():
-        report.skipped = statements.count()
-        logger.warning("STRIPE_SECRET_KEY is not set: %s statements of %s not charged", report.skipped, period)
+        logger.warning("STRIPE_SECRET_KEY is not set: %s statements up to %s not charged", len(ids), period)
+        report.counts[State.NOT_CONFIGURED] += len(ids)
         return report
-    ids = list(
-        statements.filter(status__in=CHARGEABLE, amount_due_cents__gt=0).order_by("pk").values_list("pk", flat=True)
-    )
-    report.skipped = statements.count() - len(ids)
-    for statement_id in ids:
-        report.count(_charge(statement_id, now=now))
-    return report
+    return _charge_all(ids, now=now, report=report)
 
 
 def payments_retry_due(*, now: datetime | None = None) -> ChargeReport:
-    """Retry failed statements whose next retry has come, and settle attempts left STARTED."""
+    """The every-minute job: send again attempts that never reached Stripe, reconcile those whose
+    answer was lost (or whose process died), and retry declined statements whose time has come."""
     now = now or timezone.now()
     report = ChargeReport()
     if not payments_configured():
         return report
+    wall = timezone.now()
     due = Statement.objects.filter(
         status=Statement.Status.PAYMENT_FAILED, next_retry_at__lte=now, amount_due_cents__gt=0
     ).values_list("pk", flat=True)
-    stuck = Statement.objects.filter(
-        status__in=CHARGEABLE,
-        payment_attempts__status=PaymentAttempt.Status.STARTED,
-        payment_attempts__created_at__lte=timezone.now() - IN_FLIGHT,
-    ).values_list("pk", flat=True)
-    for statement_id in sorted(set(due) | set(stuck)):
-        report.count(_charge(statement_id, now=now))
-    return report
+    unsettled = (
+        PaymentAttempt.objects.filter(status=PaymentAttempt.Status.STARTED, statement__status__in=CHARGEABLE)
+        .exclude(delivery=PaymentAttempt.Delivery.SENDING, sending_until__gt=wall)
+        .values_list("statement_id", flat=True)
+    )
+    return _charge_all(sorted(set(due) | set(unsettled)), now=now, report=report)
 
 
 def workspace_retry_failed(workspace_id: int, *, now: datetime | None = None) -> ChargeReport:
     """Charge the workspace's payment_failed statements now (a card was just added)."""
     now = now or timezone.now()
-    report = ChargeReport()
     ids = Statement.objects.filter(
         workspace_id=workspace_id, status=Statement.Status.PAYMENT_FAILED, amount_due_cents__gt=0
     ).order_by("period").values_list("pk", flat=True)
-    for statement_id in list(ids):
-        report.count(_charge(statement_id, now=now, retry_now=True))
-    return report
+    return _charge_all(list(ids), now=now, report=ChargeReport(), retry_now=True)
 
 
 # --- Webhooks ----------------------------------------------------------------------------------

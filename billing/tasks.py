@@ -52,21 +52,20 @@ def period_close_previous_month(self) -> dict:
         "finalized": closed.created,
         "caught_up": {f"{month:%Y-%m}": n for month, n in closed.caught_up.items()},
         "already_closed": closed.already_closed,
-        "paid": charged.succeeded,
-        "declined": charged.failed,
-        "skipped": charged.skipped,
+        "charges": charged.as_dict(),
     }
 
 
-@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=60, max_retries=3)
+# Every minute (config/schedule.py), and cheap when there is nothing to do. Not retried by Celery:
+# the next minute's run is the retry.
+@shared_task(acks_late=True)
 def payments_retry_due() -> dict:
-    """Retry declined statements whose next retry has come; settle attempts a crash left STARTED."""
-    report = payments.payments_retry_due()
-    return {"paid": report.succeeded, "declined": report.failed, "skipped": report.skipped}
+    """Send again charges that never reached Stripe, reconcile those whose answer was lost, and
+    retry declined statements whose next retry has come."""
+    return payments.payments_retry_due().as_dict()
 
 
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=60, max_retries=3, expires=24 * 3600)
 def payments_retry_workspace(workspace_id: int) -> dict:
     """Charge a workspace's payment_failed statements now: a card was just added."""
-    report = payments.workspace_retry_failed(workspace_id)
-    return {"paid": report.succeeded, "declined": report.failed, "skipped": report.skipped}
+    return payments.workspace_retry_failed(workspace_id).as_dict()

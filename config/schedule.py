@@ -54,12 +54,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },
-    # Hourly: charge declined statements whose next retry (1, 3 and 7 days after the first
-    # failure, see billing.payments) has come, and settle attempts a crash left STARTED. Hourly
-    # keeps every retry within an hour of its time; a run missed is covered by the next one.
+    # Every minute: send again the charges that never reached Stripe (it was down during the
+    # close), reconcile those whose answer was lost or whose process died, and charge declined
+    # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)
+    # has come. Every minute so that charges recover within a minute of Stripe answering again;
+    # it costs two indexed queries when there is nothing to do. Stale after 55 s: the next one runs.
     "billing-payments-retry-due": {
         "task": "billing.tasks.payments_retry_due",
-        "schedule": crontab(minute=17),
-        "options": {"expires": 50 * 60},
+        "schedule": crontab(),
+        "options": {"expires": 55},
     },
 }

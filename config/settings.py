@@ -203,6 +203,7 @@ if not SITE_URL:
 # --- Stripe -----------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))  # the wait for one answer
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 # The browser side of adding a card (Stripe.js Elements): the publishable key, and where Stripe.js
 # is loaded from (tests point it at localstripe's stand-in, <localstripe>/js.stripe.com/v3/).

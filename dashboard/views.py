@@ -20,8 +20,9 @@ from django.templatetags.static import static
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.models import PaymentAttempt, Statement
+from billing.models import Statement
 from billing.payments import PaymentsNotConfigured, payments_configured, statement_charge
+from billing.payments import State as ChargeState
 from budgets import services as budget_services
 from workspaces.models import ApiKey, Membership
 from workspaces.services import (
@@ -269,20 +270,23 @@ def statement_retry(request, statement_id: int):
         messages.info(request, "This statement has no failed payment to retry.")
         return _back(request, "dashboard:statement", statement.pk)
     try:
-        attempt = statement_charge(statement, retry_now=True)
+        charge = statement_charge(statement, retry_now=True)
     except PaymentsNotConfigured:
         messages.error(request, "Payments are not configured on this server.")
     except stripe.StripeError:
         messages.error(request, "The payment processor cannot be reached; try again in a minute.")
     else:
-        if attempt is None:
-            messages.info(request, "Nothing to charge: the statement is paid or has nothing due.")
-        elif attempt.status == PaymentAttempt.Status.SUCCEEDED:
+        attempt = charge.attempt
+        if charge.state == ChargeState.PAID:
             messages.success(request, f"Paid: attempt {attempt.number} succeeded.")
-        elif attempt.status == PaymentAttempt.Status.FAILED:
+        elif charge.state in (ChargeState.DECLINED, ChargeState.NO_CARD):
             messages.error(request, f"The payment failed again: {attempt.error}")
-        else:
+        elif charge.state == ChargeState.NOT_SENT:
+            messages.warning(request, "Stripe cannot be reached right now: the payment is sent automatically once it answers.")
+        elif charge.state in (ChargeState.PENDING, ChargeState.IN_PROGRESS):
             messages.info(request, "The payment is being processed; this page shows the outcome once Stripe reports it.")
+        else:
+            messages.info(request, "Nothing to charge: the statement is paid or has nothing due.")
     return _back(request, "dashboard:statement", statement.pk)
 
 

@@ -55,12 +55,30 @@ class LocalStripe:
                     raise RuntimeError(f"another localstripe holds {LOCK_FILE}") from None
                 time.sleep(0.5)
         self.port = free_port()
+        self._spawn(from_scratch=True)
+        return self._wait_ready(timeout)
+
+    def _spawn(self, *, from_scratch: bool) -> None:
         self.process = subprocess.Popen(
-            [LOCALSTRIPE, "--port", str(self.port), "--from-scratch"],
-            stdout=self.log_path.open("w"),
+            [LOCALSTRIPE, "--port", str(self.port), *(["--from-scratch"] if from_scratch else [])],
+            stdout=self.log_path.open("a"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def kill(self) -> None:
+        """A Stripe outage: the server process dies (SIGKILL); the port refuses connections. What
+        it held stays in its store file, for `restart()`."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self, timeout: float = 30) -> LocalStripe:
+        """Start again on the same port with the data it held when it died."""
+        self._spawn(from_scratch=False)
+        return self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> LocalStripe:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:

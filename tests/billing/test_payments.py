@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone as dj_timezone
 from rest_framework.test import APIClient
 
 from billing import payments, tasks
@@ -171,7 +172,8 @@ def test_viewers_and_keys_without_billing_write_get_403(workspace, local_stripe,
 def test_a_finalized_statement_is_charged_its_amount_due_once(workspace, statement, local_stripe):
     payments.payment_method_set(workspace, "pm_card_visa")
     report = payments.statements_charge_due(OCT, now=CLOSED)
-    assert (report.succeeded, report.failed, report.skipped) == (1, 0, 0)
+    assert report.as_dict() == {"paid": 1, "declined": 0}
+    assert report.summary() == "Charges: 1 paid, 0 declined."
 
     [intent] = intents(local_stripe, workspace)
     assert intent["amount"] == statement.amount_due_cents == 488
@@ -189,8 +191,8 @@ def test_a_finalized_statement_is_charged_its_amount_due_once(workspace, stateme
 
     # Re-running charges nothing more, and a paid statement is never charged again.
     again = payments.statements_charge_due(OCT, now=CLOSED + timedelta(days=1))
-    assert (again.succeeded, again.failed, again.skipped) == (0, 0, 1)
-    assert payments.statement_charge(statement) is None
+    assert again.as_dict() == {"paid": 0, "declined": 0, "already_paid": 1}
+    assert payments.statement_charge(statement) == payments.Charge("already_paid")
     assert len(intents(local_stripe, workspace)) == 1
     assert PaymentAttempt.objects.count() == 1
 
@@ -203,7 +205,7 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
     payments.payment_method_set(workspace, "pm_card_chargeCustomerFail")
     with django_capture_on_commit_callbacks(execute=True):
         report = payments.statements_charge_due(OCT, now=CLOSED)
-    assert (report.succeeded, report.failed) == (0, 1)
+    assert report.as_dict() == {"paid": 0, "declined": 1}
 
     statement.refresh_from_db()
     assert statement.status == Statement.Status.PAYMENT_FAILED
@@ -226,7 +228,7 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
 
     # Re-running the charge before the retry time charges nothing more.
     again = payments.statements_charge_due(OCT, now=CLOSED + timedelta(hours=1))
-    assert (again.succeeded, again.failed, again.skipped) == (0, 0, 1)
+    assert again.as_dict() == {"paid": 0, "declined": 0, "waiting_retry": 1}
     assert len(intents(local_stripe, workspace)) == 1
 
     # A new card: the failed statement is retried at once (a task enqueued on commit).
@@ -255,11 +257,11 @@ def test_retries_follow_the_schedule_and_then_stop(workspace, statement, local_s
     assert statement.next_retry_at == expected[0]
     for number, due in enumerate(expected[:3], start=2):
         early = payments.payments_retry_due(now=due - timedelta(minutes=1))
-        assert (early.succeeded, early.failed) == (0, 0)
+        assert early.as_dict() == {"paid": 0, "declined": 0}
         assert PaymentAttempt.objects.count() == number - 1
         with django_capture_on_commit_callbacks(execute=True):
             report = payments.payments_retry_due(now=due + timedelta(minutes=30))
-        assert report.failed == 1
+        assert report.as_dict() == {"paid": 0, "declined": 1}
         statement.refresh_from_db()
         assert statement.status == Statement.Status.PAYMENT_FAILED
         assert statement.next_retry_at == expected[number - 1]
@@ -268,7 +270,7 @@ def test_retries_follow_the_schedule_and_then_stop(workspace, statement, local_s
     assert len(mail.outbox) == 4  # one owner, one e-mail per failure
     assert "no more automatic retries" in mail.outbox[-1].body
     later = payments.payments_retry_due(now=CLOSED + timedelta(days=60))
-    assert (later.succeeded, later.failed, later.skipped) == (0, 0, 0)
+    assert later.as_dict() == {"paid": 0, "declined": 0}
     assert len(intents(local_stripe, workspace)) == 4
 
 
@@ -279,8 +281,9 @@ def test_no_card_fails_without_calling_stripe_and_asks_for_one(
     if with_customer:
         payments.customer_ensure(workspace)
     with django_capture_on_commit_callbacks(execute=True):
-        attempt = payments.statement_charge(statement, now=CLOSED)
-    assert attempt.status == "failed" and attempt.error == payments.NO_CARD
+        charge = payments.statement_charge(statement, now=CLOSED)
+    attempt = charge.attempt
+    assert charge.state == "no_card" and attempt.status == "failed" and attempt.error == payments.NO_CARD
     assert attempt.payment_intent_id is None
     assert local_stripe.payment_intents() == []
     statement.refresh_from_db()
@@ -297,16 +300,18 @@ def test_nothing_due_is_not_charged(workspace, api_key, local_stripe):
     small, _ = statement_close(workspace, OCT, now=CLOSED)
     assert small.amount_due_cents == 0
     payments.payment_method_set(workspace, "pm_card_visa")
-    assert payments.statement_charge(small, now=CLOSED) is None
+    assert payments.statement_charge(small, now=CLOSED) == payments.Charge("nothing_due")
     report = payments.statements_charge_due(OCT, now=CLOSED)
-    assert (report.succeeded, report.failed, report.skipped) == (0, 0, 1)
+    assert report.as_dict() == {"paid": 0, "declined": 0, "nothing_due": 1}
+    assert report.summary() == "Charges: 0 paid, 0 declined, 1 with nothing due."
     assert local_stripe.payment_intents() == [] and not PaymentAttempt.objects.exists()
 
 
 def test_without_a_stripe_key_nothing_is_charged(workspace, statement, settings):
     settings.STRIPE_SECRET_KEY = ""
     report = payments.statements_charge_due(OCT, now=CLOSED)
-    assert (report.succeeded, report.failed, report.skipped) == (0, 0, 1)
+    assert report.as_dict() == {"paid": 0, "declined": 0, "not_configured": 1}
+    assert "set STRIPE_SECRET_KEY" in report.summary()
     assert not PaymentAttempt.objects.exists()
     statement.refresh_from_db()
     assert statement.status == Statement.Status.FINALIZED
@@ -342,11 +347,23 @@ def test_two_concurrent_charges_of_one_statement_make_one_payment_intent(transac
 # --- A crash between the Stripe call and its outcome ------------------------------------------
 
 
+def begin(statement) -> PaymentAttempt:
+    """What a charge does before it calls Stripe: the attempt is saved STARTED, held by this
+    process (`sending` until its lease ends), and committed."""
+    attempt, actor = payments._charge_begin(statement.pk, now=CLOSED, retry_now=False, reach=payments._Reachability())
+    assert actor == "stripe" and (attempt.status, attempt.delivery) == ("started", "sending")
+    return attempt
+
+
+def lease_expires(attempt) -> None:
+    """The process holding the attempt died: its lease runs out (send_lease(), 77 s by default)."""
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(sending_until=dj_timezone.now() - timedelta(seconds=1))
+
+
 def crash_after_the_stripe_call(statement) -> PaymentAttempt:
     """What a charge does up to the moment its process dies: the attempt is saved STARTED and
     committed, Stripe charges, and the outcome is never recorded."""
-    attempt, send = payments._charge_begin(statement.pk, now=CLOSED, retry_now=False)
-    assert send and attempt.status == "started"
+    attempt = begin(statement)
     payments._payment_intent_create(attempt)
     return attempt
 
@@ -362,8 +379,12 @@ def test_a_re_run_after_a_crash_reconciles_instead_of_charging_again(workspace, 
     attempt.refresh_from_db()
     assert attempt.status == "started" and attempt.payment_intent_id is None
 
+    # While its lease runs, the attempt is another process's: nobody touches it, nobody counts it.
     report = payments.statements_charge_due(OCT, now=CLOSED)
-    assert (report.succeeded, report.failed) == ((1, 0) if outcome == "succeeded" else (0, 1))
+    assert report.as_dict() == {"paid": 0, "declined": 0, "in_progress": 1}
+    lease_expires(attempt)
+    report = payments.statements_charge_due(OCT, now=CLOSED)
+    assert report.as_dict() == ({"paid": 1, "declined": 0} if outcome == "succeeded" else {"paid": 0, "declined": 1})
     attempt.refresh_from_db()
     assert (attempt.status, attempt.payment_intent_id) == (outcome, intent["id"])
     statement.refresh_from_db()
@@ -376,19 +397,21 @@ def test_a_re_run_after_a_crash_reconciles_instead_of_charging_again(workspace, 
     assert PaymentAttempt.objects.count() == 1
 
 
-def test_an_attempt_that_never_reached_stripe_is_sent_again_with_its_key_once_stale(workspace, statement, local_stripe):
+def test_an_attempt_whose_process_died_before_calling_stripe_is_sent_again_with_its_key_once_its_lease_ends(
+    workspace, statement, local_stripe
+):
     payments.payment_method_set(workspace, "pm_card_visa")
-    attempt, send = payments._charge_begin(statement.pk, now=CLOSED, retry_now=False)
-    assert send  # ...and the process dies before calling Stripe.
+    attempt = begin(statement)  # ...and the process dies before calling Stripe.
+    assert timedelta(seconds=60) < attempt.sending_until - dj_timezone.now() <= payments.send_lease()
 
-    # Young: perhaps another process is still sending it, so nothing is sent.
-    report = payments.statements_charge_due(OCT, now=CLOSED)
-    assert (report.succeeded, report.failed, report.skipped) == (0, 0, 1)
+    # Held: perhaps its process is still sending it, so nothing is sent, by the close or the job.
+    assert payments.statements_charge_due(OCT, now=CLOSED).as_dict() == {"paid": 0, "declined": 0, "in_progress": 1}
+    assert payments.payments_retry_due(now=CLOSED).as_dict() == {"paid": 0, "declined": 0}
     assert intents(local_stripe, workspace) == []
 
-    PaymentAttempt.objects.filter(pk=attempt.pk).update(created_at=attempt.created_at - payments.IN_FLIGHT - timedelta(minutes=1))
-    report = payments.payments_retry_due(now=CLOSED + timedelta(hours=1))
-    assert report.succeeded == 1
+    lease_expires(attempt)
+    report = payments.payments_retry_due(now=CLOSED + timedelta(minutes=2))
+    assert report.as_dict() == {"paid": 1, "declined": 0}
     [intent] = intents(local_stripe, workspace)
     assert intent["metadata"]["attempt"] == "1" and intent["amount"] == 488
     assert list(PaymentAttempt.objects.values_list("number", "status", "payment_intent_id")) == [(1, "succeeded", intent["id"])]
@@ -419,13 +442,11 @@ def test_close_period_finalizes_and_charges_the_total_to_the_cent(workspace, api
 
     out = StringIO()
     call_command("close_period", "2026-10", stdout=out)
-    assert "Charges: 0 paid, 0 declined, 1 already settled" in out.getvalue()
+    assert "Charges: 0 paid, 0 declined, 1 already paid." in out.getvalue()
     assert len(intents(local_stripe, workspace)) == 1
 
 
 def test_the_monthly_task_closes_and_charges_the_previous_month(workspace, api_key, local_stripe):
-    from django.utils import timezone as dj_timezone
-
     period = tasks.previous_month(dj_timezone.now())
     first_of_this_month = datetime(period.year, period.month, 1, tzinfo=timezone.utc) + timedelta(days=32)
     received = first_of_this_month.replace(day=1, hour=0, minute=30)
@@ -433,11 +454,12 @@ def test_the_monthly_task_closes_and_charges_the_previous_month(workspace, api_k
     payments.payment_method_set(workspace, "pm_card_visa")
 
     result = tasks.period_close_previous_month.apply().get()
-    assert result == {"period": f"{period:%Y-%m}", "finalized": 1, "caught_up": {}, "already_closed": 0, "paid": 1, "declined": 0, "skipped": 0}
+    assert result == {"period": f"{period:%Y-%m}", "finalized": 1, "caught_up": {}, "already_closed": 0,
+                      "charges": {"paid": 1, "declined": 0}}
     [intent] = intents(local_stripe, workspace)
     assert intent["amount"] == 110  # 400 × $0.004 − $0.50
     again = tasks.period_close_previous_month.apply().get()
-    assert (again["finalized"], again["already_closed"], again["paid"], again["skipped"]) == (0, 1, 0, 1)
+    assert (again["finalized"], again["already_closed"], again["charges"]) == (0, 1, {"paid": 0, "declined": 0, "already_paid": 1})
     assert len(intents(local_stripe, workspace)) == 1
 
 

@@ -64,8 +64,4 @@ class Command(BaseCommand):
         if not no_charge:
             from billing.payments import statements_charge_due
 
-            charged = statements_charge_due(month, only=only)
-            self.stdout.write(
-                f"Charges: {charged.succeeded} paid, {charged.failed} declined, {charged.skipped} already settled "
-                f"or nothing to charge."
-            )
+            self.stdout.write(statements_charge_due(month, only=only).summary())

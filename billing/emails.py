@@ -12,7 +12,6 @@ from django.urls import reverse
 from workspaces.models import Membership, Workspace
 
 from .models import PaymentAttempt, Statement
-from .payments import NO_CARD
 
 
 def billing_recipients(workspace: Workspace) -> list[str]:
@@ -44,7 +43,7 @@ def payment_failed_send(statement_id: int, attempt_id: int) -> int:
         "period": statement.period,
         "amount": f"${cents // 100:,}.{cents % 100:02d}",
         "reason": attempt.error,
-        "no_card": attempt.error == NO_CARD,
+        "no_card": attempt.failure_code == PaymentAttempt.FailureCode.NO_CARD,
         "next_retry_at": statement.next_retry_at,
         "dashboard_url": dashboard_url(statement.workspace),
     }

@@ -394,6 +394,14 @@ class PaymentAttempt(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
+    class FailureCode(models.TextChoices):
+        """Why a FAILED attempt failed, for code to act on (its `error` is for people)."""
+
+        NO_CARD = "no_card", "No card on file"
+        DECLINED = "declined", "Declined"  # by the bank, or the payment failed at Stripe
+        AUTHENTICATION = "authentication_required", "The bank asked for authentication"
+        REFUSED = "refused", "Stripe refused the request"  # a detached card, a deleted customer
+
     class Delivery(models.TextChoices):
         """Where a STARTED attempt's request is (billing.payments decides what to do next)."""
 
@@ -413,6 +421,7 @@ class PaymentAttempt(models.Model):
     idempotency_key = models.CharField(max_length=100, unique=True)
     payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     error = models.TextField(blank=True)  # why it failed; for a STARTED attempt, why it is not settled yet
+    failure_code = models.CharField(max_length=32, choices=FailureCode.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

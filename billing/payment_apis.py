@@ -5,7 +5,6 @@ Owners and admins (session), or an API key with the billing:write scope.
 
 from __future__ import annotations
 
-import stripe
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
@@ -15,10 +14,11 @@ from rest_framework.views import APIView
 from workspaces.access import WorkspaceAccess
 from workspaces.models import Scope
 
-from .payments import PaymentMethodRejected, PaymentsNotConfigured, payment_method_set, setup_intent_create
+from .cards import PaymentMethodRejected, payment_method_set, setup_intent_create
+from .stripe_api import PaymentsNotConfigured, PaymentsUnavailable
 
 
-class PaymentsUnavailable(APIException):
+class PaymentsUnavailableError(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The payment processor cannot be reached; try again in a minute."
     default_code = "payments_unavailable"
@@ -43,10 +43,10 @@ class PaymentMethodOutputSerializer(serializers.Serializer):
     customer = serializers.CharField(help_text="The workspace's Stripe customer (cus_…)")
 
 
-def _stripe_unavailable(exc: Exception) -> PaymentsUnavailable:
+def _stripe_unavailable(exc: Exception) -> PaymentsUnavailableError:
     if isinstance(exc, PaymentsNotConfigured):
-        return PaymentsUnavailable("Payments are not configured on this server.")
-    return PaymentsUnavailable()
+        return PaymentsUnavailableError("Payments are not configured on this server.")
+    return PaymentsUnavailableError()
 
 
 class SetupIntentCreateApi(APIView):
@@ -62,7 +62,7 @@ class SetupIntentCreateApi(APIView):
     def post(self, request):
         try:
             created = setup_intent_create(self.workspace)
-        except (PaymentsNotConfigured, stripe.StripeError) as exc:
+        except (PaymentsNotConfigured, PaymentsUnavailable) as exc:
             raise _stripe_unavailable(exc) from exc
         return Response(SetupIntentOutputSerializer(created).data, status=status.HTTP_201_CREATED)
 
@@ -84,7 +84,7 @@ class PaymentMethodSetApi(APIView):
             customer = payment_method_set(self.workspace, given.validated_data["payment_method"])
         except PaymentMethodRejected as exc:
             return Response({"payment_method": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        except (PaymentsNotConfigured, stripe.StripeError) as exc:
+        except (PaymentsNotConfigured, PaymentsUnavailable) as exc:
             raise _stripe_unavailable(exc) from exc
         return Response(
             PaymentMethodOutputSerializer(

@@ -49,36 +49,35 @@ another run, waiting for its retry, already paid, carried forward, nothing due.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import requests
 import stripe
-import urllib3
-from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from workspaces.models import Membership, Workspace
+from workspaces.models import Workspace
 
-from .models import PaymentAttempt, Statement, StatementAudit, StripeCustomer, StripeWebhookEvent
+from .models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
+from .payment_outcomes import ACTOR, CHARGEABLE, NO_CARD, Outcome, dollars, outcome_of_intent, settle
+from .payment_report import Charge, ChargeReport, State
+from .stripe_api import (
+    CONNECT_TIMEOUT,
+    failure_reason,
+    never_sent,
+    object_id,
+    payments_configured,
+    stripe_client,
+    stripe_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
-# Changing this changes when customers are charged again; the README documents it.
-RETRY_AFTER_FIRST_FAILURE: tuple[timedelta, ...] = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
 CURRENCY = "usd"
-CHARGEABLE = (Statement.Status.FINALIZED, Statement.Status.PAYMENT_FAILED)
-NO_CARD = "No card on file: add one on the dashboard and the statement is charged again at once."
-ACTOR = "stripe"
-# Seconds to open a connection to Stripe; the wait for its answer is STRIPE_TIMEOUT_SECONDS.
-CONNECT_TIMEOUT = 10.0
 # A charge whose request never reached Stripe is tried again at once, after each of these pauses.
 RESEND_PAUSES = (0.5, 1.0)
 # Requests in a row that never reached Stripe after which a run takes Stripe to be down.
@@ -88,262 +87,12 @@ LOST_ANSWER_NOTE = "Sent, but Stripe's answer was lost ({reason}): reconciled wi
 DOWN_NOTE = "connection refused or timed out on the last {n} requests of this run; not tried"
 
 
-class PaymentsNotConfigured(RuntimeError):
-    """STRIPE_SECRET_KEY is not set."""
-
-
-class PaymentMethodRejected(ValueError):
-    """Stripe would not take this payment method (no such id, declined, another customer's)."""
-
-
-# --- Stripe client -----------------------------------------------------------------------------
-
-
-def payments_configured() -> bool:
-    return bool(settings.STRIPE_SECRET_KEY)
-
-
-def stripe_timeout() -> float:
-    """STRIPE_TIMEOUT_SECONDS, the wait for Stripe's answer to one request, kept within 1 to 80 s."""
-    return min(max(float(getattr(settings, "STRIPE_TIMEOUT_SECONDS", 30)), 1.0), 80.0)
-
-
 def send_lease() -> timedelta:
     """How long the process charging an attempt holds it: longer than its tries can last (each
     refused try at most CONNECT_TIMEOUT, the last one a full request), plus a margin. Past it, the
     process is taken to have died and the attempt is reconciled. 77 s with the defaults."""
     longest = len(RESEND_PAUSES) * CONNECT_TIMEOUT + sum(RESEND_PAUSES) + CONNECT_TIMEOUT + stripe_timeout()
     return timedelta(seconds=longest + 15)
-
-
-@functools.lru_cache(maxsize=4)
-def _client(api_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
-    # Retried requests reuse the idempotency key, so a retry never makes a second object. Charges
-    # are not retried by the library (max_network_retries=0 on them): see _payment_intent_create.
-    return stripe.StripeClient(
-        api_key=api_key, base_addresses={"api": api_base}, max_network_retries=2,
-        http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, timeout)),
-    )  # fmt: skip
-
-
-def stripe_client() -> stripe.StripeClient:
-    if not payments_configured():
-        raise PaymentsNotConfigured("Payments are not configured: set STRIPE_SECRET_KEY.")
-    return _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, stripe_timeout())
-
-
-def never_sent(exc: BaseException) -> bool:
-    """True when the request provably never left this machine: the connection to Stripe was never
-    made (refused, a DNS failure, a connect timeout), so Stripe cannot have acted on it. Any other
-    failure (a read timeout, a dropped connection, a 5xx) may come after Stripe acted."""
-    if not isinstance(exc, stripe.APIConnectionError):
-        return False
-    cause = exc.__cause__
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(cause.args[0], "reason", None) if isinstance(cause, requests.ConnectionError) and cause.args else None
-    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
-
-
-def _reason(exc: BaseException) -> str:
-    """A short reason for a failed request, for people: the root cause's message."""
-    cause: BaseException | None = exc
-    while cause is not None and cause.__cause__ is not None:
-        cause = cause.__cause__
-    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
-    text = str(reason or cause or exc)
-    if "Connection refused" in text:
-        return "connection refused"
-    if isinstance(reason, urllib3.exceptions.NameResolutionError):
-        return "its address does not resolve"
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(cause, requests.exceptions.ReadTimeout):
-        return f"no answer within {stripe_timeout():g} s"
-    if isinstance(exc, stripe.StripeError) and exc.http_status:
-        return f"HTTP {exc.http_status}"
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _id(value: Any) -> str | None:
-    """The id of an expandable field: a plain id, an expanded object, or nothing."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return value.get("id")
-    return getattr(value, "id", None)
-
-
-# --- Customers and cards -----------------------------------------------------------------------
-
-
-def customer_ensure(workspace: Workspace) -> StripeCustomer:
-    """The workspace's Stripe Customer, created on first use. One per workspace, also when two
-    requests race: the unique constraint decides, and the loser's customer is deleted."""
-    existing = StripeCustomer.objects.filter(workspace=workspace).first()
-    if existing is not None:
-        return existing
-    client = stripe_client()
-    owner = (
-        Membership.objects.filter(workspace=workspace, role=Membership.Role.OWNER)
-        .exclude(user__email="")
-        .order_by("created_at")
-        .values_list("user__email", flat=True)
-        .first()
-    )
-    params: dict[str, Any] = {
-        "name": workspace.name,
-        "metadata": {"workspace_id": str(workspace.pk), "workspace_slug": workspace.slug},
-    }
-    if owner:
-        params["email"] = owner
-    created = client.v1.customers.create(
-        params=params, options={"idempotency_key": f"workspace:{workspace.pk}:{workspace.slug}:customer"}
-    )
-    try:
-        with transaction.atomic():
-            return StripeCustomer.objects.create(workspace=workspace, customer_id=created.id)
-    except IntegrityError:
-        winner = StripeCustomer.objects.get(workspace=workspace)
-        if winner.customer_id != created.id:
-            try:
-                client.v1.customers.delete(created.id)
-            except stripe.StripeError:
-                logger.warning("Could not delete the unused Stripe customer %s of %s", created.id, workspace.slug)
-        return winner
-
-
-def setup_intent_create(workspace: Workspace) -> dict[str, str]:
-    """A SetupIntent for the browser to collect a card for off-session charges."""
-    customer = customer_ensure(workspace)
-    intent = stripe_client().v1.setup_intents.create(
-        params={
-            "customer": customer.customer_id,
-            "usage": "off_session",
-            "payment_method_types": ["card"],
-            "metadata": {"workspace_id": str(workspace.pk), "workspace_slug": workspace.slug},
-        }
-    )
-    return {"client_secret": intent.client_secret, "setup_intent": intent.id}
-
-
-def payment_method_set(workspace: Workspace, payment_method_id: str) -> StripeCustomer:
-    """Attach the payment method to the workspace's customer and make it the default, in Stripe
-    and here; then retry the workspace's `payment_failed` statements (a task, after commit).
-
-    Raises PaymentMethodRejected when Stripe refuses the payment method."""
-    customer = customer_ensure(workspace)
-    client = stripe_client()
-    try:
-        method = client.v1.payment_methods.attach(payment_method_id, params={"customer": customer.customer_id})
-    except stripe.CardError as exc:
-        raise PaymentMethodRejected(f"The card was declined: {exc.user_message or 'no reason given'}") from exc
-    except stripe.InvalidRequestError as exc:
-        if exc.http_status == 404 or exc.code == "resource_missing":
-            raise PaymentMethodRejected(f"No such payment method: '{payment_method_id}'.") from exc
-        raise PaymentMethodRejected(exc.user_message or "Stripe refused this payment method.") from exc
-    # Stripe turns test ids such as pm_card_visa into a new payment method: keep the real id.
-    client.v1.customers.update(
-        customer.customer_id, params={"invoice_settings": {"default_payment_method": method.id}}
-    )
-    with transaction.atomic():
-        StripeCustomer.objects.filter(pk=customer.pk).update(default_payment_method=method.id)
-        customer.default_payment_method = method.id
-        if Statement.objects.filter(workspace=workspace, status=Statement.Status.PAYMENT_FAILED).exists():
-            transaction.on_commit(functools.partial(_enqueue_workspace_retry, workspace.pk))
-    return customer
-
-
-def _enqueue_workspace_retry(workspace_id: int) -> None:
-    from . import tasks
-
-    tasks.payments_retry_workspace.delay(workspace_id)
-
-
-# --- Charging ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one call to Stripe says about an attempt. `status` STARTED: not settled yet, and
-    `delivery` says why (NOT_SENT: Stripe never got it; UNKNOWN: it may have; ANSWERED with a
-    PaymentIntent still processing)."""
-
-    status: str
-    payment_intent_id: str | None = None
-    error: str = ""
-    delivery: str = PaymentAttempt.Delivery.ANSWERED
-
-
-class State:
-    """What a run did with one statement (ChargeReport counts them). Only the run that sent an
-    attempt, or settled it, reports its outcome."""
-
-    PAID = "paid"
-    DECLINED = "declined"
-    NO_CARD = "no_card"
-    NOT_SENT = "not_sent"  # Stripe unreachable: sent again by the next run
-    PENDING = "pending"  # sent, outcome unknown: reconciled by the next run
-    IN_PROGRESS = "in_progress"  # another run is charging it right now
-    WAITING_RETRY = "waiting_retry"  # declined before; its next retry has not come
-    ALREADY_PAID = "already_paid"
-    CARRIED_FORWARD = "carried_forward"  # a total below the minimum charge, owed next month
-    NOTHING_DUE = "nothing_due"
-    NOT_CONFIGURED = "not_configured"  # STRIPE_SECRET_KEY is not set
-
-    LABELS = {
-        PAID: "paid",
-        DECLINED: "declined",
-        NO_CARD: "failed for want of a card",
-        NOT_SENT: "not sent (Stripe unreachable)",
-        PENDING: "pending reconciliation (Stripe's answer was lost)",
-        IN_PROGRESS: "being charged by another run",
-        WAITING_RETRY: "waiting for their next retry",
-        ALREADY_PAID: "already paid",
-        CARRIED_FORWARD: "carried forward (below the minimum charge)",
-        NOTHING_DUE: "with nothing due",
-        NOT_CONFIGURED: "not charged (payments are not configured: set STRIPE_SECRET_KEY)",
-    }
-
-
-@dataclass
-class ChargeReport:
-    """What a run over statements did, one State per statement."""
-
-    counts: Counter = field(default_factory=Counter)
-
-    def add(self, state: str) -> None:
-        self.counts[state] += 1
-
-    def __getitem__(self, state: str) -> int:
-        return self.counts[state]
-
-    def as_dict(self) -> dict[str, int]:
-        """Paid and declined always, the other states when they occurred (a task's result)."""
-        return {state: self.counts[state] for state in State.LABELS if state in (State.PAID, State.DECLINED) or self.counts[state]}
-
-    def summary(self) -> str:
-        """One paragraph for a person: every state that occurred, then what happens next."""
-        parts = [f"{n:,} {State.LABELS[state]}" for state, n in self.as_dict().items()]
-        text = "Charges: " + ", ".join(parts) + "."
-        if self.counts[State.NOT_SENT]:
-            text += (
-                " Stripe could not be reached: the charges not sent are sent again, with the same idempotency"
-                " keys, by the next run (billing.tasks.payments_retry_due, every minute) once it answers."
-            )
-        if self.counts[State.PENDING]:
-            text += " Charges whose answer was lost are reconciled with Stripe by the next run, never sent blindly."
-        if self.counts[State.IN_PROGRESS]:
-            text += " Another run is charging some statements now: that run reports them."
-        return text
-
-
-@dataclass(frozen=True)
-class Charge:
-    """What one charge call did: its State, and the attempt it made or settled (if any)."""
-
-    state: str
-    attempt: PaymentAttempt | None = None
 
 
 @dataclass
@@ -359,6 +108,9 @@ class _Reachability:
 
     def saw(self, delivery: str) -> None:
         self.refused = self.refused + 1 if delivery == PaymentAttempt.Delivery.NOT_SENT else 0
+
+
+# --- Charging ----------------------------------------------------------------------------------
 
 
 def statement_charge(statement: Statement, *, now: datetime | None = None, retry_now: bool = False) -> Charge:
@@ -399,7 +151,7 @@ def _state_of_attempt(attempt: PaymentAttempt) -> str:
     if attempt.status == PaymentAttempt.Status.SUCCEEDED:
         return State.PAID
     if attempt.status == PaymentAttempt.Status.FAILED:
-        return State.NO_CARD if attempt.error == NO_CARD else State.DECLINED
+        return State.NO_CARD if attempt.failure_code == PaymentAttempt.FailureCode.NO_CARD else State.DECLINED
     return State.NOT_SENT if attempt.delivery == PaymentAttempt.Delivery.NOT_SENT else State.PENDING
 
 
@@ -430,7 +182,7 @@ def _charge_begin(
             sending_until=wall + send_lease(),
         )
         if customer is None or not customer.default_payment_method:
-            _settle(statement, attempt, Outcome(PaymentAttempt.Status.FAILED, error=NO_CARD), now=now)
+            settle(statement, attempt, Outcome(PaymentAttempt.Status.FAILED, error=NO_CARD, code=PaymentAttempt.FailureCode.NO_CARD), now=now)
             return Charge(State.NO_CARD, attempt)
         if reach.down:
             _not_sent(statement, attempt, DOWN_NOTE.format(n=reach.refused))
@@ -459,7 +211,7 @@ def _resume(
     except stripe.StripeError as exc:
         logger.warning("Reconciling statement %s attempt %s: %r", statement.pk, attempt.number, exc)
         reach.saw(PaymentAttempt.Delivery.NOT_SENT if never_sent(exc) else PaymentAttempt.Delivery.UNKNOWN)
-        _unsettled(attempt, PaymentAttempt.Delivery.UNKNOWN, LOST_ANSWER_NOTE.format(reason=_reason(exc)))
+        _unsettled(attempt, PaymentAttempt.Delivery.UNKNOWN, LOST_ANSWER_NOTE.format(reason=failure_reason(exc)))
         return Charge(State.PENDING, attempt)
     reach.saw(PaymentAttempt.Delivery.ANSWERED)
     if intent is None:
@@ -467,7 +219,7 @@ def _resume(
         _hold(attempt, wall)
         return attempt, "stripe (sent again)"
     outcome = outcome_of_intent(intent)
-    _settle(statement, attempt, outcome, now=now, actor="stripe (reconciled)")
+    settle(statement, attempt, outcome, now=now, actor="stripe (reconciled)")
     if outcome.status == PaymentAttempt.Status.STARTED:
         _unsettled(attempt, PaymentAttempt.Delivery.ANSWERED, "Stripe is still processing this payment.")
     return Charge(_state_of_attempt(attempt), attempt)
@@ -491,16 +243,9 @@ def _not_sent(statement: Statement, attempt: PaymentAttempt, reason: str) -> Non
     if first_time:
         StatementAudit.objects.create(
             statement=statement, actor=ACTOR, action="payment_not_sent",
-            note=f"attempt {attempt.number}: {_dollars(attempt.amount_cents)} not sent, Stripe unreachable ({reason}); "
+            note=f"attempt {attempt.number}: {dollars(attempt.amount_cents)} not sent, Stripe unreachable ({reason}); "
                  "sent again automatically once it answers",
         )  # fmt: skip
-
-
-def retry_at(first_failure_at: datetime, failures: int) -> datetime | None:
-    """When a statement that has failed `failures` times is tried again (None: no more)."""
-    if failures < 1 or failures > len(RETRY_AFTER_FIRST_FAILURE):
-        return None
-    return first_failure_at + RETRY_AFTER_FIRST_FAILURE[failures - 1]
 
 
 def _intent_params(attempt: PaymentAttempt, statement: Statement, customer: StripeCustomer) -> dict[str, Any]:
@@ -534,21 +279,27 @@ def _payment_intent_create(attempt: PaymentAttempt) -> Outcome:
         try:
             intent = client.v1.payment_intents.create(params=params, options=options)
         except stripe.CardError as exc:
-            return Outcome(PaymentAttempt.Status.FAILED, _intent_id_of_decline(client, exc), _decline_message(exc))
+            return Outcome(
+                PaymentAttempt.Status.FAILED, _intent_id_of_decline(client, exc), _decline_message(exc),
+                code=PaymentAttempt.FailureCode.DECLINED,
+            )  # fmt: skip
         except stripe.InvalidRequestError as exc:
             # Refused before any charge (a detached card, a deleted customer): nothing was created.
-            return Outcome(PaymentAttempt.Status.FAILED, error=f"Stripe refused the charge: {exc.user_message or exc}")
+            return Outcome(
+                PaymentAttempt.Status.FAILED, error=f"Stripe refused the charge: {exc.user_message or exc}",
+                code=PaymentAttempt.FailureCode.REFUSED,
+            )  # fmt: skip
         except stripe.StripeError as exc:
             if never_sent(exc):
                 if pause is not None:
                     time.sleep(pause)
                     continue
                 logger.warning("Charge of statement %s attempt %s: Stripe unreachable (%s)",
-                               attempt.statement_id, attempt.number, _reason(exc))
-                return Outcome(PaymentAttempt.Status.STARTED, error=_reason(exc), delivery=PaymentAttempt.Delivery.NOT_SENT)
+                               attempt.statement_id, attempt.number, failure_reason(exc))
+                return Outcome(PaymentAttempt.Status.STARTED, error=failure_reason(exc), delivery=PaymentAttempt.Delivery.NOT_SENT)
             logger.warning("Charge of statement %s attempt %s: outcome unknown (%r); it is reconciled later",
                            attempt.statement_id, attempt.number, exc)
-            return Outcome(PaymentAttempt.Status.STARTED, error=LOST_ANSWER_NOTE.format(reason=_reason(exc)),
+            return Outcome(PaymentAttempt.Status.STARTED, error=LOST_ANSWER_NOTE.format(reason=failure_reason(exc)),
                            delivery=PaymentAttempt.Delivery.UNKNOWN)
         return outcome_of_intent(intent.to_dict())
     raise AssertionError("unreachable")  # the last pause is None
@@ -563,31 +314,15 @@ def _intent_id_of_decline(client: stripe.StripeClient, exc: stripe.CardError) ->
     """A declined confirmation still made a PaymentIntent: Stripe names it in the error, or
     names the failed charge, which names it."""
     error = exc.error.to_dict() if exc.error is not None else {}
-    intent_id = _id(error.get("payment_intent"))
+    intent_id = object_id(error.get("payment_intent"))
     if intent_id:
         return intent_id
     if error.get("charge"):
         try:
-            return _id(client.v1.charges.retrieve(error["charge"]).payment_intent)
+            return object_id(client.v1.charges.retrieve(error["charge"]).payment_intent)
         except stripe.StripeError:
             return None
     return None
-
-
-def outcome_of_intent(intent: dict[str, Any]) -> Outcome:
-    status = intent.get("status")
-    if status == "succeeded":
-        return Outcome(PaymentAttempt.Status.SUCCEEDED, intent.get("id"))
-    if status in ("processing", "requires_capture", "requires_confirmation"):
-        return Outcome(PaymentAttempt.Status.STARTED, intent.get("id"))
-    if status == "requires_action":
-        error = "The bank asked for authentication, which cannot happen off-session: add another card."
-    else:
-        last = intent.get("last_payment_error") or {}
-        error = last.get("message") or f"Payment {status or 'failed'}."
-        if last.get("code"):
-            error += f" ({last['code']})"
-    return Outcome(PaymentAttempt.Status.FAILED, intent.get("id"), error)
 
 
 def _intent_of_attempt(client: stripe.StripeClient, attempt: PaymentAttempt, customer: StripeCustomer) -> dict | None:
@@ -603,7 +338,7 @@ def _intent_of_attempt(client: stripe.StripeClient, attempt: PaymentAttempt, cus
     since = int((attempt.created_at - timedelta(hours=1)).timestamp())
     charges = client.v1.charges.list(params={"customer": customer.customer_id, "created": {"gt": since}, "limit": 100})
     for charge in charges.auto_paging_iter():
-        intent_id = _id(charge.payment_intent)
+        intent_id = object_id(charge.payment_intent)
         if not intent_id or intent_id in known:
             continue
         known.add(intent_id)
@@ -634,86 +369,8 @@ def _record(attempt_id: int, outcome: Outcome, *, now: datetime, actor: str = AC
                 error = outcome.error or "Stripe is still processing this payment."
                 _unsettled(attempt, outcome.delivery, error)
         if outcome.status != PaymentAttempt.Status.STARTED:
-            _settle(statement, attempt, outcome, now=now, actor=actor)
+            settle(statement, attempt, outcome, now=now, actor=actor)
     return Charge(_state_of_attempt(attempt), attempt)
-
-
-def _settle(statement: Statement, attempt: PaymentAttempt, outcome: Outcome, *, now: datetime, actor: str = ACTOR) -> bool:
-    """Record an attempt's outcome and move the statement accordingly. Call under the statement's
-    row lock. The first outcome recorded wins; later ones change nothing, except that a success
-    Stripe reports (a webhook) corrects an attempt recorded as failed: the money did move."""
-    if outcome.payment_intent_id and not attempt.payment_intent_id:
-        attempt.payment_intent_id = outcome.payment_intent_id
-        attempt.save(update_fields=["payment_intent_id"])
-    if outcome.status == PaymentAttempt.Status.STARTED:
-        return False
-    succeeded = outcome.status == PaymentAttempt.Status.SUCCEEDED
-    if attempt.status != PaymentAttempt.Status.STARTED and not (
-        succeeded and attempt.status == PaymentAttempt.Status.FAILED
-    ):
-        return False
-    corrected = attempt.status == PaymentAttempt.Status.FAILED
-    attempt.status = outcome.status
-    attempt.delivery, attempt.sending_until = PaymentAttempt.Delivery.ANSWERED, None
-    attempt.error = "" if succeeded else outcome.error
-    attempt.finished_at = attempt.finished_at if corrected else now
-    attempt.save(update_fields=["status", "delivery", "sending_until", "error", "finished_at"])
-    if succeeded:
-        _statement_paid(statement, attempt, now=now, actor=actor, corrected=corrected)
-    else:
-        _statement_failed(statement, attempt, now=now, actor=actor)
-    return True
-
-
-def _dollars(cents: int) -> str:
-    return f"${cents // 100:,}.{cents % 100:02d}"
-
-
-def _statement_paid(statement: Statement, attempt: PaymentAttempt, *, now: datetime, actor: str, corrected: bool) -> None:
-    note = f"attempt {attempt.number}: {_dollars(attempt.amount_cents)} paid, PaymentIntent {attempt.payment_intent_id}"
-    if corrected:
-        note += " (Stripe reported success after the attempt was recorded as failed)"
-    if statement.status in CHARGEABLE:
-        statement.status = Statement.Status.PAID
-        statement.paid_at = now
-        statement.next_retry_at = None
-        statement.save(update_fields=["status", "paid_at", "next_retry_at"])
-    else:
-        note += f"; the statement is {statement.status} and stays so: refund or apply the payment by hand"
-    StatementAudit.objects.create(statement=statement, actor=actor, action="payment_succeeded", note=note)
-
-
-def _statement_failed(statement: Statement, attempt: PaymentAttempt, *, now: datetime, actor: str) -> None:
-    note = f"attempt {attempt.number}: {_dollars(attempt.amount_cents)} failed: {attempt.error}"
-    if statement.status not in CHARGEABLE:
-        StatementAudit.objects.create(
-            statement=statement, actor=actor, action="payment_failed", note=f"{note}; the statement is {statement.status}"
-        )
-        return
-    failures = list(
-        statement.payment_attempts.filter(status=PaymentAttempt.Status.FAILED).order_by("number").values_list(
-            "finished_at", flat=True
-        )
-    )
-    statement.status = Statement.Status.PAYMENT_FAILED
-    statement.next_retry_at = retry_at(failures[0] or now, len(failures))
-    statement.save(update_fields=["status", "next_retry_at"])
-    note += (
-        f"; next retry {statement.next_retry_at:%Y-%m-%d %H:%M} UTC"
-        if statement.next_retry_at
-        else "; no automatic retry left"
-    )
-    StatementAudit.objects.create(statement=statement, actor=actor, action="payment_failed", note=note)
-    transaction.on_commit(functools.partial(_notify_failed, statement.pk, attempt.pk))
-
-
-def _notify_failed(statement_id: int, attempt_id: int) -> None:
-    from .emails import payment_failed_send
-
-    try:
-        payment_failed_send(statement_id, attempt_id)
-    except Exception:  # a mail server down must not undo or stop billing
-        logger.exception("Could not e-mail the payment failure of statement %s", statement_id)
 
 
 # --- Runs over many statements -----------------------------------------------------------------
@@ -775,71 +432,3 @@ def workspace_retry_failed(workspace_id: int, *, now: datetime | None = None) ->
         workspace_id=workspace_id, status=Statement.Status.PAYMENT_FAILED, amount_due_cents__gt=0
     ).order_by("period").values_list("pk", flat=True)
     return _charge_all(list(ids), now=now, report=ChargeReport(), retry_now=True)
-
-
-# --- Webhooks ----------------------------------------------------------------------------------
-
-# Event type → whether it reports a success.
-PAYMENT_INTENT_EVENTS = {"payment_intent.succeeded": True, "payment_intent.payment_failed": False}
-
-
-def webhook_event_receive(event: dict[str, Any], *, now: datetime | None = None) -> tuple[StripeWebhookEvent, bool]:
-    """Store a verified Stripe event once by its id, then handle it. Returns (row, handled now).
-
-    A repeat delivery of a processed or ignored event changes nothing. One that failed (or was
-    interrupted) is handled again: Stripe redelivers until it gets a 2xx.
-    """
-    now = now or timezone.now()
-    try:
-        with transaction.atomic():
-            row = StripeWebhookEvent.objects.create(
-                event_id=event["id"], type=str(event.get("type", ""))[:100], payload=event
-            )
-    except IntegrityError:
-        row = StripeWebhookEvent.objects.get(event_id=event["id"])
-    with transaction.atomic():
-        row = StripeWebhookEvent.objects.select_for_update().get(pk=row.pk)
-        if row.status in (StripeWebhookEvent.Status.PROCESSED, StripeWebhookEvent.Status.IGNORED):
-            return row, False
-        row.status, row.error = StripeWebhookEvent.Status.IGNORED, ""
-        if row.type in PAYMENT_INTENT_EVENTS:
-            try:
-                with transaction.atomic():
-                    matched = _payment_intent_event_apply(
-                        event["data"]["object"], succeeded=PAYMENT_INTENT_EVENTS[row.type], now=now
-                    )
-            except Exception as exc:
-                logger.exception("Stripe event %s (%s) failed", row.event_id, row.type)
-                row.status, row.error = StripeWebhookEvent.Status.FAILED, f"{type(exc).__name__}: {exc}"
-            else:
-                if matched:
-                    row.status = StripeWebhookEvent.Status.PROCESSED
-                else:
-                    row.error = "No payment attempt of ours has this PaymentIntent."
-        row.processed_at = now
-        row.save(update_fields=["status", "error", "processed_at"])
-    return row, True
-
-
-def _payment_intent_event_apply(intent: dict[str, Any], *, succeeded: bool, now: datetime) -> bool:
-    """Record what a payment_intent.* event says about our attempt. False: not one of ours."""
-    intent_id = intent["id"]
-    attempt = PaymentAttempt.objects.filter(payment_intent_id=intent_id).first()
-    if attempt is None:
-        metadata = intent.get("metadata") or {}
-        try:
-            statement_id, number = int(metadata["statement_id"]), int(metadata["attempt"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        attempt = PaymentAttempt.objects.filter(statement_id=statement_id, number=number).first()
-        if attempt is None or attempt.payment_intent_id not in (None, "", intent_id):
-            return False
-    statement = Statement.objects.select_for_update().get(pk=attempt.statement_id)
-    attempt.refresh_from_db()
-    outcome = outcome_of_intent(intent)
-    if succeeded:
-        outcome = Outcome(PaymentAttempt.Status.SUCCEEDED, intent_id)
-    elif outcome.status != PaymentAttempt.Status.FAILED:
-        outcome = Outcome(PaymentAttempt.Status.FAILED, intent_id, outcome.error or "Payment failed.")
-    _settle(statement, attempt, outcome, now=now, actor="stripe webhook")
-    return True

@@ -13,6 +13,7 @@ from django.utils import timezone as dj_timezone
 from . import payments
 from .close_runs import close_run_failed, close_run_started, close_run_succeeded
 from .services import CloseRefused, period_close
+from .stripe_api import PaymentsNotConfigured
 
 
 def previous_month(now: datetime):
@@ -28,7 +29,7 @@ def previous_month(now: datetime):
     bind=True,
     acks_late=True,
     autoretry_for=(Exception,),
-    dont_autoretry_for=(CloseRefused, payments.PaymentsNotConfigured),
+    dont_autoretry_for=(CloseRefused, PaymentsNotConfigured),
     retry_backoff=300,
     retry_backoff_max=3 * 3600,
     max_retries=6,
@@ -43,7 +44,7 @@ def period_close_previous_month(self) -> dict:
         closed = period_close(period, now=now)
         charged = payments.statements_charge_due(period, now=now)
     except Exception as exc:
-        final = isinstance(exc, (CloseRefused, payments.PaymentsNotConfigured)) or self.request.retries >= self.max_retries
+        final = isinstance(exc, (CloseRefused, PaymentsNotConfigured)) or self.request.retries >= self.max_retries
         close_run_failed(run, exc, final=final)
         raise
     close_run_succeeded(run, months=closed.months, created=closed.created)

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .models import StripeWebhookEvent
-from .payments import webhook_event_receive
+from .stripe_events import webhook_event_receive
 
 logger = logging.getLogger(__name__)
 

@@ -14,14 +14,12 @@ from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
-import stripe
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from billing import services as billing
-from billing.models import CloseRun, PaymentAttempt, Plan, Statement, StripeCustomer
-from billing.payments import payments_configured, stripe_client
+from billing.models import CloseRun, PaymentAttempt, Plan, Statement
 from billing.services import CloseRefused, Draft, month_start, next_month, plan_for_period
 
 # The budgets app: month-to-date spend, forecast and budgets (budgets.selectors).
@@ -463,39 +461,6 @@ def members_of(workspace: Workspace) -> list[Membership]:
     order = {Membership.Role.OWNER: 0, Membership.Role.ADMIN: 1, Membership.Role.VIEWER: 2}
     members = list(Membership.objects.filter(workspace=workspace).select_related("user"))
     return sorted(members, key=lambda m: (order.get(m.role, 3), m.user.email or m.user.username))
-
-
-@dataclass(frozen=True)
-class Card:
-    payment_method: str
-    brand: str = ""
-    last4: str = ""
-    exp_month: int | None = None
-    exp_year: int | None = None
-
-
-def payment_card(workspace: Workspace) -> Card | None:
-    """The workspace's default card: its id from our records, its brand and last digits from
-    Stripe (left out when Stripe cannot be reached: the page still shows that a card is on file)."""
-    customer = StripeCustomer.objects.filter(workspace=workspace).first()
-    if customer is None or not customer.default_payment_method:
-        return None
-    card = Card(customer.default_payment_method)
-    if not payments_configured():
-        return card
-    try:
-        method = stripe_client().v1.payment_methods.retrieve(customer.default_payment_method).to_dict()
-    except stripe.StripeError as exc:
-        logger.warning("Could not read payment method of %s from Stripe: %r", workspace.slug, exc)
-        return card
-    details = method.get("card") or {}
-    return Card(
-        customer.default_payment_method,
-        brand=str(details.get("brand") or ""),
-        last4=str(details.get("last4") or ""),
-        exp_month=details.get("exp_month"),
-        exp_year=details.get("exp_year"),
-    )
 
 
 # --- Staff -----------------------------------------------------------------------------------------

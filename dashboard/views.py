@@ -9,7 +9,6 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import urlencode
 
-import stripe
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
@@ -20,9 +19,11 @@ from django.templatetags.static import static
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from billing.cards import payment_card
 from billing.models import Statement
-from billing.payments import PaymentsNotConfigured, payments_configured, statement_charge
-from billing.payments import State as ChargeState
+from billing.payment_report import State as ChargeState
+from billing.payments import statement_charge
+from billing.stripe_api import PaymentsNotConfigured, payments_configured
 from budgets import services as budget_services
 from workspaces.models import ApiKey, Membership
 from workspaces.services import (
@@ -273,8 +274,6 @@ def statement_retry(request, statement_id: int):
         charge = statement_charge(statement, retry_now=True)
     except PaymentsNotConfigured:
         messages.error(request, "Payments are not configured on this server.")
-    except stripe.StripeError:
-        messages.error(request, "The payment processor cannot be reached; try again in a minute.")
     else:
         attempt = charge.attempt
         if charge.state == ChargeState.PAID:
@@ -417,7 +416,7 @@ def payment(request):
         request,
         "dashboard/payment.html",
         {
-            "card": selectors.payment_card(workspace),
+            "card": payment_card(workspace),
             "configured": payments_configured() and bool(settings.STRIPE_PUBLISHABLE_KEY),
             "stripe_js_url": settings.STRIPE_JS_URL,
             "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,

@@ -20,9 +20,12 @@ from django.db import connection
 from django.utils import timezone as dj_timezone
 from rest_framework.test import APIClient
 
-from billing import payments, tasks
+from billing import cards, payments, tasks
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
+from billing.payment_outcomes import NO_CARD
+from billing.payment_report import Charge
 from billing.services import statement_close
+from tests.billing import crashes
 from tests.conftest import client_with, event
 from usage.services import events_ingest
 from workspaces.models import Membership
@@ -94,8 +97,8 @@ def celery_eager():
 
 
 def test_one_customer_per_workspace_with_its_metadata(workspace, local_stripe):
-    first = payments.customer_ensure(workspace)
-    again = payments.customer_ensure(workspace)
+    first = cards.customer_ensure(workspace)
+    again = cards.customer_ensure(workspace)
     assert first.pk == again.pk and StripeCustomer.objects.count() == 1
     customers = local_stripe.get("/v1/customers").json()["data"]
     assert [c["id"] for c in customers] == [first.customer_id]
@@ -170,7 +173,7 @@ def test_viewers_and_keys_without_billing_write_get_403(workspace, local_stripe,
 
 
 def test_a_finalized_statement_is_charged_its_amount_due_once(workspace, statement, local_stripe):
-    payments.payment_method_set(workspace, "pm_card_visa")
+    cards.payment_method_set(workspace, "pm_card_visa")
     report = payments.statements_charge_due(OCT, now=CLOSED)
     assert report.as_dict() == {"paid": 1, "declined": 0}
     assert report.summary() == "Charges: 1 paid, 0 declined."
@@ -192,7 +195,7 @@ def test_a_finalized_statement_is_charged_its_amount_due_once(workspace, stateme
     # Re-running charges nothing more, and a paid statement is never charged again.
     again = payments.statements_charge_due(OCT, now=CLOSED + timedelta(days=1))
     assert again.as_dict() == {"paid": 0, "declined": 0, "already_paid": 1}
-    assert payments.statement_charge(statement) == payments.Charge("already_paid")
+    assert payments.statement_charge(statement) == Charge("already_paid")
     assert len(intents(local_stripe, workspace)) == 1
     assert PaymentAttempt.objects.count() == 1
 
@@ -202,7 +205,7 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
 ):
     member(workspace, "admin@acme.test", Membership.Role.ADMIN)
     member(workspace, "viewer@acme.test", Membership.Role.VIEWER)
-    payments.payment_method_set(workspace, "pm_card_chargeCustomerFail")
+    cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
     with django_capture_on_commit_callbacks(execute=True):
         report = payments.statements_charge_due(OCT, now=CLOSED)
     assert report.as_dict() == {"paid": 0, "declined": 1}
@@ -249,7 +252,7 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
 
 
 def test_retries_follow_the_schedule_and_then_stop(workspace, statement, local_stripe, django_capture_on_commit_callbacks):
-    payments.payment_method_set(workspace, "pm_card_chargeCustomerFail")
+    cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
     with django_capture_on_commit_callbacks(execute=True):
         payments.statements_charge_due(OCT, now=CLOSED)
     expected = [CLOSED + timedelta(days=1), CLOSED + timedelta(days=3), CLOSED + timedelta(days=7), None]
@@ -279,11 +282,11 @@ def test_no_card_fails_without_calling_stripe_and_asks_for_one(
     workspace, statement, local_stripe, django_capture_on_commit_callbacks, with_customer
 ):
     if with_customer:
-        payments.customer_ensure(workspace)
+        cards.customer_ensure(workspace)
     with django_capture_on_commit_callbacks(execute=True):
         charge = payments.statement_charge(statement, now=CLOSED)
     attempt = charge.attempt
-    assert charge.state == "no_card" and attempt.status == "failed" and attempt.error == payments.NO_CARD
+    assert charge.state == "no_card" and attempt.status == "failed" and attempt.error == NO_CARD
     assert attempt.payment_intent_id is None
     assert local_stripe.payment_intents() == []
     statement.refresh_from_db()
@@ -299,8 +302,8 @@ def test_nothing_due_is_not_charged(workspace, api_key, local_stripe):
     ingest(workspace, api_key, [event(occurred_at="2026-10-03T10:00:00Z", quantity=10)])  # $0.04, under the free tier
     small, _ = statement_close(workspace, OCT, now=CLOSED)
     assert small.amount_due_cents == 0
-    payments.payment_method_set(workspace, "pm_card_visa")
-    assert payments.statement_charge(small, now=CLOSED) == payments.Charge("nothing_due")
+    cards.payment_method_set(workspace, "pm_card_visa")
+    assert payments.statement_charge(small, now=CLOSED) == Charge("nothing_due")
     report = payments.statements_charge_due(OCT, now=CLOSED)
     assert report.as_dict() == {"paid": 0, "declined": 0, "nothing_due": 1}
     assert report.summary() == "Charges: 0 paid, 0 declined, 1 with nothing due."
@@ -318,7 +321,7 @@ def test_without_a_stripe_key_nothing_is_charged(workspace, statement, settings)
 
 
 def test_two_concurrent_charges_of_one_statement_make_one_payment_intent(transactional_db, workspace, statement, local_stripe):
-    payments.payment_method_set(workspace, "pm_card_visa")
+    cards.payment_method_set(workspace, "pm_card_visa")
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -347,34 +350,13 @@ def test_two_concurrent_charges_of_one_statement_make_one_payment_intent(transac
 # --- A crash between the Stripe call and its outcome ------------------------------------------
 
 
-def begin(statement) -> PaymentAttempt:
-    """What a charge does before it calls Stripe: the attempt is saved STARTED, held by this
-    process (`sending` until its lease ends), and committed."""
-    attempt, actor = payments._charge_begin(statement.pk, now=CLOSED, retry_now=False, reach=payments._Reachability())
-    assert actor == "stripe" and (attempt.status, attempt.delivery) == ("started", "sending")
-    return attempt
-
-
-def lease_expires(attempt) -> None:
-    """The process holding the attempt died: its lease runs out (send_lease(), 77 s by default)."""
-    PaymentAttempt.objects.filter(pk=attempt.pk).update(sending_until=dj_timezone.now() - timedelta(seconds=1))
-
-
-def crash_after_the_stripe_call(statement) -> PaymentAttempt:
-    """What a charge does up to the moment its process dies: the attempt is saved STARTED and
-    committed, Stripe charges, and the outcome is never recorded."""
-    attempt = begin(statement)
-    payments._payment_intent_create(attempt)
-    return attempt
-
-
 @pytest.mark.parametrize("card, outcome, status", [
     ("pm_card_visa", "succeeded", Statement.Status.PAID),
     ("pm_card_chargeCustomerFail", "failed", Statement.Status.PAYMENT_FAILED),
 ])
 def test_a_re_run_after_a_crash_reconciles_instead_of_charging_again(workspace, statement, local_stripe, card, outcome, status):
-    payments.payment_method_set(workspace, card)
-    attempt = crash_after_the_stripe_call(statement)
+    cards.payment_method_set(workspace, card)
+    attempt = crashes.after_the_stripe_call(statement, CLOSED)
     [intent] = intents(local_stripe, workspace)
     attempt.refresh_from_db()
     assert attempt.status == "started" and attempt.payment_intent_id is None
@@ -382,7 +364,7 @@ def test_a_re_run_after_a_crash_reconciles_instead_of_charging_again(workspace, 
     # While its lease runs, the attempt is another process's: nobody touches it, nobody counts it.
     report = payments.statements_charge_due(OCT, now=CLOSED)
     assert report.as_dict() == {"paid": 0, "declined": 0, "in_progress": 1}
-    lease_expires(attempt)
+    crashes.lease_expires(attempt)
     report = payments.statements_charge_due(OCT, now=CLOSED)
     assert report.as_dict() == ({"paid": 1, "declined": 0} if outcome == "succeeded" else {"paid": 0, "declined": 1})
     attempt.refresh_from_db()
@@ -400,8 +382,8 @@ def test_a_re_run_after_a_crash_reconciles_instead_of_charging_again(workspace, 
 def test_an_attempt_whose_process_died_before_calling_stripe_is_sent_again_with_its_key_once_its_lease_ends(
     workspace, statement, local_stripe
 ):
-    payments.payment_method_set(workspace, "pm_card_visa")
-    attempt = begin(statement)  # ...and the process dies before calling Stripe.
+    cards.payment_method_set(workspace, "pm_card_visa")
+    attempt = crashes.begin(statement, CLOSED)  # ...and the process dies before calling Stripe.
     assert timedelta(seconds=60) < attempt.sending_until - dj_timezone.now() <= payments.send_lease()
 
     # Held: perhaps its process is still sending it, so nothing is sent, by the close or the job.
@@ -409,7 +391,7 @@ def test_an_attempt_whose_process_died_before_calling_stripe_is_sent_again_with_
     assert payments.payments_retry_due(now=CLOSED).as_dict() == {"paid": 0, "declined": 0}
     assert intents(local_stripe, workspace) == []
 
-    lease_expires(attempt)
+    crashes.lease_expires(attempt)
     report = payments.payments_retry_due(now=CLOSED + timedelta(minutes=2))
     assert report.as_dict() == {"paid": 1, "declined": 0}
     [intent] = intents(local_stripe, workspace)
@@ -422,7 +404,7 @@ def test_an_attempt_whose_process_died_before_calling_stripe_is_sent_again_with_
 
 
 def test_close_period_finalizes_and_charges_the_total_to_the_cent(workspace, api_key, local_stripe):
-    payments.payment_method_set(workspace, "pm_card_visa")
+    cards.payment_method_set(workspace, "pm_card_visa")
     ingest(workspace, api_key, [
         event(occurred_at="2026-10-01T00:00:00Z", quantity=333),
         event(occurred_at="2026-10-15T10:00:00Z", quantity=7, composition_control=True, **SDXL),
@@ -451,7 +433,7 @@ def test_the_monthly_task_closes_and_charges_the_previous_month(workspace, api_k
     first_of_this_month = datetime(period.year, period.month, 1, tzinfo=timezone.utc) + timedelta(days=32)
     received = first_of_this_month.replace(day=1, hour=0, minute=30)
     ingest(workspace, api_key, [event(occurred_at=f"{period:%Y-%m}-10T12:00:00Z", quantity=400)], at=received)
-    payments.payment_method_set(workspace, "pm_card_visa")
+    cards.payment_method_set(workspace, "pm_card_visa")
 
     result = tasks.period_close_previous_month.apply().get()
     assert result == {"period": f"{period:%Y-%m}", "finalized": 1, "caught_up": {}, "already_closed": 0,

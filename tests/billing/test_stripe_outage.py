@@ -21,8 +21,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from billing import payments, tasks
-from billing.models import PaymentAttempt, Statement, StatementAudit
+from billing import cards, payments, tasks
+from billing.models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
 from billing.services import statement_close
 from tests.conftest import event
 from tests.faults import TcpProxy
@@ -56,7 +56,7 @@ def workspace_with(slug: str, images: int, card: str | None) -> tuple:
     )  # fmt: skip
     assert outcome.results[0].status == "accepted"
     if card:
-        payments.payment_method_set(workspace, card)
+        cards.payment_method_set(workspace, card)
     return workspace
 
 
@@ -239,3 +239,15 @@ def test_two_closes_at_once_count_each_payment_once_between_them(local_stripe, s
         assert PaymentAttempt.objects.count() == 12
     finally:
         proxy.stop()
+
+
+def test_adding_a_card_while_stripe_is_unreachable_answers_503_and_changes_nothing(stripe_proxy, workspace):
+    from tests.billing.test_payments import owner_session
+
+    stripe_proxy.refuse()
+    api = owner_session(workspace)
+    for path, body in (("/api/v1/billing/setup-intent", None), ("/api/v1/billing/payment-method", {"payment_method": "pm_card_visa"})):
+        response = api.post(path, body, format="json")
+        assert response.status_code == 503, (path, response.content)
+        assert response.json() == {"detail": "The payment processor cannot be reached; try again in a minute."}
+    assert not StripeCustomer.objects.filter(workspace=workspace).exists()

@@ -13,9 +13,10 @@ import requests
 from django.core import mail
 from django.test import Client
 
-from billing import payments
+from billing import cards, payments
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeWebhookEvent
 from billing.services import statement_close
+from tests.billing import crashes
 from tests.conftest import event
 from tests.stripe_server import event_body, sign
 from usage.services import events_ingest
@@ -48,13 +49,6 @@ def post(body: bytes, signature: str | None) -> tuple[int, dict]:
     headers = {"HTTP_STRIPE_SIGNATURE": signature} if signature is not None else {}
     response = Client().post(URL, body, content_type="application/json", **headers)
     return response.status_code, response.json()
-
-
-def crash_after_the_stripe_call(statement) -> PaymentAttempt:
-    """The attempt saved STARTED and Stripe called, then the process dies: only Stripe knows."""
-    attempt, _ = payments._charge_begin(statement.pk, now=CLOSED, retry_now=False, reach=payments._Reachability())
-    payments._payment_intent_create(attempt)
-    return attempt
 
 
 def intent_of(local_stripe, statement) -> dict:
@@ -115,8 +109,8 @@ def test_get_is_not_allowed(db, secret):
 def test_a_failed_payment_event_settles_a_started_attempt_and_mails_once(
     workspace, statement, secret, local_stripe, django_capture_on_commit_callbacks
 ):
-    payments.payment_method_set(workspace, "pm_card_chargeCustomerFail")
-    attempt = crash_after_the_stripe_call(statement)
+    cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
+    attempt = crashes.after_the_stripe_call(statement, CLOSED)
     intent = intent_of(local_stripe, statement)
     body = event_body("payment_intent.payment_failed", intent, event_id="evt_failed_1")
     with django_capture_on_commit_callbacks(execute=True):
@@ -136,7 +130,7 @@ def test_a_failed_payment_event_settles_a_started_attempt_and_mails_once(
 
 
 def test_a_success_event_after_the_charge_path_recorded_it_changes_nothing(workspace, statement, secret, local_stripe):
-    payments.payment_method_set(workspace, "pm_card_visa")
+    cards.payment_method_set(workspace, "pm_card_visa")
     payments.statements_charge_due(OCT, now=CLOSED)
     statement.refresh_from_db()
     assert statement.status == Statement.Status.PAID
@@ -149,7 +143,7 @@ def test_a_success_event_after_the_charge_path_recorded_it_changes_nothing(works
 
 
 def test_a_late_failure_event_does_not_unpay_a_paid_statement(workspace, statement, secret, local_stripe):
-    payments.payment_method_set(workspace, "pm_card_visa")
+    cards.payment_method_set(workspace, "pm_card_visa")
     payments.statements_charge_due(OCT, now=CLOSED)
     intent = {**intent_of(local_stripe, statement), "status": "requires_payment_method"}
     body = event_body("payment_intent.payment_failed", intent)
@@ -204,8 +198,8 @@ def delivered_to(local_stripe, live_server, secret):
 def test_signed_events_from_stripe_are_stored_once_and_settle_the_statement(
     transactional_db, workspace, statement, local_stripe, delivered_to
 ):
-    payments.payment_method_set(workspace, "pm_card_visa")
-    attempt = crash_after_the_stripe_call(statement)
+    cards.payment_method_set(workspace, "pm_card_visa")
+    attempt = crashes.after_the_stripe_call(statement, CLOSED)
     intent = intent_of(local_stripe, statement)
 
     succeeded = StripeWebhookEvent.objects.filter(type="payment_intent.succeeded", payload__data__object__id=intent["id"])

@@ -1,0 +1,96 @@
+"""The Stripe client, and what a failed request to Stripe means.
+
+Every call to Stripe goes through `stripe_client()`: STRIPE_SECRET_KEY, STRIPE_API_BASE (tests
+point it at localstripe) and STRIPE_TIMEOUT_SECONDS. `never_sent` tells a request that provably
+never reached Stripe (nothing can have happened there) from one whose outcome is unknown; the
+modules that call Stripe translate its errors into PaymentsUnavailable, so that no view needs to
+know the `stripe` library.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import requests
+import stripe
+import urllib3
+from django.conf import settings
+
+# Seconds to open a connection to Stripe; the wait for its answer is STRIPE_TIMEOUT_SECONDS.
+CONNECT_TIMEOUT = 10.0
+
+
+class PaymentsNotConfigured(RuntimeError):
+    """STRIPE_SECRET_KEY is not set."""
+
+
+class PaymentsUnavailable(RuntimeError):
+    """Stripe could not be reached, or answered with an error that is not about the request."""
+
+
+def payments_configured() -> bool:
+    return bool(settings.STRIPE_SECRET_KEY)
+
+
+def stripe_timeout() -> float:
+    """STRIPE_TIMEOUT_SECONDS, the wait for Stripe's answer to one request, kept within 1 to 80 s."""
+    return min(max(float(getattr(settings, "STRIPE_TIMEOUT_SECONDS", 30)), 1.0), 80.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _client(api_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
+    # Retried requests reuse the idempotency key, so a retry never makes a second object. Charges
+    # are not retried by the library (max_network_retries=0 on them): see _payment_intent_create.
+    return stripe.StripeClient(
+        api_key=api_key, base_addresses={"api": api_base}, max_network_retries=2,
+        http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, timeout)),
+    )  # fmt: skip
+
+
+def stripe_client() -> stripe.StripeClient:
+    if not payments_configured():
+        raise PaymentsNotConfigured("Payments are not configured: set STRIPE_SECRET_KEY.")
+    return _client(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE, stripe_timeout())
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the request provably never left this machine: the connection to Stripe was never
+    made (refused, a DNS failure, a connect timeout), so Stripe cannot have acted on it. Any other
+    failure (a read timeout, a dropped connection, a 5xx) may come after Stripe acted."""
+    if not isinstance(exc, stripe.APIConnectionError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(cause.args[0], "reason", None) if isinstance(cause, requests.ConnectionError) and cause.args else None
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short reason for a failed request, for people: the root cause's message."""
+    cause: BaseException | None = exc
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
+    text = str(reason or cause or exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "its address does not resolve"
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(cause, requests.exceptions.ReadTimeout):
+        return f"no answer within {stripe_timeout():g} s"
+    if isinstance(exc, stripe.StripeError) and exc.http_status:
+        return f"HTTP {exc.http_status}"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def object_id(value: Any) -> str | None:
+    """The id of an expandable field: a plain id, an expanded object, or nothing."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return value.get("id")
+    return getattr(value, "id", None)

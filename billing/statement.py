@@ -177,6 +177,40 @@ def volume_discount(usage: Decimal, tiers: Sequence[Tier], mode: str) -> Decimal
     return min(discount, usage)
 
 
+@dataclass
+class _Statement:
+    """A statement while it is built: its lines, the running total, and what is left of each
+    feature's usage after the credits so far (unrounded shares, so that a feature coupon only ever
+    takes from its own features' net usage)."""
+
+    lines: list[Line] = field(default_factory=list)
+    running: Decimal = ZERO
+    left_by_feature: dict[str, Decimal] = field(default_factory=dict)
+    discounted_usage: Decimal = ZERO  # usage after every discount, before the free tier
+    after_free_tier: Decimal = ZERO  # what the free tier left
+
+    def charge(self, kind: str, description: str, amount: Decimal, quantity: Decimal | int = 1, unit: Decimal | None = None) -> None:
+        self.lines.append(Line(kind, description, quantity, amount if unit is None else unit, amount))
+        self.running += amount
+
+    def credit(self, kind: str, description: str, wanted: Decimal, features: frozenset[str] = frozenset()) -> None:
+        """A credit line, never more than what is left (of `features`' usage, when given)."""
+        amount = min(money(wanted), self.running)
+        if amount <= 0:
+            return
+        self.charge(kind, description, -amount)
+        pool = [f for f in self.left_by_feature if not features or f in features]
+        base = sum((self.left_by_feature[f] for f in pool), ZERO)
+        if base > 0:
+            keep = max(base - amount, ZERO) / base
+            for feature in pool:
+                self.left_by_feature[feature] *= keep
+
+    def left_of(self, features: frozenset[str]) -> Decimal:
+        left = sum((self.left_by_feature.get(f, ZERO) for f in features), ZERO)
+        return min(left.quantize(MONEY, rounding=ROUND_DOWN), self.running)
+
+
 def build(
     *,
     usage: Sequence[UsageGroup],
@@ -185,55 +219,55 @@ def build(
     carried_balance: Decimal = ZERO,
     adjustments: Sequence[Adjustment] = (),
 ) -> Built:
-    lines: list[Line] = []
-    usage_by_feature: dict[str, Decimal] = {}
+    """The statement of a month, the steps of the money flow in order (the module docstring)."""
+    statement = _Statement()
+    _usage(statement, usage, plan)  # 1
+    _volume_discount(statement, plan)  # 2
+    _savings_discount(statement, plan)  # 3
+    _coupons(statement, coupons)  # 4
+    _free_tier(statement, plan)  # 5
+    _commitment_shortfall(statement, plan)  # 6
+    _fixed_fees(statement, plan)  # 7
+    _carried_balance(statement, carried_balance)  # 8
+    unapplied = _adjustments(statement, adjustments)  # 9
+    return _amount_due(statement, unapplied)
+
+
+def _usage(statement: _Statement, usage: Sequence[UsageGroup], plan: PlanTerms) -> None:
     ordered = sorted(
         usage,
         key=lambda g: (g.late_for is not None, g.late_for or date.min, g.feature, g.model, g.steps,
                        g.width, g.height, g.composition_control, g.spot, g.list_unit_price),
-    )
+    )  # fmt: skip
     for group in ordered:
         if group.quantity <= 0:
             continue
         unit = unit_price_for(group, plan)
         amount = money(unit * group.quantity)
-        lines.append(Line("late_usage" if group.late_for else "usage", _describe(group), group.quantity, unit, amount))
-        usage_by_feature[group.feature] = usage_by_feature.get(group.feature, ZERO) + amount
-    usage_total = sum(usage_by_feature.values(), ZERO)
-    running = usage_total
-    # What is left of each feature's usage after the credits so far (unrounded shares), so a
-    # feature coupon only ever takes from its own features' net usage.
-    left_by_feature: dict[str, Decimal] = dict(usage_by_feature)
+        statement.charge("late_usage" if group.late_for else "usage", _describe(group), amount, group.quantity, unit)
+        statement.left_by_feature[group.feature] = statement.left_by_feature.get(group.feature, ZERO) + amount
 
-    def credit(kind: str, description: str, wanted: Decimal, features: frozenset[str] = frozenset()) -> None:
-        nonlocal running
-        amount = min(money(wanted), running)
-        if amount <= 0:
-            return
-        lines.append(Line(kind, description, 1, -amount, -amount))
-        running -= amount
-        pool = [f for f in left_by_feature if not features or f in features]
-        base = sum((left_by_feature[f] for f in pool), ZERO)
-        if base > 0:
-            keep = max(base - amount, ZERO) / base
-            for feature in pool:
-                left_by_feature[feature] *= keep
 
-    def left_of(features: frozenset[str]) -> Decimal:
-        left = sum((left_by_feature.get(f, ZERO) for f in features), ZERO)
-        return min(left.quantize(MONEY, rounding=ROUND_DOWN), running)
+def _volume_discount(statement: _Statement, plan: PlanTerms) -> None:
+    wanted = volume_discount(statement.running, plan.volume_tiers, plan.volume_mode)
+    statement.credit("volume_discount", f"Volume discount ({plan.volume_mode.replace('_', ' ')})", wanted)
 
-    credit("volume_discount", f"Volume discount ({plan.volume_mode.replace('_', ' ')})",
-           volume_discount(usage_total, plan.volume_tiers, plan.volume_mode))
+
+def _savings_discount(statement: _Statement, plan: PlanTerms) -> None:
     if plan.savings_discount_percent:
-        credit("savings_discount", f"Savings plan: {plan.savings_discount_percent.normalize():f}% off",
-               percent_of(running, plan.savings_discount_percent))
+        statement.credit(
+            "savings_discount", f"Savings plan: {plan.savings_discount_percent.normalize():f}% off",
+            percent_of(statement.running, plan.savings_discount_percent),
+        )  # fmt: skip
+
+
+def _coupons(statement: _Statement, coupons: Sequence[Coupon]) -> None:
     for coupon in coupons:
         if coupon.features:
-            base = left_of(coupon.features)
+            base = statement.left_of(coupon.features)
             scope = " on " + ", ".join(FEATURE_NAMES.get(f, f) for f in sorted(coupon.features))
         else:
-            base, scope = running, ""
+            base, scope = statement.running, ""
         if coupon.kind == "percent":
             wanted = percent_of(base, coupon.value)
             label = f"{coupon.value.normalize():f}% off"
@@ -242,43 +276,58 @@ def build(
             label = f"${coupon.value:.2f} off"
         else:
             raise ValueError(f"Unknown coupon kind {coupon.kind!r}")
-        credit("coupon", f"Coupon {coupon.name}: {label}{scope}", min(wanted, base), coupon.features)
-    discounted_usage = running
-    credit("free_tier", "Monthly free tier", plan.free_tier_credit)
-    usage_after_free_tier = running
-    if plan.savings_commitment and discounted_usage < plan.savings_commitment:
-        shortfall = money(plan.savings_commitment - discounted_usage)
-        lines.append(Line("commitment_shortfall",
-                          f"Savings-plan commitment ${plan.savings_commitment:.2f}: shortfall", 1, shortfall, shortfall))
-        running += shortfall
-    if plan.reserved_fee:
-        fee = money(plan.reserved_fee)
-        lines.append(Line("fixed_fee", "Reserved capacity", 1, fee, fee))
-        running += fee
-        if plan.reserved_included_usage:
-            included = min(money(plan.reserved_included_usage), usage_after_free_tier)
-            if included > 0:
-                lines.append(Line("fixed_fee", "Usage included with reserved capacity", 1, -included, -included))
-                running -= included
+        statement.credit("coupon", f"Coupon {coupon.name}: {label}{scope}", min(wanted, base), coupon.features)
+    statement.discounted_usage = statement.running
+
+
+def _free_tier(statement: _Statement, plan: PlanTerms) -> None:
+    statement.credit("free_tier", "Monthly free tier", plan.free_tier_credit)
+    statement.after_free_tier = statement.running
+
+
+def _commitment_shortfall(statement: _Statement, plan: PlanTerms) -> None:
+    if plan.savings_commitment and statement.discounted_usage < plan.savings_commitment:
+        shortfall = money(plan.savings_commitment - statement.discounted_usage)
+        statement.charge("commitment_shortfall", f"Savings-plan commitment ${plan.savings_commitment:.2f}: shortfall", shortfall)
+
+
+def _fixed_fees(statement: _Statement, plan: PlanTerms) -> None:
+    if not plan.reserved_fee:
+        return
+    statement.charge("fixed_fee", "Reserved capacity", money(plan.reserved_fee))
+    if plan.reserved_included_usage:
+        included = min(money(plan.reserved_included_usage), statement.after_free_tier)
+        if included > 0:
+            statement.charge("fixed_fee", "Usage included with reserved capacity", -included)
+
+
+def _carried_balance(statement: _Statement, carried_balance: Decimal) -> None:
     if carried_balance:
-        balance = money(carried_balance)
-        lines.append(Line("carried_balance", "Balance carried from earlier months", 1, balance, balance))
-        running += balance
+        statement.charge("carried_balance", "Balance carried from earlier months", money(carried_balance))
+
+
+def _adjustments(statement: _Statement, adjustments: Sequence[Adjustment]) -> Decimal:
+    """Debits first; a credit never takes the total below zero: what it cannot take is returned."""
     unapplied = ZERO
-    for adjustment in sorted(adjustments, key=lambda a: a.amount < 0):  # debits first
+    for adjustment in sorted(adjustments, key=lambda a: a.amount < 0):
         amount = money(adjustment.amount)
         if amount < 0:
-            applied = -min(-amount, running)
+            applied = -min(-amount, statement.running)
             unapplied += -amount + applied
             amount = applied
         if amount:
-            lines.append(Line("adjustment", adjustment.description[:300], 1, amount, amount))
-            running += amount
+            statement.charge("adjustment", adjustment.description[:300], amount)
+    return unapplied
 
-    total = money(sum((line.amount for line in lines), ZERO))
-    if total != running or total < 0:  # every step above is built to prevent this
-        raise ArithmeticError(f"Statement arithmetic broke: lines sum to {total}, running {running}")
+
+def _amount_due(statement: _Statement, unapplied: Decimal) -> Built:
+    """The total, and what is charged: cents rounded once, or nothing below the minimum charge
+    (the total is carried forward)."""
+    total = money(sum((line.amount for line in statement.lines), ZERO))
+    if total != statement.running or total < 0:  # every step above is built to prevent this
+        raise ArithmeticError(f"Statement arithmetic broke: lines sum to {total}, running {statement.running}")
+    lines = tuple(statement.lines)
     if total < MINIMUM_CHARGE:
-        return Built(tuple(lines), total, 0, total, unapplied)
+        return Built(lines, total, 0, total, unapplied)
     cents = int((total * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return Built(tuple(lines), total, cents, ZERO, unapplied)
+    return Built(lines, total, cents, ZERO, unapplied)

@@ -150,65 +150,15 @@ def cumulative(
 ) -> Chart:
     """Spend accumulated through each UTC month (it starts again on the 1st, as budgets do),
     with each workspace budget as a line and, when the period reaches today, the month-end forecast."""
-    daily: dict[str, Decimal] = defaultdict(Decimal)
-    for row in rows:
-        daily[row["day"]] += row["amount"]
-    last_day = min(period.end, today)
-    x, y, table_rows = [], [], []
-    running, month = Decimal(0), None
-    for day in _days(period.start, last_day) if period.start <= last_day else []:
-        if day.replace(day=1) != month:
-            month, running = day.replace(day=1), Decimal(0)
-        spent = daily.get(day.isoformat(), Decimal(0))
-        running += spent
-        x.append(day.isoformat())
-        y.append(_usd(running))
-        if spent:
-            table_rows.append([day.isoformat(), spent, running])
-    traces: list[dict[str, Any]] = [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": "Spend, month to date",
-            "x": x,
-            "y": y,
-            "line": {"color": ACCENT, "width": 2.5, "shape": "hv"},
-            "fill": "tozeroy",
-            "fillcolor": "rgba(66,99,235,0.10)",
-            "hovertemplate": "%{y:$,.2f}<extra>month to date</extra>",
-        }
-    ]
-    axis_end = period.end
-    footer: list[Any] = []
-    current_month = today.replace(day=1)
+    trace, table_rows = _month_to_date(rows, period, today)
+    traces: list[dict[str, Any]] = [trace]
+    axis_end, footer = period.end, []
     if forecast_total is not None and forecast_spend is not None and period.start <= today <= period.end:
-        month_end = next_month(current_month) - timedelta(days=1)
+        forecast, month_end = _forecast_trace(today, forecast_spend, forecast_total)
+        traces.append(forecast)
         axis_end = max(axis_end, month_end)
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": f"Forecast: ${forecast_total:,.2f} by {month_end:%b %-d}",
-                "x": [today.isoformat(), month_end.isoformat()],
-                "y": [_usd(forecast_spend), _usd(forecast_total)],
-                "line": {"color": FORECAST_COLOR, "width": 2, "dash": "dash"},
-                "marker": {"size": 6},
-                "hovertemplate": "%{y:$,.2f}<extra>forecast</extra>",
-            }
-        )
         footer = [f"Forecast for {month_end:%B %Y}", "", forecast_total]
-    for label, amount in budgets:
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": label,
-                "x": [period.start.isoformat(), axis_end.isoformat()],
-                "y": [_usd(amount), _usd(amount)],
-                "line": {"color": BUDGET_COLOR, "width": 1.5, "dash": "dot"},
-                "hovertemplate": "%{y:$,.2f}<extra>budget</extra>",
-            }
-        )
+    traces += [_budget_trace(label, amount, period.start, axis_end) for label, amount in budgets]
     figure = {
         "data": traces,
         "layout": _layout(
@@ -227,6 +177,65 @@ def cumulative(
         table=Table(["Day (UTC)", "Spend that day", "Month to date"], table_rows, footer, frozenset({1, 2})),
         empty=not rows,
     )
+
+
+def _month_to_date(rows: list[dict], period: Period, today: date) -> tuple[dict[str, Any], list[list[Any]]]:
+    """The month-to-date line through the period (up to today), and its table's rows (days with spend)."""
+    daily: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        daily[row["day"]] += row["amount"]
+    last_day = min(period.end, today)
+    x, y, table_rows = [], [], []
+    running, month = Decimal(0), None
+    for day in _days(period.start, last_day) if period.start <= last_day else []:
+        if day.replace(day=1) != month:
+            month, running = day.replace(day=1), Decimal(0)
+        spent = daily.get(day.isoformat(), Decimal(0))
+        running += spent
+        x.append(day.isoformat())
+        y.append(_usd(running))
+        if spent:
+            table_rows.append([day.isoformat(), spent, running])
+    trace = {
+        "type": "scatter",
+        "mode": "lines",
+        "name": "Spend, month to date",
+        "x": x,
+        "y": y,
+        "line": {"color": ACCENT, "width": 2.5, "shape": "hv"},
+        "fill": "tozeroy",
+        "fillcolor": "rgba(66,99,235,0.10)",
+        "hovertemplate": "%{y:$,.2f}<extra>month to date</extra>",
+    }
+    return trace, table_rows
+
+
+def _forecast_trace(today: date, forecast_spend: Decimal, forecast_total: Decimal) -> tuple[dict[str, Any], date]:
+    """The dashed line from today's spend to the month-end forecast, and the month's last day."""
+    month_end = next_month(today.replace(day=1)) - timedelta(days=1)
+    trace = {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": f"Forecast: ${forecast_total:,.2f} by {month_end:%b %-d}",
+        "x": [today.isoformat(), month_end.isoformat()],
+        "y": [_usd(forecast_spend), _usd(forecast_total)],
+        "line": {"color": FORECAST_COLOR, "width": 2, "dash": "dash"},
+        "marker": {"size": 6},
+        "hovertemplate": "%{y:$,.2f}<extra>forecast</extra>",
+    }
+    return trace, month_end
+
+
+def _budget_trace(label: str, amount: Decimal, start: date, end: date) -> dict[str, Any]:
+    return {
+        "type": "scatter",
+        "mode": "lines",
+        "name": label,
+        "x": [start.isoformat(), end.isoformat()],
+        "y": [_usd(amount), _usd(amount)],
+        "line": {"color": BUDGET_COLOR, "width": 1.5, "dash": "dot"},
+        "hovertemplate": "%{y:$,.2f}<extra>budget</extra>",
+    }
 
 
 # --- Breakdowns ---------------------------------------------------------------------------------

@@ -143,6 +143,24 @@ def parse_event(
     if not isinstance(raw, dict):
         return None, {"non_field_errors": ["Each event must be a JSON object."]}
     errors: Errors = {}
+    _unknown_fields(raw, errors)
+    event_id = raw.get("event_id")
+    if require_event_id or event_id is not None:
+        _event_id(event_id, errors)
+    occurred_at = _instant(raw.get("occurred_at"), now, errors) if "occurred_at" in raw or require_event_id else now
+    feature = raw.get("feature")
+    if feature not in FEATURES:
+        errors["feature"] = [f"Unknown feature {echo(feature)}; one of: {', '.join(FEATURES)}."]
+    quantity = _whole_number(raw.get("quantity", 1), "quantity", 1, MAX_QUANTITY, errors)
+    spot = _flag(raw.get("spot"), "spot", errors)
+    metadata = _metadata(raw.get("metadata"), errors)
+    item = _generation(raw, feature, quantity, errors)
+    if errors:
+        return None, errors
+    return ParsedEvent(event_id=event_id or "", occurred_at=occurred_at, item=item, spot=spot, metadata=metadata), {}
+
+
+def _unknown_fields(raw: dict, errors: Errors) -> None:
     unnamed = 0
     for name in sorted(set(raw) - KNOWN_FIELDS):
         if len(name) <= MAX_FIELD_NAME_LENGTH and is_unicode(name) and name != "non_field_errors":
@@ -155,47 +173,40 @@ def parse_event(
             f"{MAX_FIELD_NAME_LENGTH} characters; put free-form data in 'metadata'."
         ]
 
-    event_id = raw.get("event_id")
-    if require_event_id or event_id is not None:
-        if not isinstance(event_id, str) or not event_id.strip():
-            errors["event_id"] = ["Required: a non-empty string (your idempotency id)."]
-        elif len(event_id) > MAX_EVENT_ID_LENGTH:
-            errors["event_id"] = [f"At most {MAX_EVENT_ID_LENGTH} characters."]
-        elif not is_unicode(event_id):
-            errors["event_id"] = ["Must be valid Unicode: it holds a lone surrogate (e.g. \\ud800)."]
-        elif not event_id.isprintable():
-            errors["event_id"] = ["Must not contain control characters."]
 
-    if "occurred_at" in raw or require_event_id:
-        occurred_at = _instant(raw.get("occurred_at"), now, errors)
-    else:
-        occurred_at = now
+def _event_id(event_id: Any, errors: Errors) -> None:
+    if not isinstance(event_id, str) or not event_id.strip():
+        errors["event_id"] = ["Required: a non-empty string (your idempotency id)."]
+    elif len(event_id) > MAX_EVENT_ID_LENGTH:
+        errors["event_id"] = [f"At most {MAX_EVENT_ID_LENGTH} characters."]
+    elif not is_unicode(event_id):
+        errors["event_id"] = ["Must be valid Unicode: it holds a lone surrogate (e.g. \\ud800)."]
+    elif not event_id.isprintable():
+        errors["event_id"] = ["Must not contain control characters."]
 
-    feature = raw.get("feature")
-    if feature not in FEATURES:
-        errors["feature"] = [f"Unknown feature {echo(feature)}; one of: {', '.join(FEATURES)}."]
 
-    quantity = raw.get("quantity", 1)
-    quantity = _whole_number(quantity, "quantity", 1, MAX_QUANTITY, errors)
-    spot = _flag(raw.get("spot"), "spot", errors)
-
-    metadata = raw.get("metadata")
+def _metadata(metadata: Any, errors: Errors) -> dict:
     if metadata is None:
-        metadata = {}
-    elif not isinstance(metadata, dict):
+        return {}
+    if not isinstance(metadata, dict):
         errors["metadata"] = ["Must be a JSON object."]
-    else:
-        encoded = json.dumps(metadata, separators=(",", ":"))
-        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-        if len(encoded.encode()) > MAX_METADATA_BYTES:
-            errors["metadata"] = [f"At most {MAX_METADATA_BYTES:,} bytes of JSON."]
-        elif "\\u0000" in encoded:
-            # PostgreSQL's jsonb cannot store NUL; refuse it here rather than fail the batch.
-            errors["metadata"] = ["Must not contain NUL (\\u0000) characters."]
-        elif not is_unicode(text):
-            # Nor a lone surrogate (SQLite would store it; the answer could not echo it).
-            errors["metadata"] = ["Must be valid Unicode: a key or string holds a lone surrogate (e.g. \\ud800)."]
+        return {}
+    encoded = json.dumps(metadata, separators=(",", ":"))
+    text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        errors["metadata"] = [f"At most {MAX_METADATA_BYTES:,} bytes of JSON."]
+    elif "\\u0000" in encoded:
+        # PostgreSQL's jsonb cannot store NUL; refuse it here rather than fail the batch.
+        errors["metadata"] = ["Must not contain NUL (\\u0000) characters."]
+    elif not is_unicode(text):
+        # Nor a lone surrogate (SQLite would store it; the answer could not echo it).
+        errors["metadata"] = ["Must be valid Unicode: a key or string holds a lone surrogate (e.g. \\ud800)."]
+    return metadata
 
+
+def _generation(raw: dict, feature: Any, quantity: int | None, errors: Errors) -> UsageItem | None:
+    """The priced item: a generation's model, steps, size and composition (required for it,
+    refused for anything else)."""
     model, steps, width, height, composition = "", None, None, None, False
     if feature == GENERATION:
         model = raw.get("model")
@@ -215,24 +226,9 @@ def parse_event(
         for name in GENERATION_FIELDS:
             if raw.get(name) is not None:
                 errors[name] = [f"Only for generation, not {feature}; put it in 'metadata'."]
-
     if errors:
-        return None, errors
-    return (
-        ParsedEvent(
-            event_id=event_id or "",
-            occurred_at=occurred_at,
-            item=UsageItem(
-                feature=feature,
-                quantity=quantity,
-                model=model,
-                steps=steps,
-                width=width,
-                height=height,
-                composition_control=composition,
-            ),
-            spot=spot,
-            metadata=metadata,
-        ),
-        {},
-    )
+        return None
+    return UsageItem(feature=feature, quantity=quantity, model=model, steps=steps, width=width, height=height,
+                     composition_control=composition)
+
+

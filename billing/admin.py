@@ -134,7 +134,8 @@ class StatementAdmin(admin.ModelAdmin):
 
     @admin.action(description="Void and reissue from the ledger (keeps both, audited)")
     def void_and_reissue(self, request, queryset):
-        from .services import CloseRefused, statement_void_and_reissue
+        from .errors import CloseRefused
+        from .reissue import statement_void_and_reissue
 
         for statement in queryset:
             try:
@@ -145,7 +146,8 @@ class StatementAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run the close for these statements' months (finishes what is missing)")
     def rerun_close(self, request, queryset):
-        from .services import CloseRefused, period_close
+        from .close import period_close
+        from .errors import CloseRefused
 
         for period in sorted({s.period for s in queryset}):
             try:

@@ -12,8 +12,8 @@ from rest_framework.views import APIView
 from workspaces.access import WorkspaceAccess
 from workspaces.models import Scope
 
+from .drafts import statement_preview
 from .models import Statement
-from .services import statement_preview
 
 
 class LineSerializer(serializers.Serializer):

@@ -235,7 +235,7 @@ class Statement(models.Model):
     total = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))  # USD
     amount_due_cents = models.BigIntegerField(default=0)
     carried_forward = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal(0))
-    # What this statement bills (billing.services, "Which events a statement bills"): the events
+    # What this statement bills (billing.drafts, "Which events a statement bills"): the events
     # that occurred before the period's end and were received by `usage_cutoff`, less those the
     # previous live statement billed, i.e. those that occurred before `prior_period`'s end and were
     # received by `prior_cutoff`. A reissue keeps all three, so it bills the very same events.

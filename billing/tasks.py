@@ -11,8 +11,9 @@ from celery import shared_task
 from django.utils import timezone as dj_timezone
 
 from . import payments
+from .close import period_close
 from .close_runs import close_run_failed, close_run_started, close_run_succeeded
-from .services import CloseRefused, period_close
+from .errors import CloseRefused
 from .stripe_api import PaymentsNotConfigured
 
 

@@ -12,8 +12,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing.services import next_month
 from billing.statement import FEATURE_NAMES
+from core.periods import next_month
 
 from .forms import Period
 

@@ -18,9 +18,11 @@ from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
-from billing import services as billing
+from billing import drafts
+from billing.drafts import Draft
+from billing.errors import CloseRefused
 from billing.models import CloseRun, PaymentAttempt, Plan, Statement
-from billing.services import CloseRefused, Draft, month_start, next_month, plan_for_period
+from billing.selectors import plan_for_period
 
 # The budgets app: month-to-date spend, forecast and budgets (budgets.selectors).
 from budgets.models import Alert, Budget
@@ -32,6 +34,7 @@ from budgets.selectors import (
     budgets_status,
     workspace_forecast,
 )
+from core.periods import month_start, next_month
 from usage.models import DailyRollup, UsageEvent
 from usage.selectors import UsageSummary, micros_to_usd, usage_summary
 from workspaces.models import ApiKey, Membership, Workspace
@@ -396,13 +399,13 @@ class Preview:
 
 
 def statement_preview(workspace: Workspace, *, now: datetime | None = None) -> Preview:
-    """This month's draft and every earlier month's pending statement (billing.services
+    """This month's draft and every earlier month's pending statement (billing.drafts
     .statement_preview, E4): in the grace window between the 1st and the scheduled close, last
     month is its own pending statement, never late usage on this month's draft."""
     now = now or clock()
     month = month_start(utc_today(now))
     try:
-        *pending, current = billing.statement_preview(workspace, now=now)
+        *pending, current = drafts.statement_preview(workspace, now=now)
     except CloseRefused as exc:
         logger.warning("No statement preview for %s: %s", workspace.slug, exc)
         return Preview(None, [], month, error=str(exc))
@@ -534,7 +537,7 @@ class StaffOverview:
 def close_problems(*, now: datetime | None = None, limit: int = 20) -> list[CloseProblem]:
     """Close runs that failed (for good, or retrying) or are stuck running, newest first, unless a
     later run succeeded for that month or a later one: months close in order, so a successful
-    close of a later month has closed every earlier one (billing.services, E6)."""
+    close of a later month has closed every earlier one (billing.close, E6)."""
     now = now or clock()
     runs = list(
         CloseRun.objects.filter(status__in=[CloseRun.Status.FAILED, CloseRun.Status.RETRYING, CloseRun.Status.RUNNING])

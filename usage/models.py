@@ -41,7 +41,7 @@ class UsageEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["workspace", "occurred_at"], name="usageevent_ws_occurred"),
-            # Late usage: what arrived after the previous statement's cutoff (billing.services).
+            # Late usage: what arrived after the previous statement's cutoff (billing.drafts).
             models.Index(fields=["workspace", "received_at"], name="usageevent_ws_received"),
         ]
 

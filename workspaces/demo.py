@@ -441,7 +441,7 @@ CLOSE_HOUR = 2
 def demo_close_at(period: date) -> datetime:
     """When the scheduler closes `period` (the 1st of a month): BILLING_CLOSE_DAY of the next month,
     CLOSE_HOUR:00 UTC."""
-    from billing.services import next_month
+    from core.periods import next_month
 
     following = next_month(period)
     return datetime(
@@ -463,8 +463,10 @@ def demo_history_close(*, workspace: Workspace, start: date, now: datetime) -> l
     (demo_close_at), oldest first, and for the demo workspace only; without charging (the demo has
     no card and usually no Stripe). A month whose close time is after `now` is left open, and a
     month already closed is returned as it is, so this is safe to re-run."""
+    from billing.close import period_close
+    from billing.errors import CloseRefused
     from billing.models import Statement
-    from billing.services import CloseRefused, next_month, period_close
+    from core.periods import next_month
 
     months = []
     period = start.replace(day=1)

@@ -585,8 +585,9 @@ def _as_lines(lines) -> tuple[Counter, list]:
 
 def _close_and_check(workspace, period: date, now: datetime, expected: dict):
     """Preview, then close at the same instant: the same lines, and the independent figures."""
+    from billing.close import statement_close
+    from billing.drafts import statement_draft
     from billing.models import Statement, StatementLine
-    from billing.services import statement_close, statement_draft
 
     draft = statement_draft(workspace, period, now=now)
     statement, created = statement_close(workspace, period, now=now)

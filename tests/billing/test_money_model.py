@@ -329,7 +329,7 @@ class MoneyMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.finished_months())
     @rule(data=st.data(), only=st.sampled_from([None, 0, 1]))
     def close(self, data, only):
-        from billing.services import period_close
+        from billing.close import period_close
 
         month = data.draw(st.sampled_from(self.finished_months()))
         period_close(month, only=None if only is None else self.ws[only], now=self.now)
@@ -340,7 +340,7 @@ class MoneyMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.finished_months())
     @rule(data=st.data())
     def close_killed_half_way_then_rerun(self, data):
-        import billing.services as services
+        import billing.close as services
 
         month = data.draw(st.sampled_from(self.finished_months()))
         chunk = services._CHUNK
@@ -363,7 +363,7 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def void_and_reissue(self, data):
         from billing.models import Statement
-        from billing.services import statement_void_and_reissue
+        from billing.reissue import statement_void_and_reissue
 
         statement = data.draw(st.sampled_from(list(
             Statement.objects.exclude(status="void").filter(workspace__in=self.ws).order_by("pk")
@@ -377,7 +377,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """Staff grant (or take back) a coupon for a closed month, then void and reissue it: the
         usual correction, which changes what it carries or charges after later months closed."""
         from billing.models import Discount, Statement
-        from billing.services import statement_void_and_reissue
+        from billing.reissue import statement_void_and_reissue
 
         statement = data.draw(st.sampled_from(list(
             Statement.objects.exclude(status="void").filter(workspace__in=self.ws).order_by("period", "pk")
@@ -462,8 +462,9 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 1), then_close=st.booleans())
     def preview(self, n, then_close):
+        from billing.close import period_close
+        from billing.drafts import statement_preview
         from billing.models import Statement
-        from billing.services import period_close, statement_preview
 
         drafts = statement_preview(self.ws[n], now=self.now)
         current = first_of(self.now)

@@ -14,14 +14,11 @@ from django.core.management import call_command
 from django.utils import timezone as dj_timezone
 
 from billing import tasks
+from billing.close import period_close, statement_close
+from billing.drafts import statement_preview
 from billing.models import BalanceAdjustment, Discount, Plan, PlanAssignment, Statement
-from billing.services import (
-    month_start,
-    period_close,
-    statement_close,
-    statement_preview,
-    statement_void_and_reissue,
-)
+from billing.reissue import statement_void_and_reissue
+from core.periods import month_start
 from tests.conftest import event
 from usage.services import events_ingest
 
@@ -327,7 +324,7 @@ def test_closing_a_month_while_the_next_one_closes_bills_each_event_once(workspa
 
     from django.db import connection
 
-    import billing.services as services
+    import billing.close as services
 
     operator_now, beat_now = at("2025-03-02T02:00:10"), at("2025-03-02T02:00:05")
     ingest(workspace, api_key, [event(event_id="feb", occurred_at="2025-02-10T00:00:00Z", quantity=500)],

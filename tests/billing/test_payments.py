@@ -21,10 +21,10 @@ from django.utils import timezone as dj_timezone
 from rest_framework.test import APIClient
 
 from billing import cards, payments, tasks
+from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
 from billing.payment_outcomes import NO_CARD
 from billing.payment_report import Charge
-from billing.services import statement_close
 from tests.billing import crashes
 from tests.conftest import client_with, event
 from usage.services import events_ingest

@@ -9,14 +9,11 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from billing.close import period_close, statement_close
+from billing.drafts import statement_draft
+from billing.errors import CloseRefused
 from billing.models import Discount, Plan, PlanAssignment, PlanRate, Statement, StatementAudit, VolumeTier
-from billing.services import (
-    CloseRefused,
-    period_close,
-    statement_close,
-    statement_draft,
-    statement_void_and_reissue,
-)
+from billing.reissue import statement_void_and_reissue
 from tests.conftest import event
 from usage.services import events_ingest
 
@@ -344,7 +341,7 @@ def test_staff_void_and_reissue_from_the_admin(october, client):
 def test_a_close_killed_half_way_finishes_on_the_next_run(db, monkeypatch):
     """Each workspace closes in its own transaction: a run stopped between two leaves finished
     statements finished and the rest untouched; the next run does the rest, once."""
-    import billing.services as services
+    import billing.close as services
     from workspaces.services import api_key_create, workspace_create
 
     for n in range(7):

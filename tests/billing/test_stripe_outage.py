@@ -22,8 +22,8 @@ from django.core.management import call_command
 from django.db import connection
 
 from billing import cards, payments, tasks
+from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
-from billing.services import statement_close
 from tests.conftest import event
 from tests.faults import TcpProxy
 from usage.services import events_ingest

@@ -14,8 +14,8 @@ from django.core import mail
 from django.test import Client
 
 from billing import cards, payments
+from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeWebhookEvent
-from billing.services import statement_close
 from tests.billing import crashes
 from tests.conftest import event
 from tests.stripe_server import event_body, sign

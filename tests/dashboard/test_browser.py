@@ -18,9 +18,9 @@ import pytest
 import requests
 from django.utils import timezone
 
+from billing.close import statement_close
 from billing.models import CloseRun, Statement, StripeCustomer
 from billing.payments import statement_charge
-from billing.services import statement_close
 from budgets.models import Budget
 from dashboard.selectors import scheduled_close
 from tests.conftest import event

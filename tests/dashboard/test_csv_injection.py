@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.services import statement_close
+from billing.close import statement_close
 from dashboard.csv_export import FORMULA_PREFIXES, cell, csv_lines, neutralise
 from tests.conftest import event
 from tests.dashboard.conftest import ingest

@@ -18,8 +18,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement
-from billing.services import statement_close
 from tests.conftest import client_with, event
 from tests.dashboard.conftest import PASSWORD, ingest, person
 from workspaces.models import ApiKey, Membership

@@ -18,9 +18,11 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing import services as billing
+from billing import drafts as billing
+from billing.close import statement_close
+from billing.errors import CloseRefused
 from billing.models import CloseRun, Statement, StatementLine
-from billing.services import CloseRefused, default_plan, statement_close
+from billing.selectors import default_plan
 from tests.conftest import event
 from tests.dashboard.conftest import ingest, last_month_day, person
 from usage.services import events_ingest
@@ -146,7 +148,7 @@ def test_a_preview_that_cannot_be_built_is_explained_not_a_server_error(client, 
     def refused(*args, **kwargs):
         raise CloseRefused("acme: 2026-11 was closed with a cutoff later than this one")
 
-    monkeypatch.setattr("billing.services.statement_preview", refused)
+    monkeypatch.setattr("billing.drafts.statement_preview", refused)
     signed_in(client, owner)
     for path in ("/statements/", "/statements/preview/"):
         response = client.get(path)

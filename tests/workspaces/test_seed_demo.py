@@ -21,10 +21,12 @@ from django.db.models import Sum
 from django.test import Client
 from django.utils import timezone
 
+from billing.close import period_close
+from billing.drafts import statement_draft
 from billing.models import Statement
 from billing.pricing import FEATURES, price_item
 from billing.selectors import price_book_history
-from billing.services import month_start, period_close, statement_draft
+from core.periods import month_start
 from usage.models import DailyRollup, UsageEvent
 from usage.validation import parse_event
 from workspaces import demo

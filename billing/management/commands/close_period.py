@@ -3,8 +3,10 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from billing.close import period_close
 from billing.close_runs import close_run_failed, close_run_started, close_run_succeeded
-from billing.services import CloseRefused, parse_period, period_close
+from billing.errors import CloseRefused
+from core.periods import parse_period
 from workspaces.models import Workspace
 
 

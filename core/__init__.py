@@ -1,0 +1,1 @@
+"""Pure helpers every app stands on (no models, no Django apps): money and calendar months."""

@@ -22,6 +22,8 @@ from typing import Any
 
 from django.db import transaction
 
+from core.money import usd_cents
+
 from .models import PaymentAttempt, Statement, StatementAudit
 
 logger = logging.getLogger(__name__)
@@ -98,12 +100,8 @@ def settle(statement: Statement, attempt: PaymentAttempt, outcome: Outcome, *, n
     return True
 
 
-def dollars(cents: int) -> str:
-    return f"${cents // 100:,}.{cents % 100:02d}"
-
-
 def _statement_paid(statement: Statement, attempt: PaymentAttempt, *, now: datetime, actor: str, corrected: bool) -> None:
-    note = f"attempt {attempt.number}: {dollars(attempt.amount_cents)} paid, PaymentIntent {attempt.payment_intent_id}"
+    note = f"attempt {attempt.number}: {usd_cents(attempt.amount_cents)} paid, PaymentIntent {attempt.payment_intent_id}"
     if corrected:
         note += " (Stripe reported success after the attempt was recorded as failed)"
     if statement.status in CHARGEABLE:
@@ -117,7 +115,7 @@ def _statement_paid(statement: Statement, attempt: PaymentAttempt, *, now: datet
 
 
 def _statement_failed(statement: Statement, attempt: PaymentAttempt, *, now: datetime, actor: str) -> None:
-    note = f"attempt {attempt.number}: {dollars(attempt.amount_cents)} failed: {attempt.error}"
+    note = f"attempt {attempt.number}: {usd_cents(attempt.amount_cents)} failed: {attempt.error}"
     if statement.status not in CHARGEABLE:
         StatementAudit.objects.create(
             statement=statement, actor=actor, action="payment_failed", note=f"{note}; the statement is {statement.status}"

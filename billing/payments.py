@@ -60,10 +60,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from core.money import usd_cents
 from workspaces.models import Workspace
 
 from .models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
-from .payment_outcomes import ACTOR, CHARGEABLE, NO_CARD, Outcome, dollars, outcome_of_intent, settle
+from .payment_outcomes import ACTOR, CHARGEABLE, NO_CARD, Outcome, outcome_of_intent, settle
 from .payment_report import Charge, ChargeReport, State
 from .stripe_api import (
     CONNECT_TIMEOUT,
@@ -243,7 +244,7 @@ def _not_sent(statement: Statement, attempt: PaymentAttempt, reason: str) -> Non
     if first_time:
         StatementAudit.objects.create(
             statement=statement, actor=ACTOR, action="payment_not_sent",
-            note=f"attempt {attempt.number}: {dollars(attempt.amount_cents)} not sent, Stripe unreachable ({reason}); "
+            note=f"attempt {attempt.number}: {usd_cents(attempt.amount_cents)} not sent, Stripe unreachable ({reason}); "
                  "sent again automatically once it answers",
         )  # fmt: skip
 

@@ -23,6 +23,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
+from core.money import MONEY
+
 FEATURES: tuple[str, ...] = (
     "generation",
     "background_removal",
@@ -35,7 +37,6 @@ FEATURES: tuple[str, ...] = (
 )
 GENERATION = "generation"
 MODELS: tuple[str, ...] = ("sd15", "sdxl")
-MONEY_PLACES = Decimal("0.000001")  # every stored amount: USD, 6 dp
 
 
 class PricingError(ValueError):
@@ -133,7 +134,7 @@ def unit_price(book: PriceBookSnapshot, item: UsageItem) -> Decimal:
     unit = pricing_model(rate, item, book)
     if item.composition_control:
         unit = unit * book.composition_multiplier
-    return unit.quantize(MONEY_PLACES, rounding=ROUND_HALF_UP)
+    return unit.quantize(MONEY, rounding=ROUND_HALF_UP)
 
 
 def price_item(book: PriceBookSnapshot, item: UsageItem) -> Price:
@@ -141,7 +142,7 @@ def price_item(book: PriceBookSnapshot, item: UsageItem) -> Price:
     return Price(
         unit_price=unit,
         quantity=item.quantity,
-        amount=(unit * item.quantity).quantize(MONEY_PLACES),
+        amount=(unit * item.quantity).quantize(MONEY),
         price_book=book.version,
     )
 

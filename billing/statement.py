@@ -28,11 +28,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 
-MONEY = Decimal("0.000001")
-HUNDRED = Decimal(100)
-ZERO = Decimal("0.000000")
+from core.money import MONEY, ZERO, cents, money, percent_of
+
 MINIMUM_CHARGE = Decimal("0.50")  # Stripe's minimum for USD; below it the total is carried
 
 FEATURE_NAMES = {
@@ -46,13 +45,6 @@ FEATURE_NAMES = {
     "training": "Generator training",
 }
 
-
-def money(value: Decimal) -> Decimal:
-    return value.quantize(MONEY, rounding=ROUND_HALF_UP)
-
-
-def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
-    return money(amount * percent / HUNDRED)
 
 
 @dataclass(frozen=True)
@@ -329,5 +321,4 @@ def _amount_due(statement: _Statement, unapplied: Decimal) -> Built:
     lines = tuple(statement.lines)
     if total < MINIMUM_CHARGE:
         return Built(lines, total, 0, total, unapplied)
-    cents = int((total * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return Built(lines, total, cents, ZERO, unapplied)
+    return Built(lines, total, cents(total), ZERO, unapplied)

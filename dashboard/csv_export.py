@@ -23,11 +23,12 @@ import csv
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
+from core.money import MONEY
+
 # What makes a spreadsheet read a cell as a formula (OWASP "CSV Injection"), and line feed too.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 # Full-width forms that some spreadsheets normalise to the above.
 FORMULA_PREFIXES += ("＝", "＋", "－", "＠")
-SIX_PLACES = Decimal("0.000001")
 
 
 def neutralise(text: str) -> str:
@@ -35,7 +36,7 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-def money(value: Decimal, places: Decimal = SIX_PLACES) -> Decimal:
+def money(value: Decimal, places: Decimal = MONEY) -> Decimal:
     """An amount as the CSV writes it: a Decimal with fixed places, never in exponent form."""
     amount = Decimal(value).quantize(places)
     if not amount.is_finite():

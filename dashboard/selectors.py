@@ -34,9 +34,10 @@ from budgets.selectors import (
     budgets_status,
     workspace_forecast,
 )
+from core.money import ZERO, from_micros
 from core.periods import month_start, next_month
 from usage.models import DailyRollup, UsageEvent
-from usage.selectors import UsageSummary, micros_to_usd, usage_summary
+from usage.selectors import UsageSummary, usage_summary
 from workspaces.models import ApiKey, Membership, Workspace
 
 from .csv_export import money
@@ -44,7 +45,6 @@ from .forms import Cursor, Period
 
 logger = logging.getLogger(__name__)
 
-ZERO = Decimal("0.000000")
 
 
 def clock() -> datetime:
@@ -258,7 +258,7 @@ EVENT_CSV_ROW_BYTES = 170
 def export_hint(workspace: Workspace, filters: dict) -> ExportHint:
     """How big an export will be, from the rollups (their `events` counts): no scan of events."""
     totals = _rollups(workspace, filters).aggregate(events=Sum("events"), rows=Count("pk"), micros=Sum("amount_micros"))
-    return ExportHint(int(totals["events"] or 0), int(totals["rows"] or 0), micros_to_usd(int(totals["micros"] or 0)))
+    return ExportHint(int(totals["events"] or 0), int(totals["rows"] or 0), from_micros(int(totals["micros"] or 0)))
 
 
 EVENT_CSV_HEADER = (
@@ -318,7 +318,7 @@ def rollups_csv_rows(workspace: Workspace, filters: dict) -> Iterator[tuple]:
     for day, key_id, feature, model, steps, width, height, comp, spot, unit, quantity, amount, events in rows:
         yield (
             day.isoformat(), keys.get(key_id, ""), feature, model, steps or "", width or "", height or "",
-            bool(comp), bool(spot), micros_to_usd(unit), quantity, micros_to_usd(amount), events,
+            bool(comp), bool(spot), from_micros(unit), quantity, from_micros(amount), events,
         )  # fmt: skip
 
 
@@ -583,13 +583,13 @@ def staff_overview(*, now: datetime | None = None, top: int = 15, runs: int = 12
             micros = spend_by_workspace.get(budget.workspace_id, (0, 0))[0]
         else:
             micros = _key_month_micros(budget.workspace_id, budget.api_key_id, month)
-        spend = micros_to_usd(micros)
+        spend = from_micros(micros)
         if spend >= budget.amount:
             over.append(OverBudget(budget, spend))
     return StaffOverview(
         month=month,
-        top=[WorkspaceSpend(workspaces[pk], micros_to_usd(micros), events) for pk, (micros, events) in ranked if pk in workspaces],
-        total_spend=micros_to_usd(sum(micros for micros, _ in spend_by_workspace.values())),
+        top=[WorkspaceSpend(workspaces[pk], from_micros(micros), events) for pk, (micros, events) in ranked if pk in workspaces],
+        total_spend=from_micros(sum(micros for micros, _ in spend_by_workspace.values())),
         active_workspaces=len(spend_by_workspace),
         failed_payments=failed,
         over_budget=over,

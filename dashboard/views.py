@@ -25,6 +25,7 @@ from billing.payment_report import State as ChargeState
 from billing.payments import statement_charge
 from billing.stripe_api import PaymentsNotConfigured, payments_configured
 from budgets import services as budget_services
+from core.money import CENT
 from workspaces.models import ApiKey, Membership
 from workspaces.services import (
     MembershipError,
@@ -47,8 +48,6 @@ from .forms import (
     preset_period,
 )
 from .services import member_invite
-
-CENTS = Decimal("0.01")
 
 
 def favicon(request):
@@ -252,7 +251,7 @@ def statement_csv(request, statement_id: int):
              for line in statement.lines.all()]  # fmt: skip
     rows += [("", "total", "Total", "", "", money(statement.total)),
              ("", "amount_due", "Amount due (USD, rounded to cents)", "", "",
-              money(Decimal(statement.amount_due_cents).scaleb(-2), CENTS))]  # fmt: skip
+              money(Decimal(statement.amount_due_cents).scaleb(-2), CENT))]  # fmt: skip
     response = HttpResponse("".join(csv_lines(rows)), content_type="text/csv; charset=utf-8")
     name = f"meterboard-{request.access.workspace.slug}-statement-{statement.period:%Y-%m}-{statement.pk}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import PayloadTooLarge
+from core.money import decimal_text
 from workspaces.access import WorkspaceAccess
 from workspaces.authentication import ApiKeyAuthentication
 from workspaces.models import Scope
@@ -16,10 +17,6 @@ from . import serializers
 from .parsers import StrictJSONParser, json_body
 from .selectors import usage_summary
 from .services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, events_ingest, quote_event
-
-
-def _money(value) -> str | None:
-    return None if value is None else f"{value:.6f}"
 
 
 def _errors(bad_request: OpenApiResponse) -> dict:
@@ -113,7 +110,7 @@ class EventIngestApi(APIView):
                         "index": result.index,
                         "event_id": result.event_id,
                         "status": result.status,
-                        "amount": _money(result.amount),
+                        "amount": decimal_text(result.amount),
                         "errors": result.errors,
                     }
                     for result in outcome.results
@@ -143,9 +140,9 @@ class QuoteApi(APIView):
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         return Response(
             {
-                "unit_price": _money(price.unit_price),
+                "unit_price": decimal_text(price.unit_price),
                 "quantity": price.quantity,
-                "amount": _money(price.amount),
+                "amount": decimal_text(price.amount),
                 "currency": "USD",
                 "price_book": price.price_book,
             }
@@ -175,9 +172,9 @@ class UsageApi(APIView):
                 "start": params["start"].isoformat(),
                 "end": params["end"].isoformat(),
                 "group_by": list(params["group_by"]),
-                "rows": [{**row, "amount": _money(row["amount"])} for row in summary.rows],
+                "rows": [{**row, "amount": decimal_text(row["amount"])} for row in summary.rows],
                 "quantity": summary.quantity,
-                "total": _money(summary.total),
+                "total": decimal_text(summary.total),
                 "currency": "USD",
             }
         )

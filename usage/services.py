@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from billing.pricing import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
 from billing.selectors import price_book_history
+from core.money import to_micros
 from workspaces.models import ApiKey, Workspace
 
 from . import recording
@@ -28,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000
 ACCEPTED, DUPLICATE, CONFLICT, REJECTED = "accepted", "duplicate", "conflict", "rejected"
-MICROS = Decimal(1_000_000)
 _INSERT_CHUNK = 500  # rows per INSERT statement: well inside SQLite's and PostgreSQL's limits
 _DEADLOCK_RETRIES = 5
 
@@ -342,11 +342,11 @@ def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Price
             item.height or 0,
             item.composition_control,
             priced.event.spot,
-            int(priced.price.unit_price * MICROS),
+            to_micros(priced.price.unit_price),
         )
         totals = sums[key]
         totals[0] += item.quantity
-        totals[1] += int(priced.price.amount * MICROS)
+        totals[1] += to_micros(priced.price.amount)
         totals[2] += 1
     if not sums:
         return

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django import template
 from django.urls import reverse
 
+from core import money
+
 register = template.Library()
-
-CENT = Decimal("0.01")
-
 
 def _decimal(value) -> Decimal | None:
     if value is None or value == "":
@@ -25,48 +24,30 @@ def _decimal(value) -> Decimal | None:
 @register.filter
 def usd(value) -> str:
     """$1,234.56 (half-up to cents, for display; statements keep 6 places)."""
-    amount = _decimal(value)
-    if amount is None:
-        return "—"
-    cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
-    sign = "−" if cents < 0 else ""
-    return f"{sign}${abs(cents):,.2f}"
+    return money.usd(_decimal(value))
 
 
 @register.filter
 def usd_precise(value) -> str:
     """A unit price with the places it needs: $0.004, $0.0048, $0.169, $5.00."""
-    amount = _decimal(value)
-    if amount is None:
-        return "—"
-    sign = "−" if amount < 0 else ""
-    amount = abs(amount)
-    text = f"{amount.normalize():f}"
-    places = len(text.split(".")[1]) if "." in text else 0
-    return f"{sign}${amount:,.{max(places, 2)}f}"
+    return money.usd_precise(_decimal(value))
 
 
 @register.filter
 def cents_usd(value) -> str:
     """Integer cents as dollars."""
-    if value is None:
-        return "—"
-    return usd(Decimal(int(value)) / 100)
+    return "—" if value is None else money.usd_cents(int(value))
 
 
 @register.filter
 def usd_from_micros(value) -> str:
     """Integer micro-dollars as dollars."""
-    if value is None:
-        return "—"
-    return usd(Decimal(int(value)).scaleb(-6))
+    return "—" if value is None else money.usd(money.from_micros(int(value)))
 
 
 @register.filter
 def usd_from_micros_precise(value) -> str:
-    if value is None:
-        return "—"
-    return usd_precise(Decimal(int(value)).scaleb(-6))
+    return "—" if value is None else money.usd_precise(money.from_micros(int(value)))
 
 
 @register.filter

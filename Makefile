@@ -47,10 +47,13 @@ screenshots: venv
 lint: venv
 	@.venv/bin/ruff check .
 
-# Benchmarks on the configured database (DATABASE_URL; PostgreSQL at 127.0.0.1 when it answers).
-# Ingestion and month-end close (bench/run.py), the allowance endpoint and event-to-alert delay
-# (bench/allowance.py), the dashboard overview at 20 thousand and 2 million events (bench/overview.py).
+# Benchmarks on the configured database (DATABASE_URL; PostgreSQL at 127.0.0.1 when it answers):
+# `python -m bench all` runs ingest, close, allowance and overview (python -m bench --help).
+# BENCH_ARGS go to ingestion and the close (the close's options are --close-*), ALLOWANCE_ARGS and
+# OVERVIEW_ARGS to theirs. bench-smoke: each at a tiny size, as `make test` runs them.
 bench: venv
-	@$(PY) bench/run.py $(BENCH_ARGS)
-	@$(PY) bench/allowance.py $(ALLOWANCE_ARGS)
-	@$(PY) bench/overview.py $(OVERVIEW_ARGS)
+	@$(PY) -m bench all $(BENCH_ARGS) --allowance-args='$(ALLOWANCE_ARGS)' --overview-args='$(OVERVIEW_ARGS)'
+
+.PHONY: bench-smoke
+bench-smoke: venv
+	@eval "$$($(PY) scripts/test_services.py)" && $(PY) -m pytest -q -p no:cacheprovider tests/test_bench_smoke.py $(PYTEST_ARGS)

@@ -1,1 +1,1 @@
-"""Benchmarks: `make bench` runs bench/run.py (ingestion throughput on the configured database)."""
+"""Meterboard's benchmarks: `python -m bench <command>` (bench/__main__.py); `make bench` runs `all`."""

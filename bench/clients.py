@@ -1,5 +1,5 @@
-"""Load generators for the benchmarks, lean on CPU: they share the machine with gunicorn and the
-database, so whatever they burn is taken from the figure they measure.
+"""Load generators and API clients for the benchmarks, lean on CPU: they share the machine with
+gunicorn and the database, so whatever they burn is taken from the figure they measure.
 
 - Batched: pre-built bodies (made before the clock starts) sent over a few http.client
   connections from threads of this process; each response is parsed and checked.
@@ -8,6 +8,7 @@ database, so whatever they burn is taken from the figure they measure.
 
 Both ask for keep-alive; gunicorn's sync workers answer every request with `Connection: close`,
 so in practice each request opens a new loopback TCP connection (http.client and wrk reconnect).
+`Api` is one such connection for single JSON calls.
 """
 
 from __future__ import annotations
@@ -24,23 +25,45 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .events import EventFactory
+from .data import EventFactory
+from .report import percentile
+from .server import ServerError
 
 EVENTS_PATH = "/api/v1/events"
 LUA_SCRIPT = Path(__file__).resolve().parent / "singles.lua"
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (0 < fraction <= 1) of unsorted values; 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 def _headers(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+
+
+class Api:
+    """One keep-alive-when-possible http.client connection to gunicorn, JSON in and out."""
+
+    def __init__(self, port: int, secret: str):
+        self.port = port
+        self.headers = _headers(secret)
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        payload = None if body is None else json.dumps(body).encode()
+        for attempt in (1, 2):  # gunicorn's sync workers close every connection: reconnect once
+            try:
+                self.connection.request(method, path, body=payload, headers=self.headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                return response.status, (json.loads(data) if data else {})
+            except (OSError, http.client.HTTPException):
+                self.connection.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def ok(self, method: str, path: str, body: dict | None = None, status: int = 200) -> dict:
+        got, answer = self.call(method, path, body)
+        if got != status:
+            raise ServerError(f"{method} {path} answered {got}: {answer}")
+        return answer
 
 
 # --- Batched ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Where the CPU went during a phase (Linux /proc): gunicorn's processes, PostgreSQL's processes,
 the load generator, and everything else on the machine, which competes for the same cores and
-makes the figures noisy when it is busy. Elsewhere than Linux, nothing is measured."""
+makes the figures noisy when it is busy. Elsewhere than Linux, nothing is measured (but the number
+of cores)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def available() -> bool:
     return (PROC / "stat").exists()
+
+
+def cores() -> int:
+    """The cores this process may run on (the figures' denominator: 2 on the reference machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _stat_fields(pid: int) -> tuple[str, list[str]] | None:

@@ -1,14 +1,22 @@
-"""The real HTTP stack for the benchmarks: gunicorn serving config.wsgi on a free 127.0.0.1 port."""
+"""The processes a benchmark runs: gunicorn serving config.wsgi on a free 127.0.0.1 port, a Celery
+worker, and a local HTTP receiver for webhooks. Each is stopped by the bench that started it, also
+on errors and Ctrl-C; gunicorn and the worker run in process groups of their own, ended by id."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from .environment import BASE_DIR
 
 
 def free_port() -> int:
@@ -25,7 +33,7 @@ class Gunicorn:
     """gunicorn with `workers` sync workers, in a process group of its own (so that a Ctrl-C in
     the terminal reaches the bench, which then stops it), logging to `log_path`."""
 
-    def __init__(self, *, base_dir: Path, env: dict[str, str], workers: int, log_path: Path):
+    def __init__(self, *, env: dict[str, str], workers: int, log_path: Path, base_dir: Path = BASE_DIR):
         self.base_dir = base_dir
         self.env = env
         self.workers = workers
@@ -110,3 +118,83 @@ class Gunicorn:
         except OSError:
             return "(no gunicorn log)"
         return "\n".join(text.splitlines()[-lines:]) or "(gunicorn log is empty)"
+
+
+class CeleryWorker:
+    """`celery -A config worker` on both queues (celery, webhooks), 2 processes, logging to
+    `log_path`; ready when its log says so."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.env, self.log_path = env, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, ready_within: float = 60) -> float:
+        started = time.monotonic()
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(BASE_DIR / ".venv" / "bin" / "celery"), "-A", "config", "worker", "--loglevel=INFO",
+                 "-Q", "celery,webhooks", "--concurrency=2", "-n", f"bench-allowance-{os.getpid()}@localhost",
+                 "--without-gossip", "--without-mingle"],
+                cwd=BASE_DIR, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        while time.monotonic() - started < ready_within:
+            if self.process.poll() is not None:
+                raise ServerError(f"the Celery worker exited:\n{self.log_path.read_text(errors='replace')[-2000:]}")
+            if "ready." in self.log_path.read_text(errors="replace"):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise ServerError("the Celery worker was not ready in time")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the group this bench started, by its id
+            process.wait(timeout=10)
+
+
+@dataclass
+class WebhookReceiver:
+    """A local webhook receiver: remembers when each alert arrived."""
+
+    arrivals: list[tuple[float, dict]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> int:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.arrivals.append((time.monotonic(), json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.server.server_address[1]
+
+    def wait_for_threshold(self, threshold: int, deadline: float) -> float | None:
+        while time.monotonic() < deadline:
+            with self.lock:
+                for at, body in self.arrivals:
+                    if body.get("threshold") == threshold and body.get("type") == "budget.threshold_reached":
+                        return at
+            time.sleep(0.005)
+        return None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

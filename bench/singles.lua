@@ -1,18 +1,18 @@
--- wrk script for bench/run.py's single-event phase: one usage event per POST /api/v1/events,
--- each with a new event_id, with the event mix of bench/events.py.
+-- wrk script for bench/ingest.py's single-event phase: one usage event per POST /api/v1/events,
+-- each with a new event_id, with the event mix of bench/data.py.
 --
 -- Run with as many threads as connections (wrk -t N -c N): each thread then has one connection,
 -- so every response pairs with the request before it and the script measures each latency
 -- itself. The threads share a little memory (LuaJIT FFI): each publishes how many answers it
 -- has had, and the first to see the total reached (or the deadline passed) raises a stop flag
 -- that the others see at their next answer. A thread that stops writes thread-<n>.txt to the
--- output folder and prints "MB-THREAD-DONE <n>"; bench/run.py ends wrk once all have.
+-- output folder and prints "MB-THREAD-DONE <n>"; bench/clients.py ends wrk once all have.
 --
 -- A stopped thread never has a request of the run in flight, so the 200s it counted are exactly
 -- the events sent. It does not call wrk.thread:stop() either: gunicorn's sync workers close every
 -- connection, wrk reconnects at once, and an idle reconnection would hold a worker (blocked
 -- reading) and starve the threads still running. It sends cheap unauthenticated GETs (401, no
--- database, not counted) instead, until bench/run.py ends wrk.
+-- database, not counted) instead, until bench/clients.py ends wrk.
 --
 -- Arguments after `--`: prefix total_requests seconds window_start window_end out_dir seed
 -- (window_*: Unix seconds; occurred_at is drawn from that window). The API key comes from the

@@ -9,7 +9,7 @@
   2. floor     one GROUP BY over the month's raw events, per workspace and billable dimension:
                the least any close must read (bench/ceilings.py). The same from the daily rollups,
                for comparison.
-  3. close     billing.services.period_close(BENCH_PERIOD) for every workspace, in this process
+  3. close     billing.close.period_close(BENCH_PERIOD) for every workspace, in this process
                (no Stripe), after deleting the statements an earlier run made. Target: <= 5 min;
                printed with its ratio to the floor of the same run.
   4. verify    one statement per workspace; the statements bill every unit of every event once,
@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
+from core.periods import period_bounds
+
 from . import ceilings, cpu, environment, report
-from .data import NoPriceBook, build_rollups, copy_close_events, month_bounds
+from .data import NoPriceBook, build_rollups, copy_close_events
 from .report import Meter, Steps, table
 from .workspaces import bulk_counts, bulk_delete, bulk_insert, delete_statements
 
@@ -213,14 +215,13 @@ def ensure_dataset(workspaces: int, events: int, *, regenerate: bool, seed: int,
 def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, results: CloseResults):
     from django.db import connection, transaction
 
-    from billing.services import period_bounds as service_bounds
-    from billing.services import period_close
+    from billing.close import period_close
 
     with transaction.atomic(), connection.cursor() as cursor:
         removed = delete_statements(cursor, low, high, BENCH_PERIOD)
     if removed:
         print(f"      deleted {removed:,} statements of {BENCH_PERIOD:%Y-%m} left by an earlier run", flush=True)
-    _, end = service_bounds(BENCH_PERIOD)
+    _, end = period_bounds(BENCH_PERIOD)
     now = end + timedelta(days=2)
     queries = [0]
 
@@ -241,7 +242,7 @@ def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, 
                                f"at {done:,}/{total:,} workspaces")
 
     profiler = cProfile.Profile() if profile_path else None
-    say(3, "close", f"billing.services.period_close({BENCH_PERIOD:%Y-%m}, now={now:%Y-%m-%d %H:%M}Z), in process, "
+    say(3, "close", f"billing.close.period_close({BENCH_PERIOD:%Y-%m}, now={now:%Y-%m-%d %H:%M}Z), in process, "
                     f"no Stripe" + (" (under cProfile: slower)" if profiler else ""))
     try:
         with connection.execute_wrapper(count):
@@ -332,7 +333,7 @@ def run(args: argparse.Namespace, vendor: str) -> CloseResults:
     try:
         low, high = ensure_dataset(args.close_workspaces, args.close_events, regenerate=args.close_regenerate,
                                    seed=args.close_seed, results=results)
-        start, end = month_bounds(BENCH_PERIOD)
+        start, end = period_bounds(BENCH_PERIOD)
         say(2, "floor", "one GROUP BY over the month's raw events ...", end="")
         results.floor_seconds, floor_rows = ceilings.floor(start, end)
         results.floor_rows = len(floor_rows)

@@ -5,7 +5,7 @@ The HTTP mix follows the seed pricing page: SD 1.5 and SDXL generations at the t
 and sizes (sometimes portrait, sometimes off-table steps), composition control on some, the add-on
 features (upscaling, background removal, captioning, ...) and a rare training, quantity 1-4.
 bench/singles.lua mirrors this mix for the wrk phase; keep the two alike. The COPY datasets use
-the same features in a few dozen shapes, each priced once with billing.pricing.
+the same features in a few dozen shapes, each priced once with pricing.rules.
 
 Functions that touch the database need Django set up (bench.environment.Bench.activate).
 """
@@ -18,6 +18,8 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+from core.periods import current_period, period_bounds
 
 from .report import Meter
 
@@ -41,27 +43,10 @@ _ADD_ON_WEIGHTS = tuple(weight for _, weight in ADD_ONS)
 # --- Months -------------------------------------------------------------------------------------
 
 
-def month_start(moment: datetime) -> datetime:
-    """The start of the moment's UTC month."""
-    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def month_bounds(period: date) -> tuple[datetime, datetime]:
-    """[start, end) of the month of `period`, in UTC."""
-    start = datetime(period.year, period.month, 1, tzinfo=UTC)
-    after = (period.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return start, datetime(after.year, after.month, 1, tzinfo=UTC)
-
-
-def previous_month(moment: datetime) -> date:
-    """The first day of the month before the moment's."""
-    return (moment.replace(day=1) - timedelta(days=1)).date().replace(day=1)
-
-
 def occurred_window(now: datetime) -> tuple[datetime, datetime]:
     """[start of the current UTC month, a minute ago]: past days of this month, never the future."""
     now = now.astimezone(UTC)
-    start = month_start(now)
+    start = period_bounds(current_period(now))[0]
     end = now - timedelta(minutes=1)
     if end <= start:  # the first minute of a month: the month has no past yet
         end = now
@@ -145,7 +130,7 @@ def training_body(prefix: str, count: int) -> dict:
 
 @dataclass(frozen=True)
 class Shape:
-    """One billable shape, priced once with billing.pricing; rows then reuse its price."""
+    """One billable shape, priced once with pricing.rules; rows then reuse its price."""
 
     feature: str
     model: str = ""
@@ -162,8 +147,8 @@ class NoPriceBook(RuntimeError):
 
 def price_shapes(shapes: list[Shape], at: datetime, quantities) -> tuple[int, list[dict]]:
     """The id of the price book in force `at`, and for each shape its Price per quantity."""
-    from billing.pricing import UsageItem, price_item
-    from billing.selectors import price_book_history
+    from pricing.rules import UsageItem, price_item
+    from pricing.selectors import price_book_history
 
     book = price_book_history().at(at)
     if book is None or book.id is None:
@@ -271,7 +256,7 @@ def overview_rows(count: int, workspace_id: int, keys: list[int], now: datetime,
     """Rows (EVENT_COLUMNS) of `count` events spread over this UTC month up to `now`."""
     book_id, prices = price_shapes(OVERVIEW_SHAPES, now, set(OVERVIEW_QUANTITIES))
     rng = random.Random(seed)
-    month = month_start(now)
+    month = period_bounds(current_period(now))[0]
     span = max(int((now - month).total_seconds()) - 1, 1)
     shape_picks = rng.choices(range(len(OVERVIEW_SHAPES)), weights=[s.weight for s in OVERVIEW_SHAPES], k=count)
     key_weights = (6, 3, 1)[: len(keys)]
@@ -325,7 +310,7 @@ def copy_close_events(keys: dict[int, int], events: int, period: date, seed: int
 
     rng = random.Random(seed)
     all_shapes = close_shapes()
-    start, end = month_bounds(period)
+    start, end = period_bounds(period)
     book_id, priced = price_shapes(all_shapes, start, range(1, 5))
     dims = [copy_text((s.feature, s.model, s.steps, s.width, s.height, s.composition)) for s in all_shapes]
     prices = [["", *(f"{p[q].unit_price}\t{p[q].amount}" for q in range(1, 5))] for p in priced]

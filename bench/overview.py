@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from core.periods import current_period, previous_month
+
 from . import cpu, environment, workspaces
-from .data import build_rollups, overview_rows, previous_month, write_rows
+from .data import build_rollups, overview_rows, write_rows
 from .report import say, table
 
 HELP = "the dashboard overview's server time at 20 thousand and 2 million events this month"
@@ -84,13 +86,13 @@ def _counts(workspace_id: int, month: date) -> tuple[int, int, int]:
 def _extras(workspace_id: int, keys: list[int], now: datetime) -> None:
     """A workspace budget, a key budget and last month's statement: the overview shows them all."""
     from billing.models import Statement, StatementLine
-    from billing.services import default_plan
+    from billing.selectors import default_plan
     from budgets.models import Budget
 
     if not Budget.objects.filter(workspace_id=workspace_id).exists():
         Budget.objects.create(workspace_id=workspace_id, amount=Decimal(50_000), hard_limit=False)
         Budget.objects.create(workspace_id=workspace_id, api_key_id=keys[0], amount=Decimal(30_000), hard_limit=True)
-    period = previous_month(now)
+    period = previous_month(current_period(now))
     if not Statement.objects.filter(workspace_id=workspace_id, period=period).exists():
         statement = Statement.objects.create(
             workspace_id=workspace_id, period=period, status=Statement.Status.PAID, plan=default_plan(),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from .data import month_bounds
+from core.periods import period_bounds
+
 from .environment import Bench, DatabaseError
 
 
@@ -72,7 +73,7 @@ def delete(workspace_id: int) -> None:
 def bulk_counts(cursor, prefix: str, period: date) -> dict[str, int]:
     """The workspaces whose slug starts with `prefix` (their id range, API keys) and their events:
     in all, in `period`'s month, and as summed by their daily rollups."""
-    start, end = month_bounds(period)
+    start, end = period_bounds(period)
     cursor.execute(
         "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM workspaces_workspace WHERE slug LIKE %s",
         [prefix + "%"],

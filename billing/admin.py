@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef
 
+from pricing.models import PriceBook, PriceBookRate
 from usage.admin import ReadOnlyAdmin
 from usage.models import UsageEvent
 
@@ -11,8 +12,6 @@ from .models import (
     Plan,
     PlanAssignment,
     PlanRate,
-    PriceBook,
-    PriceBookRate,
     Statement,
     StatementAudit,
     StatementLine,

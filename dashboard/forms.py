@@ -12,10 +12,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 
-from billing.pricing import FEATURES, MODELS
 from billing.statement import FEATURE_NAMES
 from budgets import webhooks
 from budgets.serializers import MAX_THRESHOLDS, MAX_WEBHOOKS
+from pricing.rules import FEATURES, MODELS
 from usage.selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, LATEST_DAY
 from workspaces.models import ALL_SCOPES, ApiKey, Membership, Scope
 

@@ -146,14 +146,14 @@ def _price_book_v1(request):
     from django.apps import apps
 
     seed = importlib.import_module("billing.migrations.0002_seed_price_book_v1")
-    seed.load(apps, None)
+    seed.load(apps, None, app_label="pricing")
     yield
 
 
 @pytest.fixture(autouse=True)
 def _fresh_price_book_cache():
     """Each test's database starts from its own state (rolled back or flushed): so does the cache."""
-    from billing.selectors import price_book_cache_clear
+    from pricing.selectors import price_book_cache_clear
 
     price_book_cache_clear()
     yield

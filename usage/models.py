@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from billing.models import PriceBook
+from pricing.models import PriceBook
 from workspaces.models import ApiKey, Workspace
 
 

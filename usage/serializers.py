@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
-from billing.pricing import FEATURES, MODELS
+from pricing.rules import FEATURES, MODELS
 
 from .selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, GROUP_BY_CHOICES, LATEST_DAY
 from .validation import MAX_EVENT_ID_LENGTH, MAX_QUANTITY, MAX_SIDE, MAX_STEPS, MIN_SIDE

@@ -16,9 +16,9 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from billing.pricing import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
-from billing.selectors import price_book_history
 from core.money import to_micros
+from pricing.rules import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
+from pricing.selectors import price_book_history
 from workspaces.models import ApiKey, Workspace
 
 from . import recording

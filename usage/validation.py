@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from billing.pricing import FEATURES, GENERATION, MODELS, UsageItem
+from pricing.rules import FEATURES, GENERATION, MODELS, UsageItem
 
 MAX_EVENT_ID_LENGTH = 128
 MAX_QUANTITY = 100_000

@@ -23,9 +23,10 @@ RATES = [
 ]
 
 
-def load(apps, schema_editor):
-    PriceBook = apps.get_model("billing", "PriceBook")
-    PriceBookRate = apps.get_model("billing", "PriceBookRate")
+def load(apps, schema_editor, app_label="billing"):
+    """Also called by the tests, with app_label "pricing" (where the models live since issue 11)."""
+    PriceBook = apps.get_model(app_label, "PriceBook")
+    PriceBookRate = apps.get_model(app_label, "PriceBookRate")
     book, created = PriceBook.objects.get_or_create(
         version=1,
         defaults={

@@ -26,7 +26,6 @@ from django.db import transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from billing.pricing import FEATURES
 from billing.statement import (
     Built,
     Coupon,
@@ -37,6 +36,7 @@ from billing.statement import (
     build,
     volume_discount,
 )
+from pricing.rules import FEATURES
 
 D = Decimal
 SIX = D("0.000001")

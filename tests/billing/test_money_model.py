@@ -116,7 +116,7 @@ class MoneyMachine(RuleBasedStateMachine):
         super().__init__()
         self.atomic = transaction.atomic()
         self.atomic.__enter__()
-        from billing.selectors import price_book_cache_clear
+        from pricing.selectors import price_book_cache_clear
 
         price_book_cache_clear()
         self.now = START
@@ -145,7 +145,7 @@ class MoneyMachine(RuleBasedStateMachine):
             self.keys.append(api_key_create(workspace=workspace, name="model").api_key)
 
     def teardown(self):
-        from billing.selectors import price_book_cache_clear
+        from pricing.selectors import price_book_cache_clear
 
         transaction.set_rollback(True)
         self.atomic.__exit__(None, None, None)
@@ -441,7 +441,7 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(ahead=st.integers(60, 40 * 24 * 3600), sd15=st.sampled_from(["0.003", "0.005", "0.006"]),
           upscale=st.sampled_from(["0.020", "0.040", "0.050"]))
     def publish_price_book(self, ahead, sd15, upscale):
-        from billing.models import PriceBook
+        from pricing.models import PriceBook
 
         effective = self.now + timedelta(seconds=ahead)
         if any(v[0] == effective for v in self.versions):

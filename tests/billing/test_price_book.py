@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 
-from billing.models import PriceBook, PriceBookRate
+from pricing.models import PriceBook, PriceBookRate
 from tests.conftest import event, post_events
 from usage.models import UsageEvent
 
@@ -60,16 +60,16 @@ def test_staff_edit_unused_versions_in_the_admin_but_not_used_ones(client, api, 
     staff = get_user_model().objects.create_superuser("staff@mb.test", "staff@mb.test", "pw")
     client.force_login(staff)
     v2 = publish_v2()
-    assert client.get("/admin/billing/pricebook/").status_code == 200
-    v1_page = client.get(f"/admin/billing/pricebook/{PriceBook.objects.get(version=1).pk}/change/")
-    v2_page = client.get(f"/admin/billing/pricebook/{v2.pk}/change/")
+    assert client.get("/admin/pricing/pricebook/").status_code == 200
+    v1_page = client.get(f"/admin/pricing/pricebook/{PriceBook.objects.get(version=1).pk}/change/")
+    v2_page = client.get(f"/admin/pricing/pricebook/{v2.pk}/change/")
     assert v1_page.status_code == v2_page.status_code == 200
     post_events(api, [event(occurred_at="2026-11-10T00:00:00Z")])  # v1 now has priced events
-    v1_page = client.get(f"/admin/billing/pricebook/{PriceBook.objects.get(version=1).pk}/change/").content.decode()
-    v2_page = client.get(f"/admin/billing/pricebook/{v2.pk}/change/").content.decode()
+    v1_page = client.get(f"/admin/pricing/pricebook/{PriceBook.objects.get(version=1).pk}/change/").content.decode()
+    v2_page = client.get(f"/admin/pricing/pricebook/{v2.pk}/change/").content.decode()
     assert 'name="composition_multiplier"' not in v1_page  # read-only
     assert 'name="composition_multiplier"' in v2_page
-    response = client.post(f"/admin/billing/pricebook/{PriceBook.objects.get(version=1).pk}/delete/", {"post": "yes"})
+    response = client.post(f"/admin/pricing/pricebook/{PriceBook.objects.get(version=1).pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert PriceBook.objects.filter(version=1).exists()
 
@@ -83,7 +83,7 @@ def test_a_version_published_by_another_process_reaches_every_thread_at_once(tra
 
     from django.db import connection
 
-    import billing.selectors as selectors
+    import pricing.selectors as selectors
 
     assert selectors.price_book_history().at(datetime(2026, 11, 23, tzinfo=timezone.utc)).version == 1
     # Another process publishes v2: no save signal reaches this one, only the freshness check.

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.pricing import (
+from pricing.rules import (
     PriceBookHistory,
     PriceBookSnapshot,
     PricingError,
@@ -92,7 +92,7 @@ def test_seed_cells_are_symmetric_in_width_and_height(model, steps, width, heigh
 @pytest.mark.parametrize("model, steps, width, height, expected", SEED_CELLS)
 def test_every_seed_cell_from_the_database_price_book(db, model, steps, width, height, expected):
     """The migrated version 1 is the seed, not just the test's copy of it."""
-    from billing.selectors import price_book_history
+    from pricing.selectors import price_book_history
 
     book = price_book_history().at(datetime(2026, 11, 1, tzinfo=timezone.utc))
     assert book.version == 1

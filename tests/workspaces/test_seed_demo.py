@@ -24,9 +24,9 @@ from django.utils import timezone
 from billing.close import period_close
 from billing.drafts import statement_draft
 from billing.models import Statement
-from billing.pricing import FEATURES, price_item
-from billing.selectors import price_book_history
 from core.periods import month_start
+from pricing.rules import FEATURES, price_item
+from pricing.selectors import price_book_history
 from usage.models import DailyRollup, UsageEvent
 from usage.validation import parse_event
 from workspaces import demo

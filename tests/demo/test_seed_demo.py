@@ -24,12 +24,13 @@ from django.utils import timezone
 from billing.close import period_close
 from billing.drafts import statement_draft
 from billing.models import Statement
-from core.periods import month_start
+from core.periods import month_start, months_between, next_month, period_bounds, previous_month
+from demo.accounts import DEFAULT_PASSWORD, DEMO_KEYS, DEMO_SLUG, OWNER_EMAIL
+from demo.traffic import demo_events, demo_start, growth_anchor
 from pricing.rules import FEATURES, price_item
 from pricing.selectors import price_book_history
 from usage.models import DailyRollup, UsageEvent
 from usage.validation import parse_event
-from workspaces import demo
 from workspaces.models import ALL_SCOPES, ApiKey, Membership, Workspace
 from workspaces.services import api_key_authenticate
 
@@ -44,7 +45,7 @@ def seed(*args: str) -> str:
 
 
 def demo_events_stored():
-    return UsageEvent.objects.filter(workspace__slug=demo.DEMO_SLUG)
+    return UsageEvent.objects.filter(workspace__slug=DEMO_SLUG)
 
 
 def test_creates_the_workspace_its_people_and_its_keys(db):
@@ -77,7 +78,7 @@ def test_the_demo_owner_can_sign_in_and_see_the_workspace(db):
     seed(*SMALL)
 
     browser = Client()
-    assert browser.login(username=demo.OWNER_EMAIL, password=demo.DEFAULT_PASSWORD)
+    assert browser.login(username=OWNER_EMAIL, password=DEFAULT_PASSWORD)
     page = browser.get("/")
     assert page.status_code == 200
     assert "Pixel Forge Studio" in page.content.decode()
@@ -165,20 +166,20 @@ def test_refuses_a_future_now_and_an_empty_range(db):
 def test_the_default_three_months_look_like_a_real_studio(db):
     """The default scale's shape, from the generator alone: no ingestion, about a second."""
     now = datetime(2026, 11, 25, 20, 0, tzinfo=dt_timezone.utc)
-    start = demo.demo_start(now)
+    start = demo_start(now)
     assert start == date(2026, 9, 1)
 
-    events = list(demo.demo_events(start, now, anchor=start))
+    events = list(demo_events(start, now, anchor=start))
 
     assert 15_000 <= len(events) <= 40_000
     assert len({event.body["event_id"] for event in events}) == len(events)
-    assert [event.body for event in demo.demo_events(start, now, anchor=start)][:50] == [
+    assert [event.body for event in demo_events(start, now, anchor=start)][:50] == [
         event.body for event in events[:50]
     ], "the same days must give the same events (that is the idempotency)"
     assert min(event.occurred_at for event in events) >= datetime(2026, 9, 1, tzinfo=dt_timezone.utc)
     assert max(event.occurred_at for event in events) <= now
     assert {event.body["feature"] for event in events} == set(FEATURES)
-    assert Counter(event.key_name for event in events).keys() == set(demo.DEMO_KEYS)
+    assert Counter(event.key_name for event in events).keys() == set(DEMO_KEYS)
 
     history = price_book_history()
     spend_by_month: Counter = Counter()
@@ -214,24 +215,14 @@ WITHIN_MINUTES = timedelta(minutes=6)  # "a few minutes": a reporter's 5-minute 
 
 def close_time(period: date) -> datetime:
     """When the beat closes `period` (config/schedule.py): BILLING_CLOSE_DAY of the next month,
-    02:00 UTC. Written out here rather than taken from workspaces.demo."""
-    year, month = divmod(period.year * 12 + period.month, 12)
-    return datetime(year, month + 1, settings.BILLING_CLOSE_DAY, 2, tzinfo=dt_timezone.utc)
-
-
-def months_between(first: date, last: date) -> list[date]:
-    """The 1st of each month from `first`'s month up to, not including, `last`'s."""
-    months, period = [], first.replace(day=1)
-    while period < last.replace(day=1):
-        months.append(period)
-        year, month = divmod(period.year * 12 + period.month, 12)
-        period = date(year, month + 1, 1)
-    return months
+    02:00 UTC. Written out here rather than taken from demo.seed."""
+    following = next_month(period)
+    return datetime(following.year, following.month, settings.BILLING_CLOSE_DAY, 2, tzinfo=dt_timezone.utc)
 
 
 def live_statement(period: date) -> Statement | None:
     statements = list(
-        Statement.objects.filter(workspace__slug=demo.DEMO_SLUG, period=period).exclude(
+        Statement.objects.filter(workspace__slug=DEMO_SLUG, period=period).exclude(
             status=Statement.Status.VOID
         )
     )
@@ -240,8 +231,7 @@ def live_statement(period: date) -> Statement | None:
 
 
 def quantity_occurred(period: date) -> int:
-    start = datetime.combine(period, datetime.min.time(), tzinfo=dt_timezone.utc)
-    end = close_time(period).replace(day=1, hour=0)  # the next month's 1st
+    start, end = period_bounds(period)
     events = demo_events_stored().filter(occurred_at__gte=start, occurred_at__lt=end)
     return events.aggregate(n=Sum("quantity"))["n"] or 0
 
@@ -279,8 +269,8 @@ def test_past_months_are_closed_on_schedule_and_this_months_preview_has_no_late_
     assert demo_events_stored().count() > 1_000
     assert_received_as_real_traffic(until=now)
 
-    start = demo.demo_start(now)
-    past = months_between(start, now.date())
+    start = demo_start(now)
+    past = months_between(start, previous_month(month_start(now.date())))  # the months that are over
     assert len(past) == 2
     closed = [period for period in past if close_time(period) <= now]
     for period in closed:
@@ -291,7 +281,7 @@ def test_past_months_are_closed_on_schedule_and_this_months_preview_has_no_late_
             assert live_statement(period) is None
             assert f"{period:%Y-%m}  open until its close on {close_time(period):%Y-%m-%d %H:%M} UTC" in out
 
-    workspace = Workspace.objects.get(slug=demo.DEMO_SLUG)
+    workspace = Workspace.objects.get(slug=DEMO_SLUG)
     this_month = month_start(now.date())
     draft = statement_draft(workspace, this_month, now=now)
     assert line_quantity(draft.built.lines, "usage") == quantity_occurred(this_month)
@@ -299,7 +289,7 @@ def test_past_months_are_closed_on_schedule_and_this_months_preview_has_no_late_
     assert [line for line in draft.built.lines if line.kind == "late_usage"] == []
 
     browser = Client()
-    assert browser.login(username=demo.OWNER_EMAIL, password=demo.DEFAULT_PASSWORD)
+    assert browser.login(username=OWNER_EMAIL, password=DEFAULT_PASSWORD)
     preview = browser.get("/api/v1/statements/preview").json()
     assert preview["period"] == f"{this_month:%Y-%m}"
     assert [line for line in preview["lines"] if line["kind"] == "late_usage"] == []
@@ -311,7 +301,7 @@ def test_a_second_run_leaves_the_statements_as_they_are(db):
     now = timezone.now().isoformat()
     seed(*HISTORY, "--now", now)
     events = dict(demo_events_stored().values_list("event_id", "received_at"))
-    demo_statements = Statement.objects.filter(workspace__slug=demo.DEMO_SLUG).order_by("pk")
+    demo_statements = Statement.objects.filter(workspace__slug=DEMO_SLUG).order_by("pk")
     statements = list(demo_statements.values())
     assert statements
 
@@ -337,8 +327,8 @@ def test_seeded_on_the_1st_at_0030_last_month_stays_open_until_its_close(db):
     assert live_statement(last_month) is None, "closed before its time"
     assert f"{last_month:%Y-%m}  open until its close on {close_time(last_month):%Y-%m-%d %H:%M} UTC" in out
     # Every event up to that moment has arrived (last month's last ones a few minutes after midnight).
-    workspace = Workspace.objects.get(slug=demo.DEMO_SLUG)
-    expected = demo.demo_events(month_before, first, anchor=demo.growth_anchor(workspace), scale=0.05)
+    workspace = Workspace.objects.get(slug=DEMO_SLUG)
+    expected = demo_events(month_before, first, anchor=growth_anchor(workspace), scale=0.05)
     assert demo_events_stored().count() == len(list(expected))
 
     # Seeded again later with the real clock: last month is closed when its time has come, with
@@ -362,7 +352,7 @@ def test_usage_seeded_after_a_close_it_missed_is_billed_as_late_usage(db):
     close = close_time(missed)
     seed(*HISTORY, "--now", (close - timedelta(days=3)).isoformat())
     assert live_statement(missed) is None
-    workspace = Workspace.objects.get(slug=demo.DEMO_SLUG)
+    workspace = Workspace.objects.get(slug=DEMO_SLUG)
     period_close(missed, only=workspace, now=close)  # the beat, while nothing was seeded
 
     seed(*HISTORY)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -16,6 +17,14 @@ from .drafts import statement_preview
 from .models import Statement
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class PeriodField(serializers.Field):
+    """A billing period as YYYY-MM."""
+
+    def to_representation(self, value):
+        return f"{value:%Y-%m}"
+
+
 class LineSerializer(serializers.Serializer):
     kind = serializers.CharField()
     description = serializers.CharField()
@@ -25,33 +34,37 @@ class LineSerializer(serializers.Serializer):
 
 
 class StatementSerializer(serializers.Serializer):
+    """Of a Statement (with its plan and lines fetched)."""
+
     id = serializers.IntegerField(allow_null=True)
-    period = serializers.CharField()
+    period = PeriodField()
     status = serializers.CharField()
-    plan = serializers.CharField(allow_null=True)
+    plan = serializers.CharField(source="plan.name", allow_null=True)
     total = serializers.DecimalField(max_digits=18, decimal_places=6)
     amount_due_cents = serializers.IntegerField()
     carried_forward = serializers.DecimalField(max_digits=18, decimal_places=6)
     finalized_at = serializers.DateTimeField(allow_null=True)
     paid_at = serializers.DateTimeField(allow_null=True)
-    reissue_of = serializers.IntegerField(allow_null=True)
-    lines = LineSerializer(many=True)
+    reissue_of = serializers.IntegerField(source="reissue_of_id", allow_null=True)
+    lines = LineSerializer(source="lines.all", many=True)
 
 
-def statement_data(statement: Statement) -> dict:
-    return {
-        "id": statement.pk,
-        "period": f"{statement.period:%Y-%m}",
-        "status": statement.status,
-        "plan": statement.plan.name if statement.plan_id else None,
-        "total": statement.total,
-        "amount_due_cents": statement.amount_due_cents,
-        "carried_forward": statement.carried_forward,
-        "finalized_at": statement.finalized_at,
-        "paid_at": statement.paid_at,
-        "reissue_of": statement.reissue_of_id,
-        "lines": list(statement.lines.all()),
-    }
+class DraftSerializer(StatementSerializer):
+    """Of a billing.drafts.Draft: the same shape as a statement, never stored (no id, no dates)."""
+
+    id = serializers.IntegerField(source="stored_id", allow_null=True)  # a draft has none: null
+    status = serializers.SerializerMethodField()
+    total = serializers.DecimalField(source="built.total", max_digits=18, decimal_places=6)
+    amount_due_cents = serializers.IntegerField(source="built.amount_due_cents")
+    carried_forward = serializers.DecimalField(source="built.carried_forward", max_digits=18, decimal_places=6)
+    finalized_at = serializers.DateTimeField(source="stored_finalized_at", allow_null=True)
+    paid_at = serializers.DateTimeField(source="stored_paid_at", allow_null=True)
+    reissue_of = serializers.IntegerField(source="stored_reissue_of", allow_null=True)
+    lines = LineSerializer(source="built.lines", many=True)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["pending", "draft"]))
+    def get_status(self, draft) -> str:
+        return "pending" if draft.is_pending else Statement.Status.DRAFT
 
 
 class StatementListApi(APIView):
@@ -66,7 +79,7 @@ class StatementListApi(APIView):
             .prefetch_related("lines")
             .order_by("-period", "-pk")
         )
-        return Response(StatementSerializer([statement_data(s) for s in statements], many=True).data)
+        return Response(StatementSerializer(statements, many=True).data)
 
 
 class StatementDetailApi(APIView):
@@ -83,31 +96,21 @@ class StatementDetailApi(APIView):
         )
         if statement is None:
             raise NotFound("No such statement in this workspace.")
-        return Response(StatementSerializer(statement_data(statement)).data)
+        return Response(StatementSerializer(statement).data)
 
 
-class PreviewSerializer(StatementSerializer):
-    pending = StatementSerializer(many=True, help_text=(
+class PreviewSerializer(DraftSerializer):
+    """This month's draft, with the pending months before it (a list of drafts, the last one
+    this month's, as billing.drafts.statement_preview returns them)."""
+
+    pending = DraftSerializer(many=True, help_text=(
         "Earlier months that are over but not closed yet (between the 1st and the close), oldest "
         "first: what closing each now would bill. This month's draft never bills them again."
     ))
 
-
-def draft_data(draft) -> dict:
-    built = draft.built
-    return {
-        "id": None,
-        "period": f"{draft.period:%Y-%m}",
-        "status": "pending" if draft.is_pending else Statement.Status.DRAFT,
-        "plan": draft.plan.name,
-        "total": built.total,
-        "amount_due_cents": built.amount_due_cents,
-        "carried_forward": built.carried_forward,
-        "finalized_at": None,
-        "paid_at": None,
-        "reissue_of": None,
-        "lines": [line.__dict__ for line in built.lines],
-    }
+    def to_representation(self, drafts):
+        *pending, current = drafts
+        return {**DraftSerializer(current).data, "pending": DraftSerializer(pending, many=True).data}
 
 
 class StatementPreviewApi(APIView):
@@ -120,6 +123,4 @@ class StatementPreviewApi(APIView):
         responses={200: PreviewSerializer},
     )
     def get(self, request):
-        *pending, current = statement_preview(self.workspace, now=timezone.now())
-        data = draft_data(current) | {"pending": [draft_data(draft) for draft in pending]}
-        return Response(PreviewSerializer(data).data)
+        return Response(PreviewSerializer(statement_preview(self.workspace, now=timezone.now())).data)

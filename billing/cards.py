@@ -14,6 +14,7 @@ from typing import Any
 import stripe
 from django.db import IntegrityError, transaction
 
+from core.errors import ServiceError
 from workspaces.models import Membership, Workspace
 
 from .models import Statement, StripeCustomer
@@ -22,8 +23,10 @@ from .stripe_api import PaymentsUnavailable, failure_reason, payments_configured
 logger = logging.getLogger(__name__)
 
 
-class PaymentMethodRejected(ValueError):
+class PaymentMethodRejected(ServiceError):
     """Stripe would not take this payment method (no such id, declined, another customer's)."""
+
+    field = "payment_method"
 
 
 @contextlib.contextmanager
@@ -32,7 +35,9 @@ def _stripe_errors_translated() -> Iterator[None]:
     try:
         yield
     except stripe.StripeError as exc:
-        raise PaymentsUnavailable(f"Stripe cannot be reached or refused the request ({failure_reason(exc)}).") from exc
+        raise PaymentsUnavailable(
+            f"The payment processor cannot be reached ({failure_reason(exc)}); try again in a minute."
+        ) from exc
 
 
 def customer_ensure(workspace: Workspace) -> StripeCustomer:

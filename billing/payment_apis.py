@@ -7,21 +7,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from workspaces.access import WorkspaceAccess
 from workspaces.models import Scope
 
-from .cards import PaymentMethodRejected, payment_method_set, setup_intent_create
-from .stripe_api import PaymentsNotConfigured, PaymentsUnavailable
-
-
-class PaymentsUnavailableError(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "The payment processor cannot be reached; try again in a minute."
-    default_code = "payments_unavailable"
+from .cards import payment_method_set, setup_intent_create
 
 
 class SetupIntentOutputSerializer(serializers.Serializer):
@@ -39,14 +31,10 @@ class PaymentMethodInputSerializer(serializers.Serializer):
 
 
 class PaymentMethodOutputSerializer(serializers.Serializer):
-    payment_method = serializers.CharField(help_text="The workspace's default payment method now")
-    customer = serializers.CharField(help_text="The workspace's Stripe customer (cus_…)")
+    """Of a StripeCustomer."""
 
-
-def _stripe_unavailable(exc: Exception) -> PaymentsUnavailableError:
-    if isinstance(exc, PaymentsNotConfigured):
-        return PaymentsUnavailableError("Payments are not configured on this server.")
-    return PaymentsUnavailableError()
+    payment_method = serializers.CharField(source="default_payment_method", help_text="The workspace's default payment method now")
+    customer = serializers.CharField(source="customer_id", help_text="The workspace's Stripe customer (cus_…)")
 
 
 class SetupIntentCreateApi(APIView):
@@ -60,10 +48,7 @@ class SetupIntentCreateApi(APIView):
         responses={201: SetupIntentOutputSerializer},
     )
     def post(self, request):
-        try:
-            created = setup_intent_create(self.workspace)
-        except (PaymentsNotConfigured, PaymentsUnavailable) as exc:
-            raise _stripe_unavailable(exc) from exc
+        created = setup_intent_create(self.workspace)  # PaymentsUnavailable: 503 (core.errors)
         return Response(SetupIntentOutputSerializer(created).data, status=status.HTTP_201_CREATED)
 
 
@@ -80,14 +65,6 @@ class PaymentMethodSetApi(APIView):
     def post(self, request):
         given = PaymentMethodInputSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        try:
-            customer = payment_method_set(self.workspace, given.validated_data["payment_method"])
-        except PaymentMethodRejected as exc:
-            return Response({"payment_method": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        except (PaymentsNotConfigured, PaymentsUnavailable) as exc:
-            raise _stripe_unavailable(exc) from exc
-        return Response(
-            PaymentMethodOutputSerializer(
-                {"payment_method": customer.default_payment_method, "customer": customer.customer_id}
-            ).data
-        )
+        # PaymentMethodRejected: 400 on the field; PaymentsUnavailable: 503 (core.errors)
+        customer = payment_method_set(self.workspace, given.validated_data["payment_method"])
+        return Response(PaymentMethodOutputSerializer(customer).data)

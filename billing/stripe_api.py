@@ -17,16 +17,22 @@ import stripe
 import urllib3
 from django.conf import settings
 
+from core.errors import ServiceError
+
 # Seconds to open a connection to Stripe; the wait for its answer is STRIPE_TIMEOUT_SECONDS.
 CONNECT_TIMEOUT = 10.0
 
 
-class PaymentsNotConfigured(RuntimeError):
-    """STRIPE_SECRET_KEY is not set."""
+class PaymentsNotConfigured(ServiceError):
+    """Payments are not configured on this server (STRIPE_SECRET_KEY is not set)."""
+
+    status = 503
 
 
-class PaymentsUnavailable(RuntimeError):
-    """Stripe could not be reached, or answered with an error that is not about the request."""
+class PaymentsUnavailable(ServiceError):
+    """The payment processor cannot be reached; try again in a minute."""
+
+    status = 503
 
 
 def payments_configured() -> bool:

@@ -17,7 +17,8 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus Django's RequestDataTooBig answered as 413 instead of a 400/500, and a
+    """DRF's handler, plus a service's error (core.errors.ServiceError) answered in the error
+    envelope with its status, Django's RequestDataTooBig answered as 413 instead of a 400/500, and a
     database outage (unreachable, connection lost, or read-only: config.errors.is_database_outage)
     answered 503 with a JSON `detail` and `Retry-After` instead of an HTML 500.
 
@@ -27,7 +28,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     from django.core.exceptions import RequestDataTooBig
 
     from config.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, is_database_outage
+    from core.errors import ServiceError
 
+    if isinstance(exc, ServiceError):
+        set_rollback()
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response(exc.body(), status=exc.status, headers=headers)
     if is_database_outage(exc):
         set_rollback()
         return Response(

@@ -16,6 +16,7 @@ CENT = Decimal("0.01")
 HUNDRED = Decimal(100)
 ZERO = Decimal("0.000000")
 MICROS = 1_000_000  # micro-dollars per dollar
+CURRENCY = "USD"  # every amount; Stripe is charged in "usd"
 
 
 def money(value: Decimal) -> Decimal:

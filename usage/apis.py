@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import PayloadTooLarge
-from core.money import decimal_text
 from workspaces.access import WorkspaceAccess
 from workspaces.authentication import ApiKeyAuthentication
 from workspaces.models import Scope
@@ -16,7 +15,7 @@ from workspaces.models import Scope
 from . import serializers
 from .parsers import StrictJSONParser, json_body
 from .selectors import usage_summary
-from .services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, events_ingest, quote_event
+from .services import MAX_BATCH, events_ingest, quote_event
 
 
 def _errors(bad_request: OpenApiResponse) -> dict:
@@ -99,24 +98,7 @@ class EventIngestApi(APIView):
             raise PayloadTooLarge(f"{len(raw_events):,} events in one request; send at most {MAX_BATCH:,}.")
 
         outcome = events_ingest(workspace=self.workspace, api_key=request.auth, raw_events=raw_events)
-        return Response(
-            {
-                "accepted": outcome.count(ACCEPTED),
-                "duplicates": outcome.count(DUPLICATE),
-                "conflicts": outcome.count(CONFLICT),
-                "rejected": outcome.count(REJECTED),
-                "results": [
-                    {
-                        "index": result.index,
-                        "event_id": result.event_id,
-                        "status": result.status,
-                        "amount": decimal_text(result.amount),
-                        "errors": result.errors,
-                    }
-                    for result in outcome.results
-                ],
-            }
-        )
+        return Response(serializers.IngestResponseSerializer(outcome).data)
 
 
 class QuoteApi(APIView):
@@ -135,18 +117,8 @@ class QuoteApi(APIView):
         },
     )
     def post(self, request):
-        price, errors = quote_event(json_body(request))
-        if price is None:
-            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
-        return Response(
-            {
-                "unit_price": decimal_text(price.unit_price),
-                "quantity": price.quantity,
-                "amount": decimal_text(price.amount),
-                "currency": "USD",
-                "price_book": price.price_book,
-            }
-        )
+        # An invalid event: EventInvalid, answered 400 with its field errors (core.errors).
+        return Response(serializers.QuoteSerializer(quote_event(json_body(request))).data)
 
 
 class UsageApi(APIView):
@@ -166,15 +138,4 @@ class UsageApi(APIView):
         summary = usage_summary(
             workspace=self.workspace, start=params["start"], end=params["end"], group_by=params["group_by"]
         )
-        return Response(
-            {
-                "workspace": self.workspace.slug,
-                "start": params["start"].isoformat(),
-                "end": params["end"].isoformat(),
-                "group_by": list(params["group_by"]),
-                "rows": [{**row, "amount": decimal_text(row["amount"])} for row in summary.rows],
-                "quantity": summary.quantity,
-                "total": decimal_text(summary.total),
-                "currency": "USD",
-            }
-        )
+        return Response(serializers.UsageResponseSerializer(summary, context={"workspace": self.workspace, "params": params}).data)

@@ -9,9 +9,11 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.money import CURRENCY, decimal_text
 from pricing.rules import FEATURES, MODELS
 
 from .selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, GROUP_BY_CHOICES, LATEST_DAY
+from .services import ACCEPTED, CONFLICT, DUPLICATE, REJECTED
 from .validation import MAX_EVENT_ID_LENGTH, MAX_QUANTITY, MAX_SIDE, MAX_STEPS, MIN_SIDE
 
 MAX_RANGE_DAYS = 731
@@ -58,19 +60,40 @@ class EventResultSerializer(serializers.Serializer):
 
 
 class IngestResponseSerializer(serializers.Serializer):
+    """Of an IngestOutcome. The fields are the answer's schema; `to_representation` writes them
+    directly, because a batch has up to 1,000 results and this is ingestion's hot path (the
+    suite's SchemaCheckedClient checks every answer against the fields)."""
+
     accepted = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     conflicts = serializers.IntegerField()
     rejected = serializers.IntegerField()
     results = EventResultSerializer(many=True)
 
+    def to_representation(self, outcome):
+        return {
+            "accepted": outcome.count(ACCEPTED),
+            "duplicates": outcome.count(DUPLICATE),
+            "conflicts": outcome.count(CONFLICT),
+            "rejected": outcome.count(REJECTED),
+            "results": [
+                {"index": r.index, "event_id": r.event_id, "status": r.status, "amount": decimal_text(r.amount), "errors": r.errors}
+                for r in outcome.results
+            ],
+        }
+
 
 class QuoteSerializer(serializers.Serializer):
+    """Of a pricing.rules.Price."""
+
     unit_price = serializers.DecimalField(max_digits=14, decimal_places=6)
     quantity = serializers.IntegerField()
     amount = serializers.DecimalField(max_digits=18, decimal_places=6)
-    currency = serializers.CharField()
+    currency = serializers.SerializerMethodField()
     price_book = serializers.IntegerField()
+
+    def get_currency(self, price) -> str:
+        return CURRENCY
 
 
 class DetailErrorSerializer(serializers.Serializer):
@@ -139,6 +162,9 @@ class UsageRowSerializer(serializers.Serializer):
 
 
 class UsageResponseSerializer(serializers.Serializer):
+    """Of a usage.selectors.UsageSummary, with the query it answers in the context
+    ("workspace", and the query's validated "params")."""
+
     workspace = serializers.SlugField(help_text="The workspace the figures are for")
     start = serializers.DateField()
     end = serializers.DateField()
@@ -147,3 +173,16 @@ class UsageResponseSerializer(serializers.Serializer):
     quantity = serializers.IntegerField()
     total = serializers.DecimalField(max_digits=20, decimal_places=6)
     currency = serializers.CharField()
+
+    def to_representation(self, summary):
+        params = self.context["params"]
+        return {
+            "workspace": self.context["workspace"].slug,
+            "start": params["start"].isoformat(),
+            "end": params["end"].isoformat(),
+            "group_by": list(params["group_by"]),
+            "rows": [{**row, "amount": decimal_text(row["amount"])} for row in summary.rows],
+            "quantity": summary.quantity,
+            "total": decimal_text(summary.total),
+            "currency": CURRENCY,
+        }

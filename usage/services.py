@@ -16,6 +16,7 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from core.errors import ServiceError
 from core.money import to_micros
 from pricing.rules import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
 from pricing.selectors import price_book_history
@@ -59,16 +60,24 @@ class _Priced:
     content_hash: str
 
 
-def quote_event(raw: Any, *, now: datetime | None = None) -> tuple[Price | None, Errors]:
-    """Price an event body without storing it (`event_id` optional, `occurred_at` default now)."""
+class EventInvalid(ServiceError):
+    """The event is not valid: `errors` has the message(s) of each field."""
+
+
+def quote_event(raw: Any, *, now: datetime | None = None) -> Price:
+    """Price an event body without storing it (`event_id` optional, `occurred_at` default now).
+    Raises EventInvalid with per-field errors."""
     now = now or timezone.now()
     event, errors = parse_event(raw, now=now, require_event_id=False)
-    if event is None:
-        return None, errors
-    book, errors = _book_for(event, price_book_history())
-    if book is None:
-        return None, errors
-    return _price(event, book)
+    book = None
+    if event is not None:
+        book, errors = _book_for(event, price_book_history())
+    price = None
+    if book is not None:
+        price, errors = _price(event, book)
+    if price is None:
+        raise EventInvalid(errors=errors)
+    return price
 
 
 def _book_for(event: ParsedEvent, history: PriceBookHistory) -> tuple[PriceBookSnapshot | None, Errors]:

@@ -249,5 +249,5 @@ def test_adding_a_card_while_stripe_is_unreachable_answers_503_and_changes_nothi
     for path, body in (("/api/v1/billing/setup-intent", None), ("/api/v1/billing/payment-method", {"payment_method": "pm_card_visa"})):
         response = api.post(path, body, format="json")
         assert response.status_code == 503, (path, response.content)
-        assert response.json() == {"detail": "The payment processor cannot be reached; try again in a minute."}
+        assert response.json() == {"detail": "The payment processor cannot be reached (connection refused); try again in a minute."}
     assert not StripeCustomer.objects.filter(workspace=workspace).exists()

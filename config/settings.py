@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "usage",
     "budgets",
     "dashboard",
+    "demo",
 ]
 
 MIDDLEWARE = [

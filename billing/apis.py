@@ -62,7 +62,7 @@ class DraftSerializer(StatementSerializer):
     reissue_of = serializers.IntegerField(source="stored_reissue_of", allow_null=True)
     lines = LineSerializer(source="built.lines", many=True)
 
-    @extend_schema_field(serializers.ChoiceField(choices=["pending", "draft"]))
+    @extend_schema_field(OpenApiTypes.STR)
     def get_status(self, draft) -> str:
         return "pending" if draft.is_pending else Statement.Status.DRAFT
 

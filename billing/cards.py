@@ -15,6 +15,7 @@ import stripe
 from django.db import IntegrityError, transaction
 
 from core.errors import ServiceError
+from core.jobs import enqueue
 from workspaces.models import Membership, Workspace
 
 from .models import Statement, StripeCustomer
@@ -123,14 +124,8 @@ def payment_method_set(workspace: Workspace, payment_method_id: str) -> StripeCu
         StripeCustomer.objects.filter(pk=customer.pk).update(default_payment_method=method.id)
         customer.default_payment_method = method.id
         if Statement.objects.filter(workspace=workspace, status=Statement.Status.PAYMENT_FAILED).exists():
-            transaction.on_commit(functools.partial(_enqueue_workspace_retry, workspace.pk))
+            transaction.on_commit(functools.partial(enqueue, "billing.tasks.payments_retry_workspace", workspace.pk))
     return customer
-
-
-def _enqueue_workspace_retry(workspace_id: int) -> None:
-    from . import tasks
-
-    tasks.payments_retry_workspace.delay(workspace_id)
 
 
 @dataclass(frozen=True)

@@ -426,7 +426,7 @@ def payments_retry_due(*, now: datetime | None = None) -> ChargeReport:
     return _charge_all(sorted(set(due) | set(unsettled)), now=now, report=report)
 
 
-def workspace_retry_failed(workspace_id: int, *, now: datetime | None = None) -> ChargeReport:
+def payments_retry_workspace(workspace_id: int, *, now: datetime | None = None) -> ChargeReport:
     """Charge the workspace's payment_failed statements now (a card was just added)."""
     now = now or timezone.now()
     ids = Statement.objects.filter(

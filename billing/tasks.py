@@ -5,22 +5,15 @@ Their schedule is in config/schedule.py.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 from celery import shared_task
 from django.utils import timezone as dj_timezone
 
+from core.periods import current_period, previous_month
+
 from . import payments
-from .close import period_close
-from .close_runs import close_run_failed, close_run_started, close_run_succeeded
 from .errors import CloseRefused
+from .month_end import period_close_and_charge
 from .stripe_api import PaymentsNotConfigured
-
-
-def previous_month(now: datetime):
-    """The 1st of the UTC month before `now`'s."""
-    first = now.astimezone(timezone.utc).date().replace(day=1)
-    return (first - timedelta(days=1)).replace(day=1)
 
 
 # Closing and charging are idempotent, so a retry after a crash or a lost database connection
@@ -35,20 +28,16 @@ def previous_month(now: datetime):
     retry_backoff_max=3 * 3600,
     max_retries=6,
 )
-def period_close_previous_month(self) -> dict:
+def period_close_and_charge_previous_month(self) -> dict:
     """Close the previous UTC month for every workspace (and, first, any earlier month still open),
     then charge what is due."""
     now = dj_timezone.now()
-    period = previous_month(now)
-    run = close_run_started(period, now=now)
-    try:
-        closed = period_close(period, now=now)
-        charged = payments.statements_charge_due(period, now=now)
-    except Exception as exc:
-        final = isinstance(exc, (CloseRefused, PaymentsNotConfigured)) or self.request.retries >= self.max_retries
-        close_run_failed(run, exc, final=final)
-        raise
-    close_run_succeeded(run, months=closed.months, created=closed.created)
+    period = previous_month(current_period(now))
+    done = period_close_and_charge(
+        period, now=now,
+        failure_is_final=lambda exc: isinstance(exc, (CloseRefused, PaymentsNotConfigured)) or self.request.retries >= self.max_retries,
+    )  # fmt: skip
+    closed, charged = done.closed, done.charged
     return {
         "period": f"{period:%Y-%m}",
         "finalized": closed.created,
@@ -70,4 +59,4 @@ def payments_retry_due() -> dict:
 @shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=60, max_retries=3, expires=24 * 3600)
 def payments_retry_workspace(workspace_id: int) -> dict:
     """Charge a workspace's payment_failed statements now: a card was just added."""
-    return payments.workspace_retry_failed(workspace_id).as_dict()
+    return payments.payments_retry_workspace(workspace_id).as_dict()

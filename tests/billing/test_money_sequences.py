@@ -18,7 +18,7 @@ from billing.close import period_close, statement_close
 from billing.drafts import statement_preview
 from billing.models import BalanceAdjustment, Discount, Plan, PlanAssignment, Statement
 from billing.reissue import statement_void_and_reissue
-from core.periods import month_start
+from core.periods import current_period, month_start, previous_month
 from tests.conftest import event
 from usage.services import events_ingest
 
@@ -88,7 +88,7 @@ def test_a_skipped_month_is_closed_before_the_next_and_loses_nothing(workspace, 
 def test_the_scheduled_close_catches_up_on_every_unclosed_month(workspace, api_key, reserved, monkeypatch):
     ingest(workspace, api_key, [event(occurred_at="2025-01-15T00:00:00Z", quantity=100)], now=at("2025-01-15T00:01:00"))
     monkeypatch.setattr(dj_timezone, "now", lambda: at("2025-04-02T02:00:00"))
-    result = tasks.period_close_previous_month.apply().get()
+    result = tasks.period_close_and_charge_previous_month.apply().get()
     assert result["period"] == "2025-03"
     assert result["caught_up"] == {"2025-01": 1, "2025-02": 1}
     assert [(f"{s.period:%m}", s.total) for s in Statement.objects.filter(workspace=workspace).order_by("period")] == [
@@ -286,12 +286,12 @@ def test_a_scheduled_close_that_fails_for_good_is_recorded_and_emailed_to_staff(
     get_user_model().objects.create_user("ops", "ops@meterboard.test", "pw", is_staff=True)
     get_user_model().objects.create_user("customer", "customer@example.test", "pw")
     now = dj_timezone.now()
-    period = tasks.previous_month(now)
-    before = tasks.previous_month(datetime(period.year, period.month, 1, tzinfo=UTC))
+    period = previous_month(current_period(now))
+    before = previous_month(current_period(datetime(period.year, period.month, 1, tzinfo=UTC)))
     Statement.objects.create(workspace=workspace, period=before, status="finalized",
                              usage_cutoff=now + timedelta(days=1), finalized_at=now)
     ingest(workspace, api_key, [event(occurred_at=f"{period:%Y-%m}-10T00:00:00Z")], now=now)
-    outcome = tasks.period_close_previous_month.apply()
+    outcome = tasks.period_close_and_charge_previous_month.apply()
     assert outcome.failed()
     run = CloseRun.objects.get(period=period)
     assert (run.status, run.attempts) == ("failed", 1)

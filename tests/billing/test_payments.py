@@ -25,6 +25,7 @@ from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
 from billing.payment_outcomes import NO_CARD
 from billing.payment_report import Charge
+from core.periods import current_period, previous_month
 from tests.billing import crashes
 from tests.conftest import client_with, event
 from usage.services import events_ingest
@@ -429,18 +430,18 @@ def test_close_period_finalizes_and_charges_the_total_to_the_cent(workspace, api
 
 
 def test_the_monthly_task_closes_and_charges_the_previous_month(workspace, api_key, local_stripe):
-    period = tasks.previous_month(dj_timezone.now())
+    period = previous_month(current_period(dj_timezone.now()))
     first_of_this_month = datetime(period.year, period.month, 1, tzinfo=timezone.utc) + timedelta(days=32)
     received = first_of_this_month.replace(day=1, hour=0, minute=30)
     ingest(workspace, api_key, [event(occurred_at=f"{period:%Y-%m}-10T12:00:00Z", quantity=400)], at=received)
     cards.payment_method_set(workspace, "pm_card_visa")
 
-    result = tasks.period_close_previous_month.apply().get()
+    result = tasks.period_close_and_charge_previous_month.apply().get()
     assert result == {"period": f"{period:%Y-%m}", "finalized": 1, "caught_up": {}, "already_closed": 0,
                       "charges": {"paid": 1, "declined": 0}}
     [intent] = intents(local_stripe, workspace)
     assert intent["amount"] == 110  # 400 × $0.004 − $0.50
-    again = tasks.period_close_previous_month.apply().get()
+    again = tasks.period_close_and_charge_previous_month.apply().get()
     assert (again["finalized"], again["already_closed"], again["charges"]) == (0, 1, {"paid": 0, "declined": 0, "already_paid": 1})
     assert len(intents(local_stripe, workspace)) == 1
 
@@ -463,7 +464,7 @@ def test_the_close_runs_on_billing_close_day_at_2_utc(env, day):
     result = schedule_with(**env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [
-        [day], [2], [0], "billing.tasks.period_close_previous_month", "billing.tasks.payments_retry_due",
+        [day], [2], [0], "billing.tasks.period_close_and_charge_previous_month", "billing.tasks.payments_retry_due",
     ]
 
 

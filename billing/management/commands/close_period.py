@@ -3,9 +3,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.close import period_close
-from billing.close_runs import close_run_failed, close_run_started, close_run_succeeded
 from billing.errors import CloseRefused
+from billing.month_end import period_close_and_charge
 from core.periods import parse_period
 from workspaces.models import Workspace
 
@@ -39,17 +38,13 @@ class Command(BaseCommand):
             sys.stderr.write(f"\r  closing {month:%Y-%m}: {done:,}/{total:,} workspaces ({rate:,.0f}/s)")
             sys.stderr.flush()
 
-        run = close_run_started(month) if only is None else None
         try:
-            report = period_close(month, only=only, progress=progress)
-        except Exception as exc:
-            if run is not None:  # shown on the staff page; the person running this sees the error
-                close_run_failed(run, exc, final=True, notify=False)
-            if isinstance(exc, CloseRefused):
-                raise CommandError(str(exc)) from exc
-            raise
-        if run is not None:
-            close_run_succeeded(run, months=report.months, created=report.created)
+            done = period_close_and_charge(
+                month, only=only, progress=progress, charge=not no_charge, notify=False  # a person sees the error
+            )
+        except CloseRefused as exc:
+            raise CommandError(str(exc)) from exc
+        report = done.closed
         sys.stderr.write("\n")
         self.stdout.write(
             f"Closed {month:%Y-%m}: {report.created} statements finalized, {report.already_closed} already "
@@ -63,7 +58,5 @@ class Command(BaseCommand):
                 f"{report.later_closed} workspaces already have a later month closed: their {month:%Y-%m} "
                 "events are billed there, or on their next statement, as late usage."
             )
-        if not no_charge:
-            from billing.payments import statements_charge_due
-
-            self.stdout.write(statements_charge_due(month, only=only).summary())
+        if done.charged is not None:
+            self.stdout.write(done.charged.summary())

@@ -1,0 +1,20 @@
+"""Enqueueing background work by task name.
+
+One direction between services and Celery tasks: a `tasks.py` imports its app's services and runs
+one per task (named after it); services never import a tasks module. A service that needs work
+done later enqueues it here by the task's registered name (`<app>.tasks.<service>`), usually after
+its transaction commits. A test checks that every name enqueued here and every entry of
+config/schedule.py is a registered task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def enqueue(task_name: str, *args: Any, **options: Any) -> None:
+    """`apply_async` on the registered task `task_name` (routing, eager mode in tests and the
+    task's own options apply as if the task had been imported)."""
+    from celery import current_app
+
+    current_app.tasks[task_name].apply_async(args=args, **options)

@@ -1,7 +1,7 @@
 """The benchmarks' data: usage events as the generation API sends them (over HTTP), priced ledger
 rows written straight into the database (COPY) and their daily rollups, and months.
 
-The HTTP mix follows the seed pricing page: SD 1.5 and SDXL generations at the table's step counts
+The HTTP mix follows the pricing page (docs/pricing.md): SD 1.5 and SDXL generations at the table's step counts
 and sizes (sometimes portrait, sometimes off-table steps), composition control on some, the add-on
 features (upscaling, background removal, captioning, ...) and a rare training, quantity 1-4.
 bench/singles.lua mirrors this mix for the wrk phase; keep the two alike. The COPY datasets use

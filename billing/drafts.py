@@ -1,7 +1,7 @@
 """Drafts: what closing a month would produce, computed and not stored (the preview, and what the
 close and the reissue store).
 
-Which events a statement bills (PRODUCT.md "Money flow of a month"). A statement has a cutoff, the
+Which events a statement bills (docs/money-flow.md). A statement has a cutoff, the
 close time less CUTOFF_LAG (longer than any ingestion transaction, so an event whose transaction
 commits after the close read its `received_at` is after the cutoff, never lost). A workspace's
 live statements, in period order, each bill the events that occurred before their period's end and

@@ -1,6 +1,6 @@
 """Building a month's statement: pure, from plain values to itemised lines. No ORM here.
 
-The order is PRODUCT.md's "Money flow of a month", each step a visible line:
+The order is the money flow of docs/money-flow.md, each step a visible line:
 
 1. usage (and late usage) per feature / model × steps × size × composition, at the plan's custom
    rates and spot rate;

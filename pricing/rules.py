@@ -3,7 +3,7 @@
 No ORM here: callers pass frozen snapshots (billing.selectors builds them from the database),
 so pricing is exact, fast and testable on its own.
 
-The rule (PRODUCT.md), reproducing the seed's 64 generation cells exactly:
+The rule (docs/pricing.md), reproducing the pricing page's 64 generation cells exactly:
 
     unit = round_half_up(base × max(steps, S0)/S0 × (max(w × h, P0)/P0)², quantum)
 

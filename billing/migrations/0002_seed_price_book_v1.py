@@ -1,4 +1,4 @@
-"""Price book version 1: the seed pricing page (shared/seeds/000_b2bfc0189541de31.txt).
+"""Price book version 1: the public pricing page (its tables: docs/pricing.md).
 
 Warning: events priced with version 1 keep their prices; change prices by adding a version.
 """

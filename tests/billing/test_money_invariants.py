@@ -1,4 +1,4 @@
-"""Money invariants of a month's statement (PRODUCT.md "Money flow of a month").
+"""Money invariants of a month's statement (docs/money-flow.md).
 
 Two halves:
 
@@ -79,7 +79,7 @@ def decimals(low: str, high: str, places: int = 6) -> st.SearchStrategy[Decimal]
     return st.integers(int(D(low) * scale), int(D(high) * scale)).map(lambda n: D(n).scaleb(-places))
 
 
-# Real list prices (the seed's) and arbitrary ones, 6 dp.
+# Real list prices (the pricing page's) and arbitrary ones, 6 dp.
 LIST_PRICES = st.one_of(
     st.sampled_from([D(p).quantize(SIX) for p in ("0.004", "0.0048", "0.032", "0.169", "0.2028", "0.015",
                                                    "0.030", "0.100", "5.00", "0.640", "4369.067")]),
@@ -526,7 +526,7 @@ def _ingest(workspace, api_key, bodies: list[dict], prefix: str, now: datetime) 
 
 
 def _recompute(rows, *, month: date, plan: dict | None, discount, carried: Decimal) -> dict:
-    """The statement, from raw UsageEvent rows, by the rules of PRODUCT.md (not billing/statement.py).
+    """The statement, from raw UsageEvent rows, by the rules of docs/money-flow.md (not billing/statement.py).
 
     Returns the usage lines as a Counter of (kind, late month or None, quantity, unit, amount), the
     other lines in order as (kind, amount), the total, the cents due and the amount carried."""

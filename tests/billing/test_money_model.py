@@ -47,7 +47,7 @@ from hypothesis.stateful import (
 )
 
 UTC = timezone.utc
-LAG = timedelta(minutes=5)  # the close's cutoff lag, as PRODUCT.md/README state it
+LAG = timedelta(minutes=5)  # the close's cutoff lag, as docs/money-flow.md states it
 START = datetime(2025, 1, 3, 9, 0, tzinfo=UTC)
 HORIZON = datetime(2026, 3, 1, tzinfo=UTC)  # the clock never goes past this
 SOAK = os.environ.get("MB_SOAK") == "1"

@@ -1,4 +1,4 @@
-"""The pricing rule against the seed's table, cell for cell, and off the table."""
+"""The pricing rule against the pricing page's table (docs/pricing.md), cell for cell, and off the table."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pricing.rules import (
     unit_price,
 )
 
-# The seed pricing page (shared/seeds/000_b2bfc0189541de31.txt), transcribed: steps → prices per
+# The pricing page (docs/pricing.md), transcribed: steps → prices per
 # height, width fixed at 512 (SD 1.5) or 1024 (SDXL).
 SD15_HEIGHTS = [512, 576, 640, 688, 704, 768, 912, 1024]
 SD15 = {

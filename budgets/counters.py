@@ -54,7 +54,12 @@ logger = logging.getLogger(__name__)
 COUNTER_TTL = 5 * 60  # seconds; a counter is rebuilt from the rollups at least this often
 INFLIGHT_TTL = 5 * 60  # longer than any ingestion transaction
 GENERATION_TTL = 24 * 3600
-PENDING_TTL = 5 * 60  # = the evaluation task's expiry: at most one pending evaluation per workspace
+# The "evaluation pending" mark lives at most this long. It only stops requests from enqueueing a
+# second evaluation while one waits in the queue (the task clears it as it starts, within
+# milliseconds on a healthy worker); a worker that dies holding the task before it started leaves
+# the mark behind, and the next request once it has expired (the beat's, each minute) enqueues
+# the evaluation again: a lost evaluation is redone within PENDING_TTL + 60 s. It was 5 minutes.
+PENDING_TTL = 30
 # Without Redis the mark lives in each web process's memory, where the worker cannot clear it: it
 # lasts this long instead, and the evaluation it enqueues runs this much later (evaluation_delay),
 # so that it sees every change that found the mark set.

@@ -103,7 +103,12 @@ class Alert(models.Model):
 
 class AlertDelivery(models.Model):
     """One alert to one recipient: an e-mail address or a webhook endpoint. Attempts are claimed
-    (`claimed_until`) before they are made, so two tasks holding the same delivery never both send."""
+    (`claimed_until`) before they are made, so two tasks holding the same delivery never both send.
+
+    The schedule lives here, not in a worker: `next_attempt_at` is when the next attempt is due
+    (set when an attempt starts, for the case it never reports back, and again when it ends), and
+    `requeue_at` says a task is coming for it. The sweep (budgets.services.deliveries_enqueue_due)
+    enqueues what is due and has no task coming, or whose task is overdue (lost)."""
 
     class Channel(models.TextChoices):
         EMAIL = "email", "E-mail"
@@ -124,6 +129,10 @@ class AlertDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)  # due from then; null once settled
     claimed_until = models.DateTimeField(null=True, blank=True)  # an attempt in progress holds it
+    # A task is enqueued for it: still unclaimed by then, that task was lost (a worker died holding
+    # it) and the sweep enqueues another. Null when no task is coming; cleared by each attempt.
+    requeue_at = models.DateTimeField(null=True, blank=True)
+    requeues = models.PositiveIntegerField(default=0)  # tasks lost in a row: each doubles the wait
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
@@ -131,7 +140,12 @@ class AlertDelivery(models.Model):
     class Meta:
         ordering = ["pk"]
         verbose_name_plural = "alert deliveries"
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due")]
+        # The sweep's query, every few seconds: only deliveries still to make, a small index.
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], name="delivery_open_due", condition=models.Q(status__in=["pending", "retrying"])
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.target}: {self.status}"

@@ -1,9 +1,20 @@
 """Writes for budgets: budgets and their webhooks, the ingestion hook, alert evaluation, test
-alerts, and delivering an alert (one attempt at a time, retried by budgets.tasks).
+alerts, and delivering an alert (one attempt per task, budgets.tasks).
 
 Delivery schedule (RETRY_*): an alert is sent as soon as it is recorded; a failed attempt is
 retried after 30 s, 1, 2, 4, 8, 16 and 32 minutes, then every 45 minutes, until 24 hours after
 the alert; then the delivery is `failed`. Every attempt is a DeliveryAttempt row.
+
+The schedule is kept in the database, never in a worker's memory, so that a worker's death loses
+none of it: each attempt claims its delivery for its task's hard time limit plus CLAIM_MARGIN
+(25 s for a webhook with the default 5 s deadline) and, as it starts, moves `next_attempt_at` to
+when the next attempt is due should it never report back (30 s for the first); a failed attempt
+sets it and its task ends. The sweep (deliveries_enqueue_due, beat every SWEEP_EVERY = 10 s)
+enqueues every delivery due before its next run, with a countdown to its time, unless an attempt
+holds it or a task is already coming for it (`requeue_at`: a task unclaimed LOST_AFTER = 30 s past
+its time was lost with its worker). Worker deaths, measured with real workers killed (SIGKILL):
+mid-POST, the alert is sent again ~31 s after the first try (twice in all, same
+Meterboard-Delivery id: at least once); a retry due while its worker is dead goes on time.
 
 Webhooks are sent by their own task on their own Celery queue (WEBHOOK_QUEUE, config/celery.py),
 so that a slow receiver can never delay evaluations, charges or e-mail; each attempt has one
@@ -27,7 +38,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.services import plan_for_period
@@ -48,16 +59,21 @@ from .selectors import (
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY = timedelta(seconds=30)
-# Below the Redis broker's visibility timeout (1 h): a longer countdown would be delivered twice.
 RETRY_MAX_DELAY = timedelta(minutes=45)
 RETRY_WINDOW = timedelta(hours=24)
-# The hard time limit of a delivery task (budgets.tasks): a worker process still in an attempt
-# then is killed. A webhook attempt ends at its deadline (at most MAX_WEBHOOK_TIMEOUT) long before.
-DELIVERY_TIME_LIMIT = 120
 MAX_WEBHOOK_TIMEOUT = 60.0
-# An attempt holds its delivery this long: longer than the task may run, so that no other task
-# claims a delivery whose attempt is still running; a worker that dies mid-attempt frees it then.
-CLAIM_FOR = timedelta(seconds=DELIVERY_TIME_LIMIT + 60)
+# The hard time limit of one attempt's task (budgets.tasks) is the attempt's own deadline plus
+# this: the claim before and the outcome saved after (a few queries). A worker process still in
+# the task then is killed by its pool.
+ATTEMPT_OVERHEAD = 15
+# An e-mail attempt: EMAIL_TIMEOUT bounds each socket operation, not the whole conversation;
+# connecting, the SMTP dialogue and the message get this many of them.
+EMAIL_TIMEOUTS_PER_ATTEMPT = 3
+# An attempt holds its delivery (`claimed_until`) for its task's hard time limit plus this: the pool
+# kills a task past its limit within about a second, and machines' clocks differ a little. So no
+# other task claims a delivery whose attempt may still be sending, and a worker that dies
+# mid-attempt frees it that soon (25 s for a webhook with the default 5 s deadline).
+CLAIM_MARGIN = 5
 # At most this many webhook attempts of one workspace in flight at once (setting of that name).
 WEBHOOK_CONCURRENCY_PER_WORKSPACE = 2
 # Test alerts a workspace may send in an hour (setting BUDGET_TEST_ALERTS_PER_HOUR).
@@ -66,8 +82,21 @@ TEST_ALERT_WINDOW = timedelta(hours=1)
 # PostgreSQL advisory lock classes (pg_advisory_xact_lock(class, workspace id)): "mbwd", "mbta".
 _LOCK_WEBHOOK_SLOTS = 0x6D62_7764
 _LOCK_TEST_ALERTS = 0x6D62_7461
-# A delivery due this long ago with no attempt running lost its task: the sweep enqueues it again.
-OVERDUE_AFTER = timedelta(minutes=5)
+# The sweep (deliveries_enqueue_due) runs this often (config/schedule.py) and enqueues, each with
+# a countdown to its due time, the deliveries due before its next run.
+SWEEP_EVERY = timedelta(seconds=10)
+SWEEP_BATCH = 500  # deliveries a sweep enqueues at most; the next one takes the rest
+# A task enqueued for a delivery and not claimed this long after it was due to start was lost (a
+# worker died holding it, the broker lost it): the sweep enqueues another. Longer than a healthy
+# queue ever waits; a duplicate task is harmless (it finds the delivery claimed or done). Each
+# task lost in a row doubles the wait, up to LOST_AFTER_MAX, so that a queue nobody consumes
+# (workers stopped for hours) gets a copy of each delivery every half hour, not every 30 s.
+LOST_AFTER = timedelta(seconds=30)
+LOST_AFTER_MAX = timedelta(minutes=30)
+# A countdown ends this much after the due time, so that a task never runs just before it.
+_COUNTDOWN_MARGIN = 0.25
+# An evaluation task waiting longer than this in the queue is dropped (the beat asks again).
+EVALUATION_EXPIRES = 5 * 60
 
 
 # --- Budgets -----------------------------------------------------------------------------------
@@ -190,7 +219,7 @@ def _evaluation_enqueue(workspace_id: int) -> None:
 
     try:
         tasks.budgets_evaluate_workspace.apply_async(
-            args=[workspace_id], countdown=counters.evaluation_delay(), expires=counters.PENDING_TTL
+            args=[workspace_id], countdown=counters.evaluation_delay(), expires=EVALUATION_EXPIRES
         )
     except Exception:  # the broker is down: let the next change (or the beat) try again
         logger.exception("budgets: could not enqueue the evaluation of workspace %s", workspace_id)
@@ -303,13 +332,13 @@ def _alert_record(alert: Alert, *, recipients: Sequence[str], endpoints: Sequenc
 def _deliveries_create(
     alert: Alert, recipients: Sequence[str], endpoints: Sequence[WebhookEndpoint]
 ) -> list[AlertDelivery]:
+    # Enqueued after the commit: if that never happens, the sweep finds them (requeue_at).
+    due = {"next_attempt_at": alert.created_at, "requeue_at": alert.created_at + LOST_AFTER, "created_at": alert.created_at}
     rows = [
-        AlertDelivery(alert=alert, channel=AlertDelivery.Channel.EMAIL, target=address,
-                      next_attempt_at=alert.created_at, created_at=alert.created_at)
+        AlertDelivery(alert=alert, channel=AlertDelivery.Channel.EMAIL, target=address, **due)
         for address in recipients
     ] + [
-        AlertDelivery(alert=alert, channel=AlertDelivery.Channel.WEBHOOK, endpoint=endpoint, target=endpoint.url,
-                      next_attempt_at=alert.created_at, created_at=alert.created_at)
+        AlertDelivery(alert=alert, channel=AlertDelivery.Channel.WEBHOOK, endpoint=endpoint, target=endpoint.url, **due)
         for endpoint in endpoints
     ]
     # One by one rather than bulk_create: the enqueued tasks need the ids on every database.
@@ -318,21 +347,34 @@ def _deliveries_create(
     return rows
 
 
-def delivery_enqueue(delivery_id: int, channel: str, *, countdown: float = 0, expires: datetime | float | None = None) -> None:
+def delivery_enqueue(delivery_id: int, channel: str, *, countdown: float = 0) -> None:
     """Enqueue one attempt: webhooks on the webhooks queue (budgets.tasks.webhook_delivery_send),
-    e-mails on the default one (alert_delivery_send)."""
+    e-mails on the default one (alert_delivery_send). The caller records `requeue_at`."""
     from . import tasks
 
     task = tasks.webhook_delivery_send if channel == AlertDelivery.Channel.WEBHOOK else tasks.alert_delivery_send
-    task.apply_async(args=[delivery_id], countdown=countdown, expires=expires or RETRY_WINDOW.total_seconds())
+    # A task still queued an hour after its time was long replaced by the sweep: drop it.
+    task.apply_async(args=[delivery_id], countdown=countdown, expires=countdown + 3600)
 
 
 def _deliveries_enqueue(deliveries: Sequence[tuple[int, str]]) -> None:
     for delivery_id, channel in deliveries:
         try:
             delivery_enqueue(delivery_id, channel)
-        except Exception:  # the overdue sweep sends it once the broker answers again
+        except Exception:  # the sweep enqueues it once the broker answers again (requeue_at)
             logger.exception("budgets: could not enqueue delivery %s", delivery_id)
+
+
+def _lost_after(requeues: int) -> timedelta:
+    return min(LOST_AFTER * 2 ** min(requeues, 16), LOST_AFTER_MAX)
+
+
+def delivery_requeue(delivery_id: int, channel: str, at: datetime, *, now: datetime | None = None) -> None:
+    """Enqueue an attempt to start at `at` (a deferred delivery), recorded so that the sweep does
+    not take it for lost before then."""
+    now = now or timezone.now()
+    AlertDelivery.objects.filter(pk=delivery_id).update(requeue_at=at + LOST_AFTER)
+    delivery_enqueue(delivery_id, channel, countdown=max((at - now).total_seconds(), 0) + _COUNTDOWN_MARGIN)
 
 
 def _workspace_lock(lock_class: int, workspace_id: int) -> None:
@@ -409,10 +451,25 @@ class DeliveryResult:
 
 
 def webhook_timeout() -> float:
-    """WEBHOOK_TIMEOUT_SECONDS, the deadline of one attempt, kept within 0.1 to 60 s so that an
-    attempt always ends well inside DELIVERY_TIME_LIMIT (and so inside its claim)."""
+    """WEBHOOK_TIMEOUT_SECONDS, the deadline of one attempt, kept within 0.1 to 60 s."""
     seconds = float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 5))
     return min(max(seconds, 0.1), MAX_WEBHOOK_TIMEOUT)
+
+
+def attempt_time_limit(channel: str) -> int:
+    """The hard time limit (seconds) of the task making one attempt: the attempt's own deadline
+    plus ATTEMPT_OVERHEAD. 20 s for a webhook (WEBHOOK_TIMEOUT_SECONDS 5), 45 s for an e-mail
+    (EMAIL_TIMEOUT 10) with the defaults."""
+    if channel == AlertDelivery.Channel.WEBHOOK:
+        deadline = webhook_timeout()
+    else:
+        deadline = EMAIL_TIMEOUTS_PER_ATTEMPT * float(getattr(settings, "EMAIL_TIMEOUT", None) or 10)
+    return math.ceil(deadline) + ATTEMPT_OVERHEAD
+
+
+def claim_length(time_limit: float) -> timedelta:
+    """How long an attempt holds its delivery, given the hard time limit of the task making it."""
+    return timedelta(seconds=time_limit + CLAIM_MARGIN)
 
 
 def webhook_concurrency_per_workspace() -> int:
@@ -469,19 +526,34 @@ def alert_payload(alert: Alert) -> dict:
     }
 
 
-def _claim(delivery_id: int, now: datetime):
+_OPEN = (AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING)
+
+
+def _claim(delivery_id: int, now: datetime, time_limit: float | None):
     """Take the delivery for one attempt (saved STARTED) if it is due and nobody holds it: the
     (delivery, attempt); None if it is not due or held; _BUSY for a webhook whose workspace has
     WEBHOOK_CONCURRENCY_PER_WORKSPACE attempts in flight (claims not expired), counted under a
-    per-workspace lock so that two claims cannot both take the last slot."""
+    per-workspace lock so that two claims cannot both take the last slot.
+
+    The claim lasts the task's hard time limit (`time_limit`, by default the channel's
+    attempt_time_limit) plus CLAIM_MARGIN, and moves `next_attempt_at` to when the next attempt
+    is due should this one never report back (its worker died): the retry schedule is in the
+    database from the start of every attempt. An attempt a dead worker left STARTED is marked
+    abandoned; past the retry window, the delivery is failed instead of attempted again."""
     with transaction.atomic():
-        due = AlertDelivery.objects.filter(
-            pk=delivery_id,
-            status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING],
-            next_attempt_at__lte=now,
-        ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        row = due.values("channel", "alert__workspace_id").first()
+        due = AlertDelivery.objects.filter(pk=delivery_id, status__in=_OPEN, next_attempt_at__lte=now).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        )
+        row = due.values("channel", "alert__workspace_id", "attempts", "created_at").first()
         if row is None:
+            return None
+        give_up_at = row["created_at"] + RETRY_WINDOW
+        abandoned = DeliveryAttempt.objects.filter(delivery_id=delivery_id, outcome=DeliveryAttempt.Outcome.STARTED)
+        if now >= give_up_at and abandoned.exists():  # the last attempt of the window never ended
+            abandoned.update(outcome=DeliveryAttempt.Outcome.ABANDONED, error="The worker stopped during this attempt.")
+            due.update(status=AlertDelivery.Status.FAILED, next_attempt_at=None, claimed_until=None, requeue_at=None,
+                       last_error="The worker stopped during the last attempt.")  # fmt: skip
+            logger.warning("budgets: gave up delivery %s, its last attempt was abandoned", delivery_id)
             return None
         if row["channel"] == AlertDelivery.Channel.WEBHOOK:
             workspace_id = row["alert__workspace_id"]
@@ -495,20 +567,25 @@ def _claim(delivery_id: int, now: datetime):
             )
             if in_flight >= webhook_concurrency_per_workspace():
                 return _BUSY
-        claimed = due.update(claimed_until=now + CLAIM_FOR, attempts=F("attempts") + 1)
+        attempts = row["attempts"] + 1
+        claimed = due.filter(attempts=row["attempts"]).update(
+            claimed_until=now + claim_length(time_limit or attempt_time_limit(row["channel"])),
+            attempts=attempts,
+            next_attempt_at=min(now + retry_delay(attempts), give_up_at),
+            requeue_at=None,
+            requeues=0,
+        )
         if not claimed:
             return None
         delivery = AlertDelivery.objects.select_related(
             "alert__workspace", "alert__budget__api_key", "endpoint"
         ).get(pk=delivery_id)
-        delivery.attempt_log.filter(outcome=DeliveryAttempt.Outcome.STARTED).update(
-            outcome=DeliveryAttempt.Outcome.ABANDONED, error="The worker stopped during this attempt."
-        )
+        abandoned.update(outcome=DeliveryAttempt.Outcome.ABANDONED, error="The worker stopped during this attempt.")
         attempt = DeliveryAttempt.objects.create(delivery=delivery, number=delivery.attempts, started_at=now)
     return delivery, attempt
 
 
-def _send(delivery: AlertDelivery) -> webhooks.PostResult:
+def _send(delivery: AlertDelivery, *, webhook_deadline: float) -> webhooks.PostResult:
     if delivery.channel == AlertDelivery.Channel.EMAIL:
         try:
             alert_email_send(delivery.alert, delivery.target)
@@ -522,7 +599,7 @@ def _send(delivery: AlertDelivery) -> webhooks.PostResult:
         delivery.endpoint.url,
         delivery.endpoint.secret,
         body,
-        timeout=webhook_timeout(),
+        timeout=webhook_deadline,
         allow_private=getattr(settings, "WEBHOOK_ALLOW_PRIVATE", False),
         headers={
             "Meterboard-Delivery": str(delivery.pk),
@@ -531,16 +608,19 @@ def _send(delivery: AlertDelivery) -> webhooks.PostResult:
     )
 
 
-def delivery_attempt(delivery_id: int, *, now: datetime | None = None) -> DeliveryResult:
+def delivery_attempt(delivery_id: int, *, now: datetime | None = None, time_limit: float | None = None) -> DeliveryResult:
     """Make one attempt at a delivery if it is due and no other attempt holds it; log it; settle
     the delivery (delivered, retrying at a time, or failed after RETRY_WINDOW).
+
+    `time_limit`: the hard time limit of the task calling (budgets.tasks), which the claim
+    outlasts and a webhook's deadline fits in; by default the channel's attempt_time_limit().
 
     Safe to call twice for the same delivery at once (the claim is an atomic UPDATE, held longer
     than a delivery task may run): one sends. A webhook over its workspace's cap of attempts in
     flight is "deferred": nothing is sent or counted, the caller tries again at retry_at.
     At least once, not exactly once, if a worker dies after sending and before saving the
     outcome; receivers de-duplicate on the `Meterboard-Delivery` header (or the alert `id`)."""
-    claimed = _claim(delivery_id, now or timezone.now())
+    claimed = _claim(delivery_id, now or timezone.now(), time_limit)
     if claimed is None:
         return DeliveryResult("skipped")
     if claimed is _BUSY:
@@ -553,8 +633,9 @@ def delivery_attempt(delivery_id: int, *, now: datetime | None = None) -> Delive
         result = webhooks.PostResult("refused", error="The webhook endpoint was removed.")
         status = AlertDelivery.Status.CANCELLED
     else:
+        limit = time_limit or attempt_time_limit(delivery.channel)
         started = time.monotonic()
-        result = _send(delivery)
+        result = _send(delivery, webhook_deadline=max(min(webhook_timeout(), limit - ATTEMPT_OVERHEAD), 0.1))
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
         status = AlertDelivery.Status.DELIVERED if result.outcome == "ok" else AlertDelivery.Status.RETRYING
     finished = now or timezone.now()
@@ -580,16 +661,37 @@ def delivery_attempt(delivery_id: int, *, now: datetime | None = None) -> Delive
     return DeliveryResult(status, retry_at, give_up_at)
 
 
-def deliveries_enqueue_overdue(*, now: datetime | None = None) -> int:
-    """Enqueue deliveries whose task was lost (due for OVERDUE_AFTER, not held by an attempt)."""
+def deliveries_enqueue_due(*, now: datetime | None = None) -> int:
+    """The sweep (beat, every SWEEP_EVERY): enqueue every delivery due before the next sweep that
+    no attempt holds (its claim, if any, expired) and no task is coming for (none was enqueued
+    since its last attempt, or the one enqueued was lost: still unclaimed at `requeue_at`), with
+    a countdown to its due time. This is how retries happen, and how a delivery whose task or
+    worker died is found again.
+    At most SWEEP_BATCH a run, the longest due first; rows another sweep holds are skipped.
+    Returns how many were enqueued."""
     now = now or timezone.now()
-    ids = list(
-        AlertDelivery.objects.filter(
-            status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING],
-            next_attempt_at__lte=now - OVERDUE_AFTER,
+    horizon = now + SWEEP_EVERY
+    with transaction.atomic():
+        rows = list(
+            AlertDelivery.objects.select_for_update(skip_locked=True)
+            .filter(status__in=_OPEN, next_attempt_at__lte=horizon)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .filter(Q(requeue_at__isnull=True) | Q(requeue_at__lte=now))
+            .order_by("next_attempt_at")
+            .only("pk", "channel", "next_attempt_at", "requeue_at", "requeues")[:SWEEP_BATCH]
         )
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .values_list("pk", "channel")[:1000]
-    )
-    _deliveries_enqueue(ids)
-    return len(ids)
+        planned = []
+        for row in rows:
+            at = max(row.next_attempt_at, now)
+            if row.requeue_at is not None:  # the task enqueued before never claimed it: lost
+                row.requeues += 1
+            row.requeue_at = at + _lost_after(row.requeues)
+            countdown = (at - now).total_seconds()
+            planned.append((row.pk, row.channel, countdown + _COUNTDOWN_MARGIN if countdown > 0 else 0))
+        AlertDelivery.objects.bulk_update(rows, ["requeue_at", "requeues"])
+    for delivery_id, channel, countdown in planned:
+        try:
+            delivery_enqueue(delivery_id, channel, countdown=countdown)
+        except Exception:  # the broker is down: the next sweep after requeue_at tries again
+            logger.exception("budgets: could not enqueue delivery %s", delivery_id)
+    return len(planned)

@@ -2,14 +2,24 @@
 
 Their schedule is in config/schedule.py; ingestion (budgets.spend.SpendRecording) and budget
 changes enqueue `budgets_evaluate_workspace`, an evaluation enqueues `alert_delivery_send` (e-mail,
-default queue) and `webhook_delivery_send` (the webhooks queue, config/celery.py).
+default queue) and `webhook_delivery_send` (the webhooks queue, config/celery.py), and the sweep
+`deliveries_enqueue_due` enqueues them again when a retry is due or a worker died with them.
+
+A worker that dies (SIGKILL, a lost machine) takes the tasks it held with it: they stay
+unacknowledged in Redis until the broker's visibility timeout (an hour, config/settings.py).
+Alerts do not wait for that. An evaluation it held is asked for again by the beat's next
+every-minute run once the workspace's "pending" mark has expired (30 s, counters.PENDING_TTL);
+a delivery it held, or was sending, is found by the sweep (services.deliveries_enqueue_due) once
+its claim has expired (25 s for a webhook) and its next attempt is due (30 s after the one cut
+short), or once its task is 30 s late (services.LOST_AFTER). With real workers killed
+(tests/budgets/test_worker_faults.py) the alert arrived 30 to 75 s after the crossing event (at
+most about 91 s: 30 s of mark and a minute of beat), within the 2 minutes promised.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.db import DatabaseError
-from django.utils import timezone
 
 from . import counters, services
 from .models import AlertDelivery
@@ -31,30 +41,33 @@ def budgets_evaluate_due() -> dict:
     return {"enqueued": services.evaluations_request_due()}
 
 
-# Retries are the delivery schedule (services.retry_delay, 24 h): the service says when to come
-# back, the task re-enqueues itself with that countdown and with the 24 h window as its expiry.
-# A lost task is found by deliveries_retry_overdue. max_retries bounds the schedule (~38 attempts).
-# The hard time limit is below the claim an attempt holds (services.CLAIM_FOR), so that no other
-# task claims a delivery while this one may still be sending it.
-DELIVERY_TASK_OPTIONS = dict(
-    bind=True, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=30, max_retries=60,
-    time_limit=services.DELIVERY_TIME_LIMIT,
-)  # fmt: skip
+# One task, one attempt. The retry schedule is in the database (AlertDelivery.next_attempt_at, set
+# when an attempt starts and when it ends), never in a worker's memory: a failed attempt ends its
+# task, and the sweep (deliveries_enqueue_due, every 10 s) enqueues the next attempt when it is due,
+# as it does for a delivery whose worker died mid-attempt (its claim expires) or whose task was
+# lost with a worker (still unclaimed at requeue_at). So no Celery retry either: a database error
+# fails the task, and the sweep finds the delivery again once the database answers.
+# The hard time limit is the attempt's own deadline plus some overhead (services.attempt_time_limit:
+# 20 s for a webhook, 45 s for an e-mail, with the defaults); the claim outlasts the limit the
+# running task really has (from the message, else the task's), so that no other task claims a
+# delivery while this one may still be sending it. The prefork pool (the default) enforces it.
+DELIVERY_TASK_OPTIONS = dict(bind=True, acks_late=True)
 
 
-def _attempt(task, delivery_id: int) -> str:
-    result = services.delivery_attempt(delivery_id)
+def _time_limit(task) -> float | None:
+    """The hard time limit the pool enforces on this run: the message's, else the task's."""
+    hard = (task.request.timelimit or (None, None))[0]
+    return hard or task.time_limit
+
+
+def _attempt(task, delivery_id: int, channel: str) -> str:
+    result = services.delivery_attempt(delivery_id, time_limit=_time_limit(task))
     if result.status == "deferred":  # the workspace's webhooks are busy: later, not counted
-        countdown = max((result.retry_at - timezone.now()).total_seconds(), 0)
-        services.delivery_enqueue(delivery_id, AlertDelivery.Channel.WEBHOOK, countdown=countdown, expires=result.give_up_at)
-        return result.status
-    if result.retry_at is not None:
-        countdown = max((result.retry_at - timezone.now()).total_seconds(), 0)
-        raise task.retry(countdown=countdown, expires=result.give_up_at)
+        services.delivery_requeue(delivery_id, channel, result.retry_at)
     return result.status
 
 
-@shared_task(**DELIVERY_TASK_OPTIONS)
+@shared_task(**DELIVERY_TASK_OPTIONS, time_limit=services.attempt_time_limit(AlertDelivery.Channel.EMAIL))
 def alert_delivery_send(self, delivery_id: int) -> str:
     """One attempt at delivering an alert by e-mail (services.delivery_attempt), on the default
     queue. A webhook delivery (a task enqueued before webhooks had their own queue) is handed to
@@ -63,17 +76,18 @@ def alert_delivery_send(self, delivery_id: int) -> str:
     if channel == AlertDelivery.Channel.WEBHOOK:
         services.delivery_enqueue(delivery_id, channel)
         return "forwarded"
-    return _attempt(self, delivery_id)
+    return _attempt(self, delivery_id, AlertDelivery.Channel.EMAIL)
 
 
-@shared_task(**DELIVERY_TASK_OPTIONS)
+@shared_task(**DELIVERY_TASK_OPTIONS, time_limit=services.attempt_time_limit(AlertDelivery.Channel.WEBHOOK))
 def webhook_delivery_send(self, delivery_id: int) -> str:
     """One attempt at POSTing an alert to a webhook, on the webhooks queue (config/celery.py),
     which only webhook workers consume: a slow receiver delays no evaluation, charge or e-mail."""
-    return _attempt(self, delivery_id)
+    return _attempt(self, delivery_id, AlertDelivery.Channel.WEBHOOK)
 
 
 @shared_task(acks_late=True)
-def deliveries_retry_overdue() -> dict:
-    """Enqueue deliveries whose task was lost (broker down, worker killed mid-attempt)."""
-    return {"enqueued": services.deliveries_enqueue_overdue()}
+def deliveries_enqueue_due() -> dict:
+    """The sweep, every 10 s: enqueue deliveries due (retries included) that no attempt holds and
+    no live task is coming for (services.deliveries_enqueue_due)."""
+    return {"enqueued": services.deliveries_enqueue_due()}

@@ -8,6 +8,11 @@ webhook deliveries, which go to their own queue ("webhooks") so that a slow or h
 can never delay an evaluation, a charge or an e-mail. A worker consumes only the queues `-Q`
 names (the default queue without it): run one worker for "celery" and one for "webhooks"
 (Procfile; scripts/run.sh starts both).
+
+Tasks are acknowledged late (config/settings.py): a worker that dies mid-task loses nothing for
+good, the broker hands its tasks out again after the visibility timeout (an hour, on Redis), and
+whatever must happen sooner keeps its schedule in the database, not in a worker: budget alerts
+are found again within 2 minutes of a worker's death (budgets.tasks).
 """
 
 import os

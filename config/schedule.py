@@ -6,6 +6,7 @@ Kept free of Django imports: settings import it.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from celery.schedules import crontab
 
@@ -38,7 +39,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     # Every minute: the safety net of budget alerts. Ingestion already enqueues an evaluation of
     # the workspace whose spend changed; this catches what that cannot: a forecast that crosses a
-    # threshold as the days pass with no new usage, and an evaluation whose task was lost. Every
+    # threshold as the days pass with no new usage, and an evaluation whose task was lost (with a
+    # worker: its workspace's pending mark expires 30 s later, and the next run asks again). Every
     # minute because alerts are promised within a minute; an evaluation is idempotent and
     # coalesced per workspace, so overlapping runs cost little. Stale after 55 s: the next one runs.
     "budgets-evaluate": {
@@ -46,13 +48,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(),
         "options": {"expires": 55},
     },
-    # Every 5 minutes: alert deliveries due for 5 minutes with no attempt running lost their task
-    # (broker down when enqueued, worker killed mid-attempt): enqueue them again. Retries on the
-    # normal schedule are the delivery task's own (budgets.services, 30 s doubling, 24 h).
-    "budgets-deliveries-retry-overdue": {
-        "task": "budgets.tasks.deliveries_retry_overdue",
-        "schedule": crontab(minute="*/5"),
-        "options": {"expires": 4 * 60},
+    # Every 10 seconds: the alert deliveries' schedule, which lives in the database (each delivery's
+    # next_attempt_at), not in a worker's memory. Enqueues each delivery due before the next run,
+    # with a countdown to its time: retries (30 s, then doubling), a delivery whose worker died
+    # mid-attempt (due again 30 s after the attempt began; its claim ends sooner, 25 s with the
+    # default 5 s webhook deadline), and one whose task was lost with a worker (unclaimed 30 s
+    # after its time). So an alert whose worker dies still arrives within 2 minutes. Every 10 s
+    # because a run is one indexed query over the deliveries still to make; stale after 10 s:
+    # the next one runs.
+    "budgets-deliveries-due": {
+        "task": "budgets.tasks.deliveries_enqueue_due",
+        "schedule": timedelta(seconds=10),
+        "options": {"expires": 10},
     },
     # Every minute: send again the charges that never reached Stripe (it was down during the
     # close), reconcile those whose answer was lost or whose process died, and charge declined

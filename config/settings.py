@@ -120,6 +120,16 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # Tasks are acknowledged late (below): a message a worker took stays in Redis, unacknowledged,
+    # until its task ends; if the worker dies, Redis hands it out again once it has been out this
+    # long. So it must exceed the longest a task runs: the month-end close and charge
+    # (billing.tasks, several minutes at 10,000 workspaces; idempotent, so a second run after a
+    # crash finishes it and charges nobody twice). A countdown a worker holds counts too: budgets
+    # hold at most a minute; a close retried after a failure may wait longer than the timeout
+    # (its backoff reaches 3 h) and is then handed out again, which idempotence makes harmless.
+    # An hour, kombu's default, made explicit. Alerts never wait for it: what a dead worker held
+    # is found again from the database within 2 minutes (budgets.tasks).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # The embedded broker: kombu's filesystem transport, shared by web, worker and beat through

@@ -1,11 +1,14 @@
-"""Budgets fixtures: clean counters, a local webhook receiver, spend helpers, a real Celery worker."""
+"""Budgets fixtures: clean counters, a local webhook receiver, spend helpers, a real Celery worker
+(module-wide), and a fleet of workers and a beat a test starts, and may kill, itself."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -84,12 +87,18 @@ class Received:
 @dataclass
 class WebhookReceiver:
     """http.server in a thread: records every POST; paths under /slow sleep `slow_seconds` before
-    answering, /fail answers 500, anything else 204."""
+    answering, /fail answers 500, anything else 204. Paths under /fail-once answer the first POST
+    500; paths under /hold-once hold the first POST unanswered until `release()` (a request in
+    flight when a worker dies), then answer the same, 204, like the later ones."""
 
     port: int = 0
     received: list[Received] = field(default_factory=list)
     slow_seconds: float = 4.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -126,10 +135,20 @@ def receiver():
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with state.lock:
                 state.received.append(Received(self.path, dict(self.headers), body, time.time()))
+                first = sum(r.path == self.path for r in state.received) == 1
             if self.path.startswith("/slow"):
                 time.sleep(state.slow_seconds)
-            self.send_response(500 if self.path.startswith("/fail") else 204)
-            self.end_headers()
+            if self.path.startswith("/hold-once") and first:
+                state.released.wait(120)
+            if self.path.startswith("/fail-once"):
+                status = 500 if first else 204
+            else:
+                status = 500 if self.path.startswith("/fail") else 204
+            try:
+                self.send_response(status)
+                self.end_headers()
+            except OSError:  # the client is gone (a worker killed mid-request)
+                pass
 
         def log_message(self, *args):
             pass
@@ -362,3 +381,133 @@ def drip_receiver():
     stopping.set()
     acceptor.join()
     server.close()
+
+
+# --- Processes a test may kill: workers and a beat of its own ----------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc): a worker's pool processes."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@dataclass
+class Process:
+    """A `celery` process this test started, in a session of its own (so a kill reaches the pool
+    processes it forked, and nothing else)."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, *, count: int = 1, seconds: float = 60) -> None:
+        """Until `pattern` (a regular expression) is in the log `count` times."""
+        deadline = time.monotonic() + seconds
+        while len(re.findall(pattern, self.text())) < count:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name}: {pattern!r} not {count} time(s) in {seconds} s:\n{self.text()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the process and its pool processes at once, as a lost machine or an OOM kill of
+        the container would: nothing is acknowledged, nothing is handed back to the broker."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def freeze_pool(self) -> None:
+        """SIGSTOP the pool processes (not the main one, which keeps taking tasks from the broker):
+        a task it takes now is held, not started, until the process is killed."""
+        children = _children(self.process.pid)
+        assert children, f"{self.name} has no pool processes"
+        for pid in children:
+            os.kill(pid, signal.SIGSTOP)
+
+
+@dataclass
+class Fleet:
+    """Workers and a beat started by the test on the suite's broker and test database, with the
+    production timings (WEBHOOK_TIMEOUT_SECONDS and EMAIL_TIMEOUT at their defaults)."""
+
+    folder: Path
+    env: dict
+    processes: list[Process] = field(default_factory=list)
+
+    def _start(self, name: str, args: list[str]) -> Process:
+        log = self.folder / f"{name}-{len(self.processes)}.log"
+        process = subprocess.Popen(
+            [CELERY, "-A", "config", *args], cwd=ROOT, env=self.env, stdout=log.open("w"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        started = Process(name, process, log)
+        self.processes.append(started)
+        return started
+
+    def worker(self, queue: str, concurrency: int = 2, *, ready: bool = True) -> Process:
+        """`celery -A config worker -Q <queue>` (prefork, as in the Procfile), ready to take tasks
+        unless `ready=False` (then it is starting)."""
+        hostname = f"faults-{queue}-{len(self.processes)}-{os.getpid()}@localhost"
+        started = self._start(f"worker-{queue}", [
+            "worker", "-Q", queue, "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
+            "-n", hostname, "--without-gossip", "--without-mingle",
+        ])  # fmt: skip
+        if ready:
+            started.wait_for(r"ready\.")
+        return started
+
+    def beat(self) -> Process:
+        """`celery -A config beat` with the project's schedule (config/schedule.py), its state in tmp."""
+        started = self._start("beat", ["beat", "--loglevel=INFO", "-s", str(self.folder / "beat-schedule")])
+        started.wait_for(r"beat: Starting")
+        return started
+
+    def stop(self) -> None:
+        running = [started.process for started in self.processes if started.process.poll() is None]
+        for process in running:
+            process.terminate()  # all at once: each takes a few seconds to shut down
+        for process in running:
+            _stop(process)
+
+
+def purge_queues() -> None:
+    """Drop tasks other tests left in the broker's queues (ids of their rows, long gone)."""
+    from config.celery import DEFAULT_QUEUE, WEBHOOK_QUEUE, app
+
+    with app.connection_for_write() as connection_:
+        for queue in (DEFAULT_QUEUE, WEBHOOK_QUEUE):
+            connection_.default_channel.queue_purge(queue)
+
+
+@pytest.fixture
+def fleet(tmp_path, transactional_db):
+    """Start workers and a beat with `fleet.worker(queue)` and `fleet.beat()`; all of them are
+    stopped at the end of the test (the ones it killed are gone already)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": database_url_for_tests(),
+        "REDIS_URL": settings.REDIS_URL,
+        "WEBHOOK_ALLOW_PRIVATE": "1",
+        "MB_TEST_EMAIL_DIR": str(tmp_path / "mail"),
+    }
+    (tmp_path / "mail").mkdir()
+    for name in ("WEBHOOK_TIMEOUT_SECONDS", "EMAIL_TIMEOUT", "WEBHOOK_CONCURRENCY_PER_WORKSPACE"):
+        env.pop(name, None)  # the production defaults
+    purge_queues()
+    started = Fleet(tmp_path, env)
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -1,5 +1,6 @@
 """Delivering an alert, in this process: signed webhooks to a local receiver, e-mails, the retry
-schedule, claims, refused addresses at delivery time, and every attempt logged."""
+schedule, claims, refused addresses at delivery time, and every attempt logged. The sweep that
+enqueues attempts from the database, and worker deaths: test_delivery_sweep.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from budgets.models import Alert, AlertDelivery, DeliveryAttempt
 from budgets.services import (
     RETRY_WINDOW,
     budget_create,
-    deliveries_enqueue_overdue,
     delivery_attempt,
     retry_delay,
     workspace_evaluate,
@@ -186,12 +186,3 @@ def test_a_mail_server_error_is_retried(workspace, api_key, settings):
     assert delivery_attempt(delivery.pk, now=NOW).status == "retrying"
     [attempt] = delivery.attempt_log.all()
     assert attempt.outcome == "error" and "Connection" in attempt.error
-
-
-def test_the_overdue_sweep_enqueues_only_lost_deliveries(workspace, api_key, receiver, allow_private):
-    alert, _ = crossing_alert(workspace, api_key, urls=[receiver.url("/hook")], email=False)
-    Alert.objects.filter(kind="free_allowance").delete()  # only the budget's webhook here
-    assert deliveries_enqueue_overdue(now=NOW + timedelta(minutes=4)) == 0  # its task may still come
-    assert deliveries_enqueue_overdue(now=NOW + timedelta(minutes=6)) == 1
-    delivery_attempt(webhook_delivery(alert, receiver.url("/hook")).pk, now=NOW)
-    assert deliveries_enqueue_overdue(now=NOW + timedelta(minutes=6)) == 0

@@ -15,7 +15,7 @@ from billing.models import Plan
 from billing.services import default_plan
 from budgets.models import Alert, AlertDelivery
 from budgets.selectors import workspaces_to_evaluate
-from budgets.services import budget_create, evaluations_request_due, workspace_evaluate
+from budgets.services import SWEEP_EVERY, budget_create, evaluations_request_due, workspace_evaluate
 from tests.budgets.conftest import spend_events
 from usage.services import events_ingest
 from workspaces.services import api_key_create, workspace_create
@@ -211,4 +211,27 @@ def test_beat_evaluates_every_minute_and_sweeps_lost_deliveries():
     assert evaluate["task"] == "budgets.tasks.budgets_evaluate_due"
     assert evaluate["schedule"].minute == set(range(60)) and evaluate["schedule"].hour == set(range(24))
     assert evaluate["options"]["expires"] < 60
-    assert schedule["budgets-deliveries-retry-overdue"]["task"] == "budgets.tasks.deliveries_retry_overdue"
+    sweep = schedule["budgets-deliveries-due"]
+    assert sweep["task"] == "budgets.tasks.deliveries_enqueue_due"
+    assert sweep["schedule"] == SWEEP_EVERY  # what its look-ahead assumes
+    assert SWEEP_EVERY <= timedelta(seconds=15) and sweep["options"]["expires"] <= SWEEP_EVERY.total_seconds()
+    assert "budgets-deliveries-retry-overdue" not in schedule  # the 5-minute sweep it replaced
+
+
+def test_a_pending_mark_left_by_a_dead_worker_expires_within_30_seconds(workspace, api_key):
+    """The mark stops requests from enqueueing a second evaluation while one is queued; a
+    worker that died holding that task (before it cleared the mark) must not silence the beat
+    for long: it was 5 minutes."""
+    from budgets import counters
+
+    backend = counters._backend()
+    if backend is None:
+        pytest.skip("without Redis the mark lives a second in the web process (LOCAL_PENDING_SECONDS)")
+    assert counters.evaluation_pending_set(workspace.pk) is True
+    _, _, pending = counters._keys(workspace.pk)
+    assert 0 < backend.client.ttl(pending) <= 30
+    period = NOW.date().replace(day=1)
+    assert counters.ingest_committed(workspace.pk, api_key.pk, {period: 1}, started=False) is False
+    assert 0 < backend.client.ttl(pending) <= 30  # ingestion's own mark: the same lifetime
+    backend.client.delete(pending)  # what 30 s do
+    assert counters.evaluation_pending_set(workspace.pk) is True

@@ -1,10 +1,11 @@
-"""Which workspace a page shows, and what the signed-in person may do there.
+"""The pages' side of which workspace a page shows: the decorator every workspace page wears.
 
+The rule itself (the slug, the membership, staff read-only, the roles) is workspaces.access
+.workspace_for's; this module gives it what only pages have and answers its refusals as pages do.
 The workspace is named by `?workspace=<slug>` (every dashboard link carries it, so a URL can be
 shared), else the one chosen last in this session, else the person's first. A slug the person is
-not a member of is a 404, whether it exists or not (no probing of slugs); staff may open any
-workspace read-only. Viewers read; owners and admins manage keys, budgets and payment; only
-owners change members.
+not a member of is a 404, whether it exists or not; staff may open any workspace read-only. Viewers
+read; owners and admins manage keys, budgets and payment; only owners change members.
 """
 
 from __future__ import annotations
@@ -14,36 +15,33 @@ import zoneinfo
 from dataclasses import dataclass
 
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import BadRequest, PermissionDenied
-from django.http import Http404
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from workspaces.access import SLUG_MESSAGE, slug_is_valid
-from workspaces.models import Membership, Workspace
+from workspaces.access import (
+    MANAGE,
+    OWNER,
+    READ,
+    Choice,
+    InvalidSlug,
+    NotAMember,
+    NoWorkspace,
+    RoleRefused,
+    workspace_for,
+)
+from workspaces.models import Membership
+
+__all__ = ["MANAGE", "OWNER", "READ", "SESSION_KEY", "WorkspaceAccess", "back", "workspace_page"]
 
 SESSION_KEY = "dashboard_workspace"
-READ, MANAGE, OWNER = "read", "manage", "owner"
 
 
 @dataclass(frozen=True)
-class WorkspaceAccess:
-    workspace: Workspace
-    role: str  # a Membership.Role value, or "staff" for staff reading a workspace they are not in
-    memberships: tuple[Membership, ...]  # the person's, for the switcher
-
-    @property
-    def can_manage(self) -> bool:
-        return self.role in (Membership.Role.OWNER, Membership.Role.ADMIN)
-
-    @property
-    def is_owner(self) -> bool:
-        return self.role == Membership.Role.OWNER
-
-    @property
-    def is_staff_view(self) -> bool:
-        return self.role == "staff"
+class WorkspaceAccess(Choice):
+    """A page's workspace and role (workspaces.access.Choice), with what the templates and links need."""
 
     @property
     def role_label(self) -> str:
@@ -57,37 +55,50 @@ class WorkspaceAccess:
     def url(self, name: str, *args) -> str:
         return f"{reverse(name, args=args)}?{self.query}"
 
-    def allows(self, needed: str) -> bool:
-        return needed == READ or (needed == MANAGE and self.can_manage) or (needed == OWNER and self.is_owner)
+
+def back(request, name: str, *args) -> HttpResponse:
+    """A redirect to a page of the request's workspace (after a change)."""
+    return redirect(request.access.url(name, *args))
 
 
-def resolve(request) -> WorkspaceAccess | None:
-    """The workspace this request shows, or None when the person belongs to none."""
-    user = request.user
-    memberships = tuple(
-        Membership.objects.select_related("workspace").filter(user=user).order_by("workspace__name", "workspace__slug")
-    )
+def _remember(request, choice: Choice) -> None:
+    """The session remembers the last workspace a member chose (not one staff only read)."""
+    if not choice.is_staff_view and request.session.get(SESSION_KEY) != choice.workspace.slug:
+        request.session[SESSION_KEY] = choice.workspace.slug
+
+
+def _choose(request, needs: str) -> WorkspaceAccess:
+    """workspace_for with the page's slug (query or form) and the session's memory; raises its refusals."""
     slug = request.GET.get("workspace") or request.POST.get("workspace")
-    chosen = None
-    if slug and not slug_is_valid(slug):
-        raise BadRequest(SLUG_MESSAGE)
-    if slug:
-        chosen = next((m for m in memberships if m.workspace.slug == slug), None)
-        if chosen is None:
-            if user.is_staff:
-                workspace = Workspace.objects.filter(slug=slug).first()
-                if workspace is not None:
-                    return WorkspaceAccess(workspace, "staff", memberships)
-            raise Http404("No such workspace among yours.")
-    else:
-        remembered = request.session.get(SESSION_KEY)
-        chosen = next((m for m in memberships if m.workspace.slug == remembered), None)
-        chosen = chosen or (memberships[0] if memberships else None)
-    if chosen is None:
-        return None
-    if request.session.get(SESSION_KEY) != chosen.workspace.slug:
-        request.session[SESSION_KEY] = chosen.workspace.slug
-    return WorkspaceAccess(chosen.workspace, chosen.role, memberships)
+    try:
+        choice = workspace_for(
+            request.user, slug, needs=needs, remembered=request.session.get(SESSION_KEY), pick_first=True
+        )
+    except RoleRefused as exc:
+        _remember(request, exc.choice)  # chosen, even if this page is not for this role
+        raise
+    _remember(request, choice)
+    return WorkspaceAccess(choice.workspace, choice.role, choice.memberships)
+
+
+def _refused(request, exc: Exception) -> HttpResponse:
+    """workspace_for's refusals as pages answer them."""
+    if isinstance(exc, InvalidSlug):
+        return render(request, "dashboard/bad_request.html", {"message": str(exc)}, status=400)
+    if isinstance(exc, NotAMember):
+        raise Http404("No such workspace among yours.")
+    if isinstance(exc, NoWorkspace):
+        if request.user.is_staff:
+            return redirect("dashboard:staff")
+        return render(request, "dashboard/no_workspace.html", status=200)
+    raise PermissionDenied(str(exc))  # RoleRefused, StaffReadOnly included: a 403
+
+
+def _zone(access: WorkspaceAccess) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(access.workspace.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
 
 
 def workspace_page(needs: str = READ):
@@ -101,25 +112,10 @@ def workspace_page(needs: str = READ):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), reverse("login"))
             try:
-                access = resolve(request)
-            except BadRequest as exc:
-                return render(request, "dashboard/bad_request.html", {"message": str(exc)}, status=400)
-            if access is None:
-                if request.user.is_staff:
-                    return redirect("dashboard:staff")
-                return render(request, "dashboard/no_workspace.html", status=200)
-            if not access.allows(needs):
-                raise PermissionDenied(
-                    "Only the workspace's owners may do this."
-                    if needs == OWNER
-                    else "Only the workspace's owners and admins may do this."
-                )
-            request.access = access
-            try:
-                zone = zoneinfo.ZoneInfo(access.workspace.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                zone = zoneinfo.ZoneInfo("UTC")
-            with timezone.override(zone):
+                request.access = _choose(request, needs)
+            except (InvalidSlug, NotAMember, NoWorkspace, RoleRefused) as exc:
+                return _refused(request, exc)
+            with timezone.override(_zone(request.access)):
                 return view(request, *args, **kwargs)
 
         return wrapper

@@ -15,6 +15,7 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from billing.statement import FEATURE_NAMES
 from budgets import webhooks
 from budgets.serializers import MAX_THRESHOLDS, MAX_WEBHOOKS
+from core.periods import add_months
 from pricing.rules import FEATURES, MODELS
 from usage.selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, LATEST_DAY
 from workspaces.models import ALL_SCOPES, ApiKey, Membership, Scope
@@ -57,14 +58,6 @@ class ProblemsMixin:
             named = f"{label or name.replace('_', ' ').capitalize()}: " if name != "__all__" else ""
             found += [named + error for error in errors]
         return found
-
-
-def add_months(day: date, months: int) -> date:
-    """The same day `months` later (or earlier), clamped to the end of a shorter month."""
-    year, month = divmod(day.year * 12 + day.month - 1 + months, 12)
-    month += 1
-    following = date(year + (month == 12), month % 12 + 1, 1)
-    return date(year, month, min(day.day, (following - timedelta(days=1)).day))
 
 
 # --- The period picker -----------------------------------------------------------------------------

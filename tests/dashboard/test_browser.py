@@ -22,7 +22,7 @@ from billing.close import statement_close
 from billing.models import CloseRun, Statement, StripeCustomer
 from billing.payments import statement_charge
 from budgets.models import Budget
-from dashboard.selectors import scheduled_close
+from dashboard.selectors.statements import scheduled_close
 from tests.conftest import event
 from tests.dashboard.conftest import last_month_day, person, sign_in
 from usage.services import events_ingest

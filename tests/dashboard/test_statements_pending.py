@@ -62,7 +62,7 @@ def clock(monkeypatch):
     class Clock:
         now = FIRST_OF_DECEMBER
 
-    monkeypatch.setattr("dashboard.selectors.clock", lambda: Clock.now)
+    monkeypatch.setattr("dashboard.clock.now", lambda: Clock.now)
     return Clock
 
 

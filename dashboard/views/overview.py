@@ -1,0 +1,69 @@
+"""The overview: the period's spend by day and by feature, the month's forecast and budgets, the
+breakdowns by model, resolution, steps and API key."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from .. import charts, clock
+from ..access import workspace_page
+from ..forms import PeriodForm, preset_period
+from ..selectors.overview import Overview
+from ..selectors.overview import overview as overview_of
+
+PRESET_KEYS = ("this_month", "last_month", "last_3", "last_12")
+
+
+@require_GET
+@workspace_page()
+def overview(request):
+    today = clock.utc_today()
+    form = PeriodForm(request.GET if "period" in request.GET else None, today=today)
+    period = form.resolved()
+    if not form.is_bound:
+        form = PeriodForm(None, today=today)
+        form.initial = {"period": period.key, "start": period.start, "end": period.end}
+    data = overview_of(request.access.workspace, period)
+    chart_list = _charts(data, today)
+    breakdowns = [
+        charts.by_model(data.by_model.rows),
+        charts.by_resolution(data.by_resolution.rows),
+        charts.by_steps(data.by_steps.rows),
+        charts.by_api_key(data.by_key.rows),
+    ]
+    return render(
+        request,
+        "dashboard/overview.html",
+        {
+            "data": data,
+            "form": form,
+            "period": period,
+            "presets": [(key, preset_period(key, today)) for key in PRESET_KEYS],
+            "charts": chart_list,
+            "breakdowns": breakdowns,
+            "figures": {chart.id: chart.figure for chart in chart_list + breakdowns},
+        },
+    )
+
+
+def _charts(data: Overview, today: date) -> list[charts.Chart]:
+    """The daily spend by feature, and the cumulative spend with the forecast and the workspace's budgets."""
+    workspace_budgets = [
+        (f"Budget {b.budget.amount:,.2f} USD{' (hard limit)' if b.budget.hard_limit else ''}", b.budget.amount)
+        for b in data.budgets
+        if b.budget.api_key_id is None
+    ]
+    return [
+        charts.daily_by_feature(data.daily.rows, data.period),
+        charts.cumulative(
+            data.daily.rows,
+            data.period,
+            today=today,
+            forecast_spend=data.forecast.spend,
+            forecast_total=data.forecast.forecast,
+            budgets=workspace_budgets,
+        ),
+    ]

@@ -125,6 +125,14 @@ def event(**overrides) -> dict:
     return {key: value for key, value in body.items() if value is not ...}
 
 
+def ingest(workspace, api_key, events: list[dict], *, now: datetime | None = None) -> None:
+    """Ingest `events` through the service as the API would (received `now`), each accepted."""
+    from usage.services import events_ingest
+
+    outcome = events_ingest(workspace=workspace, api_key=api_key, raw_events=events, now=now)
+    assert all(r.status == "accepted" for r in outcome.results), [r.errors for r in outcome.results]
+
+
 FIXED_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 
@@ -177,3 +185,31 @@ def _fresh_throttles():
             if keys:
                 client.delete(*keys)
     yield
+
+
+# --- localstripe: one for the whole session -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def localstripe_server(tmp_path_factory):
+    """One real localstripe for the session (tests/stripe_server.py), on a free port, with a store
+    of its own; stopped at the end."""
+    from tests.stripe_server import LocalStripe
+
+    server = LocalStripe(tmp_path_factory.mktemp("localstripe") / "localstripe.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_stripe(localstripe_server, settings):
+    """localstripe emptied for this test; the server side (the stripe library) and the browser side
+    (its Stripe.js stand-in at <localstripe>/js.stripe.com/v3/) both point at it."""
+    from tests.stripe_server import SECRET_KEY
+
+    localstripe_server.reset()
+    settings.STRIPE_API_BASE = localstripe_server.url
+    settings.STRIPE_SECRET_KEY = SECRET_KEY
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_dashboard"
+    settings.STRIPE_JS_URL = f"{localstripe_server.url}/js.stripe.com/v3/"
+    return localstripe_server

@@ -1,12 +1,13 @@
 """A real localstripe server (a Stripe-compatible API) for the payment tests.
 
-localstripe keeps its data in /tmp/localstripe.pickle, so one instance runs at a time on this
-machine: a lock file makes a second test run wait for the first one's server to stop.
+localstripe keeps its data in one fixed file, /tmp/localstripe.pickle, which would make every
+instance on the machine share (and overwrite) one store. Each instance here is started through a
+few lines that point its store at a file of its own (beside its log), so test runs in parallel
+never see each other's data, and `restart()` brings back exactly what this instance held.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -19,9 +20,36 @@ from pathlib import Path
 
 import requests
 
-LOCALSTRIPE = str(Path(sys.executable).with_name("localstripe"))
-LOCK_FILE = "/tmp/localstripe.lock"
 SECRET_KEY = "sk_test_123"
+# `localstripe --port N [--from-scratch]`, its store in the file MB_LOCALSTRIPE_STORE names.
+RUN_LOCALSTRIPE = """
+import os, pickle, sys
+from localstripe import resources, server
+
+PATH = os.environ["MB_LOCALSTRIPE_STORE"]
+
+
+def load(store):
+    try:
+        with open(PATH, "rb") as f:
+            saved = pickle.load(f)
+    except FileNotFoundError:
+        return
+    store.clear()
+    store.update(saved)
+
+
+def dump(store):
+    with open(PATH + ".new", "wb") as f:
+        pickle.dump(store, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(PATH + ".new", PATH)
+
+
+resources.Store.try_load_from_disk = load
+resources.Store.dump_to_disk = dump
+sys.argv[0] = "localstripe"
+sys.exit(server.start())
+"""
 
 
 def free_port() -> int:
@@ -36,33 +64,24 @@ class LocalStripe:
     def __init__(self, log_path: Path):
         self.log_path = log_path
         self.port = 0
+        self.store_path = log_path.with_suffix(".store")
         self.process: subprocess.Popen | None = None
-        self._lock = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> LocalStripe:
-        self._lock = open(LOCK_FILE, "w")  # held until stop()
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"another localstripe holds {LOCK_FILE}") from None
-                time.sleep(0.5)
         self.port = free_port()
         self._spawn(from_scratch=True)
         return self._wait_ready(timeout)
 
     def _spawn(self, *, from_scratch: bool) -> None:
         self.process = subprocess.Popen(
-            [LOCALSTRIPE, "--port", str(self.port), *(["--from-scratch"] if from_scratch else [])],
+            [sys.executable, "-c", RUN_LOCALSTRIPE, "--port", str(self.port), *(["--from-scratch"] if from_scratch else [])],
             stdout=self.log_path.open("a"),
             stderr=subprocess.STDOUT,
+            env={**os.environ, "MB_LOCALSTRIPE_STORE": str(self.store_path)},
             start_new_session=True,
         )
 
@@ -100,10 +119,6 @@ class LocalStripe:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
 
     # --- plain HTTP, for the tests to read what Stripe holds --------------------------------
 

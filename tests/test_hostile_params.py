@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from tests.conftest import event
-from tests.dashboard.conftest import ingest, person
+from tests.conftest import event, ingest
+from tests.dashboard.conftest import person
 from workspaces.models import Membership
 
 pytestmark = pytest.mark.django_db

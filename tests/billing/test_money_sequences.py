@@ -19,8 +19,7 @@ from billing.drafts import statement_preview
 from billing.models import BalanceAdjustment, Discount, Plan, PlanAssignment, Statement
 from billing.reissue import statement_void_and_reissue
 from core.periods import current_period, month_start, previous_month
-from tests.conftest import event
-from usage.services import events_ingest
+from tests.conftest import event, ingest
 
 UTC = timezone.utc
 JAN, FEB, MAR, APR = (date(2025, m, 1) for m in (1, 2, 3, 4))
@@ -29,11 +28,6 @@ ADD_ON = dict(model=..., steps=..., width=..., height=...)
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def ingest(workspace, api_key, events, *, now: datetime) -> None:
-    outcome = events_ingest(workspace=workspace, api_key=api_key, raw_events=events, now=now)
-    assert all(r.status == "accepted" for r in outcome.results), [r.errors for r in outcome.results]
 
 
 def billed(workspace) -> list[tuple[str, str, int, str]]:

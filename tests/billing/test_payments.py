@@ -28,7 +28,7 @@ from billing.payment_report import Charge
 from core.periods import current_period, previous_month
 from tests.billing import crashes
 from tests.conftest import client_with, event
-from usage.services import events_ingest
+from tests.conftest import ingest as ingest_at
 from workspaces.models import Membership
 from workspaces.services import api_key_create
 
@@ -42,8 +42,8 @@ SDXL = dict(model="sdxl", steps=50, width=1024, height=1824)  # $0.169 each
 
 
 def ingest(workspace, api_key, events, *, at: datetime = RECEIVED) -> None:
-    outcome = events_ingest(workspace=workspace, api_key=api_key, raw_events=events, now=at)
-    assert all(r.status == "accepted" for r in outcome.results), [r.errors for r in outcome.results]
+    """Events received at `at` (by default the 1st of November, after October ended)."""
+    ingest_at(workspace, api_key, events, now=at)
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from billing.drafts import statement_draft
 from billing.errors import CloseRefused
 from billing.models import Discount, Plan, PlanAssignment, PlanRate, Statement, StatementAudit, VolumeTier
 from billing.reissue import statement_void_and_reissue
-from tests.conftest import event
-from usage.services import events_ingest
+from tests.conftest import event, ingest
 
 SEP = date(2026, 9, 1)
 OCT = date(2026, 10, 1)
@@ -23,11 +22,6 @@ NOV = date(2026, 11, 1)
 AFTER_OCT = datetime(2026, 11, 2, 2, 0, tzinfo=timezone.utc)
 AFTER_NOV = datetime(2026, 12, 2, 2, 0, tzinfo=timezone.utc)
 ADD_ON = dict(model=..., steps=..., width=..., height=...)
-
-
-def ingest(workspace, api_key, events, *, at: datetime):
-    outcome = events_ingest(workspace=workspace, api_key=api_key, raw_events=events, now=at)
-    assert all(r.status == "accepted" for r in outcome.results), [r.errors for r in outcome.results]
 
 
 def lines(statement_or_built):
@@ -40,7 +34,7 @@ def october(workspace, api_key):
     """October: 500 sd15 30-step images, 20 sdxl 50-step 1024×1824, 10 upscales (4 on spot); and
     September closed on October 2nd with one upscale, before 1,000 more September images arrive."""
     ingest(workspace, api_key, [event(event_id="september", occurred_at="2026-09-10T00:00:00Z", feature="upscaling",
-                                      **ADD_ON)], at=datetime(2026, 9, 10, 0, 1, tzinfo=timezone.utc))
+                                      **ADD_ON)], now=datetime(2026, 9, 10, 0, 1, tzinfo=timezone.utc))
     period_close(SEP, now=datetime(2026, 10, 2, 2, 0, tzinfo=timezone.utc))
     at = datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc)
     ingest(workspace, api_key, [
@@ -50,7 +44,7 @@ def october(workspace, api_key):
         event(occurred_at="2026-10-20T00:00:00Z", feature="upscaling", quantity=4, spot=True, **ADD_ON),
         event(occurred_at="2026-09-30T23:59:59Z", quantity=1000),  # September: not October's
         event(occurred_at="2026-11-01T00:00:00Z", quantity=1000),  # November: not October's
-    ], at=at)
+    ], now=at)
     return workspace
 
 
@@ -93,7 +87,7 @@ def test_a_late_event_lands_on_the_next_statement_once(october, api_key):
     statement_close(october, OCT, now=AFTER_OCT)
     # Arrives after October was closed, for October 30th.
     ingest(october, api_key, [event(occurred_at="2026-10-30T12:00:00Z", model="sdxl", width=1024, height=1024,
-                                    quantity=10)], at=AFTER_OCT + timedelta(hours=1))
+                                    quantity=10)], now=AFTER_OCT + timedelta(hours=1))
     november, _ = statement_close(october, NOV, now=AFTER_NOV)
     assert ("late_usage", "Late usage for October 2026: Image generation SDXL · 30 steps · 1024×1024", 10,
             "0.032000", "0.320000") in lines(november)
@@ -106,7 +100,7 @@ def test_a_late_event_lands_on_the_next_statement_once(october, api_key):
 def test_an_event_received_just_before_the_close_but_within_the_lag_is_late_not_lost(workspace, api_key):
     close_at = datetime(2026, 11, 2, 2, 0, tzinfo=timezone.utc)
     ingest(workspace, api_key, [event(event_id="in-flight", occurred_at="2026-10-31T23:00:00Z", quantity=250)],
-           at=close_at - timedelta(minutes=1))
+           now=close_at - timedelta(minutes=1))
     october, _ = statement_close(workspace, OCT, now=close_at)
     assert october is None  # the only event arrived within the lag: nothing to bill yet
     # October is still open, so closing November closes October first, and the event is billed there.
@@ -118,7 +112,7 @@ def test_an_event_received_just_before_the_close_but_within_the_lag_is_late_not_
 
 def test_an_event_received_within_the_lag_after_a_statement_is_late_usage_on_the_next(october, api_key):
     ingest(october, api_key, [event(event_id="in-flight", occurred_at="2026-10-31T23:00:00Z", quantity=250)],
-           at=AFTER_OCT - timedelta(minutes=1))
+           now=AFTER_OCT - timedelta(minutes=1))
     statement, _ = statement_close(october, OCT, now=AFTER_OCT)
     assert "250" not in str(lines(statement))
     november, _ = statement_close(october, NOV, now=AFTER_NOV)
@@ -132,25 +126,25 @@ def test_an_event_received_within_the_lag_after_a_statement_is_late_usage_on_the
 
 def test_a_total_below_the_minimum_charge_is_carried_forward(workspace, api_key):
     ingest(workspace, api_key, [event(occurred_at="2026-10-10T00:00:00Z", quantity=200)],
-           at=datetime(2026, 10, 11, tzinfo=timezone.utc))  # 0.80 − 0.50 free = 0.30
+           now=datetime(2026, 10, 11, tzinfo=timezone.utc))  # 0.80 − 0.50 free = 0.30
     october, _ = statement_close(workspace, OCT, now=AFTER_OCT)
     assert (october.total, october.amount_due_cents, october.carried_forward) == (Decimal("0.3"), 0, Decimal("0.3"))
     ingest(workspace, api_key, [event(occurred_at="2026-11-10T00:00:00Z", quantity=300)],
-           at=datetime(2026, 11, 11, tzinfo=timezone.utc))  # 1.20 − 0.50 + 0.30 carried = 1.00
+           now=datetime(2026, 11, 11, tzinfo=timezone.utc))  # 1.20 − 0.50 + 0.30 carried = 1.00
     november, _ = statement_close(workspace, NOV, now=AFTER_NOV)
     assert lines(november)[-1] == ("carried_balance", "Balance carried from earlier months", 1, "0.300000", "0.300000")
     assert (november.total, november.amount_due_cents, november.carried_forward) == (Decimal("1.0"), 100, 0)
 
 
 def test_a_workspace_with_no_usage_gets_no_statement(workspace, other_workspace, api_key):
-    ingest(workspace, api_key, [event(occurred_at="2026-10-10T00:00:00Z")], at=AFTER_OCT - timedelta(days=1))
+    ingest(workspace, api_key, [event(occurred_at="2026-10-10T00:00:00Z")], now=AFTER_OCT - timedelta(days=1))
     report = period_close(OCT, now=AFTER_OCT)
     assert (report.workspaces, report.created) == (1, 1)
     assert not Statement.objects.filter(workspace=other_workspace).exists()
 
 
 def test_closing_is_refused_for_an_open_month_or_out_of_order(workspace, api_key):
-    ingest(workspace, api_key, [event(occurred_at="2026-11-10T00:00:00Z")], at=datetime(2026, 11, 10, tzinfo=timezone.utc))
+    ingest(workspace, api_key, [event(occurred_at="2026-11-10T00:00:00Z")], now=datetime(2026, 11, 10, tzinfo=timezone.utc))
     with pytest.raises(CloseRefused, match="not over yet"):
         statement_close(workspace, NOV, now=datetime(2026, 11, 30, tzinfo=timezone.utc))
     november, created = statement_close(workspace, NOV, now=AFTER_NOV)
@@ -158,7 +152,7 @@ def test_closing_is_refused_for_an_open_month_or_out_of_order(workspace, api_key
     # An October event arrives after November closed: October cannot be closed any more, and the
     # event is billed on the next statement as late usage.
     ingest(workspace, api_key, [event(event_id="late", occurred_at="2026-10-10T00:00:00Z", quantity=300)],
-           at=AFTER_NOV + timedelta(hours=1))
+           now=AFTER_NOV + timedelta(hours=1))
     with pytest.raises(CloseRefused, match="later month is already closed"):
         statement_close(workspace, OCT, now=AFTER_NOV + timedelta(hours=2))
     report = period_close(OCT, now=AFTER_NOV + timedelta(hours=2))
@@ -347,7 +341,7 @@ def test_a_close_killed_half_way_finishes_on_the_next_run(db, monkeypatch):
     for n in range(7):
         ws = workspace_create(slug=f"ws-{n}", owner_email=f"o{n}@test.example")
         key = api_key_create(workspace=ws, name="k").api_key
-        ingest(ws, key, [event(occurred_at="2026-10-05T00:00:00Z", quantity=500 + n)], at=AFTER_OCT - timedelta(days=1))
+        ingest(ws, key, [event(occurred_at="2026-10-05T00:00:00Z", quantity=500 + n)], now=AFTER_OCT - timedelta(days=1))
     monkeypatch.setattr(services, "_CHUNK", 3)
 
     def killed_after_first_chunk(done, total):

@@ -7,15 +7,12 @@ import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from tests.conftest import event
-from tests.stripe_server import SECRET_KEY, LocalStripe
-from usage.services import events_ingest
+from tests.conftest import event, ingest
 from workspaces.models import Membership
 from workspaces.services import api_key_create
 
@@ -67,11 +64,6 @@ def other_owner(other_workspace):
     return person("owner@globex.test", workspace=other_workspace, role=Membership.Role.OWNER)
 
 
-def ingest(workspace, api_key, events) -> None:
-    outcome = events_ingest(workspace=workspace, api_key=api_key, raw_events=events)
-    assert all(r.status == "accepted" for r in outcome.results), [r.errors for r in outcome.results]
-
-
 def last_month_day(now=None):
     first = (now or timezone.now()).replace(day=1, hour=12, minute=0, second=0, microsecond=0)
     return first - timedelta(days=3)  # the 26th–28th of last month, at noon UTC
@@ -98,35 +90,6 @@ def usage(workspace, api_key):
         event(occurred_at=earlier.isoformat(), feature="captioning", model=..., steps=..., width=..., height=..., quantity=2),
     ])  # fmt: skip
     return {"this_month": "7.78", "last_month": "0.43", "second_key": second_key}
-
-
-# --- localstripe ---------------------------------------------------------------------------------
-
-
-DASHBOARD_LOCK_FILE = "/tmp/localstripe-dashboard.lock"
-
-
-@pytest.fixture(scope="session")
-def dashboard_stripe_server(tmp_path_factory):
-    """tests.stripe_server's localstripe, with a lock file of its own: billing's session-long
-    instance holds the shared one while these tests run in the same session. localstripe runs
-    --from-scratch and never reads back the file it writes, so two instances do not interfere."""
-    with mock.patch("tests.stripe_server.LOCK_FILE", DASHBOARD_LOCK_FILE):
-        server = LocalStripe(tmp_path_factory.mktemp("localstripe-dashboard") / "localstripe.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def local_stripe(dashboard_stripe_server, settings):
-    """localstripe emptied for this test; the server side (stripe library) and the browser side
-    (its Stripe.js stand-in at <localstripe>/js.stripe.com/v3/) both point at it."""
-    dashboard_stripe_server.reset()
-    settings.STRIPE_API_BASE = dashboard_stripe_server.url
-    settings.STRIPE_SECRET_KEY = SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_dashboard"
-    settings.STRIPE_JS_URL = f"{dashboard_stripe_server.url}/js.stripe.com/v3/"
-    return dashboard_stripe_server
 
 
 # --- The browser ---------------------------------------------------------------------------------

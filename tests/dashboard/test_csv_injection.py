@@ -15,8 +15,7 @@ import pytest
 
 from billing.close import statement_close
 from dashboard.csv_export import FORMULA_PREFIXES, cell, csv_lines, neutralise
-from tests.conftest import event
-from tests.dashboard.conftest import ingest
+from tests.conftest import event, ingest
 from usage.models import DailyRollup
 
 DANGEROUS = [

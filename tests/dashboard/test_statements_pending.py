@@ -23,8 +23,8 @@ from billing.close import statement_close
 from billing.errors import CloseRefused
 from billing.models import CloseRun, Statement, StatementLine
 from billing.selectors import default_plan
-from tests.conftest import event
-from tests.dashboard.conftest import ingest, last_month_day, person
+from tests.conftest import event, ingest
+from tests.dashboard.conftest import last_month_day, person
 from usage.services import events_ingest
 
 UTC = dt_timezone.utc

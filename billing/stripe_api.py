@@ -47,7 +47,7 @@ def stripe_timeout() -> float:
 @functools.lru_cache(maxsize=4)
 def _client(api_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
     # Retried requests reuse the idempotency key, so a retry never makes a second object. Charges
-    # are not retried by the library (max_network_retries=0 on them): see _payment_intent_create.
+    # are not retried by the library (max_network_retries=0 on them): see billing.payment_intents.payment_intent_create.
     return stripe.StripeClient(
         api_key=api_key, base_addresses={"api": api_base}, max_network_retries=2,
         http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, timeout)),

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from billing import payments
+from billing import payment_intents, payments
 from billing.models import PaymentAttempt, Statement
 
 
@@ -23,7 +23,7 @@ def begin(statement: Statement, now: datetime) -> PaymentAttempt:
 def after_the_stripe_call(statement: Statement, now: datetime) -> PaymentAttempt:
     """The attempt saved STARTED and Stripe called, then the process dies: only Stripe knows."""
     attempt = begin(statement, now)
-    payments._payment_intent_create(attempt)
+    payment_intents.payment_intent_create(attempt)
     return attempt
 
 

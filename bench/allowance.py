@@ -140,7 +140,7 @@ def allowance_with_wrk(wrk: str, port: int, secret: str, *, connections: int, se
     script = out_dir / "allowance.lua"
     script.write_text(_WRK_SCRIPT)
     result = subprocess.run(
-        [wrk, "-t", str(connections), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s", "--latency",
+        [wrk, "-t", str(connections), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
          "-s", str(script), f"http://127.0.0.1:{port}/api/v1/allowance"],
         env={**os.environ, "MB_BENCH_API_KEY": secret}, capture_output=True, text=True, timeout=seconds + 60, check=False,
     )  # fmt: skip

@@ -1,8 +1,9 @@
 """The bounds a benchmark's figures are compared with, measured in the same run on the same
 machine (PostgreSQL only):
 
-- ingestion's ceiling: PostgreSQL's raw COPY rate of the rows the run stored, into a scratch copy
-  of usage_usageevent (what no HTTP ingestion can beat);
+- ingestion's ceilings: PostgreSQL's raw COPY rate of the rows the run stored, into a scratch copy
+  of usage_usageevent (what no HTTP ingestion can beat), and a server-side INSERT … SELECT of the
+  same rows (no client at all); the framework's ceiling, a bare Django view, is bench/bare.py;
 - the close's floor: one GROUP BY over the month's raw events, per workspace and billable
   dimension (the least any close must read), and the same over the daily rollups.
 """
@@ -27,10 +28,15 @@ class CopyRun:
     indexes: int
     foreign_keys: int
     source_rows: int
+    insert_elapsed: float = 0.0  # the same rows again, by a server-side INSERT … SELECT
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def insert_rows_per_second(self) -> float:
+        return self.rows / self.insert_elapsed if self.insert_elapsed else 0.0
 
 
 def _drop_orphaned_scratch_tables(cursor) -> None:
@@ -99,7 +105,19 @@ def copy_ceiling(workspace_id: int, rows: int) -> CopyRun:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT count(*) FROM {scratch}")
             copied = cursor.fetchone()[0]
-        return CopyRun(copied, elapsed, indexes, len(foreign_keys), source_rows)
+            cursor.execute(f"TRUNCATE {scratch}")
+        # The database's other ceiling: the same rows by one server-side INSERT … SELECT (no client
+        # at all), into the same emptied table.
+        started = time.perf_counter()
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {scratch} ({column_list}) SELECT {selected} FROM {table} AS e "
+                    f"CROSS JOIN generate_series(1, {repeats}) AS g WHERE e.workspace_id = {int(workspace_id)} "
+                    f"ORDER BY g, e.id LIMIT {int(rows)}"
+                )
+        insert_elapsed = time.perf_counter() - started
+        return CopyRun(copied, elapsed, indexes, len(foreign_keys), source_rows, insert_elapsed)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {scratch}")

@@ -366,3 +366,37 @@ def singles_with_python(
         run.window = max(r["last"] for r in active) - min(r["first"] for r in active)
     run.stopped_by = "deadline" if run.answered < total else "count"
     return run
+
+
+@dataclass
+class BareRun:
+    requests_per_second: float = 0.0
+    p99_ms: float = 0.0
+    errors: str = ""
+
+
+def bare_with_wrk(*, wrk: str, port: int, path: str, connections: int, seconds: float) -> BareRun:
+    """wrk against the bare view for `seconds`: its requests/s and p99 (wrk's own summary)."""
+    script = Path(__file__).resolve().parent / "bare.lua"
+    command = [wrk, "-t", str(connections), "-c", str(connections), "-d", f"{max(int(seconds), 1)}s",
+               "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    run = BareRun()
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            run.requests_per_second = float(words[1])
+        elif len(words) == 2 and words[0] == "99%":
+            run.p99_ms = _wrk_ms(words[1])
+        elif "Non-2xx" in line or "Socket errors" in line:
+            run.errors = line.strip()
+    if not run.requests_per_second:
+        run.errors = run.errors or (done.stdout + done.stderr)[-500:]
+    return run
+
+
+def _wrk_ms(text: str) -> float:
+    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)

@@ -10,9 +10,12 @@ that say nothing about the PostgreSQL targets). Phases:
   4. batched    POST /api/v1/events with 1,000 events per request over 2 connections: events/s
   5. single     one event per request over a few connections (wrk when present): requests/s, p50/p99
   6. verify     the events stored equal the events the 200 answers accepted; the rollups agree
-  7. COPY       the raw PostgreSQL COPY rate of the same rows into a scratch copy of the table: the
-                ceiling, and the batched rate's share of it (bench/ceilings.py)
-  8. cleanup    the run's workspace and events are deleted (--keep to keep them)
+  7. bare view  the framework's ceiling: a bare Django JSON view (bench/bare.py) on the same gunicorn
+                settings, under the same wrk load; single events are judged by their share of it
+  8. COPY       the raw PostgreSQL COPY rate of the same rows into a scratch copy of the table, and a
+                server-side INSERT … SELECT of them: the database's ceilings, and the batched rate's
+                share of the COPY (bench/ceilings.py)
+  9. cleanup    the run's workspace and events are deleted (--keep to keep them)
 
 Then a summary table, with where the CPU went in each load phase (gunicorn, PostgreSQL, the load
 generator, other processes: Linux /proc), which says both where to optimise and whether something
@@ -38,6 +41,10 @@ HELP = "ingestion throughput over HTTP (gunicorn), with PostgreSQL's raw COPY ra
 EPILOG = ("Quick run: python -m bench ingest --batches 10 --singles 1000 --seconds 5 --copy-rows 20000")
 BATCHED_TARGET = 10_000  # events/s, on PostgreSQL, 2 cores
 SINGLE_TARGET = 500  # requests/s, on PostgreSQL, 2 cores
+# The targets that hold on any machine: shares of the ceilings measured in the same run (issue 12).
+SINGLE_SHARE_OF_BARE_VIEW = 0.20
+BATCHED_SHARE_OF_COPY = 0.60
+SINGLE_P99_MS = 20.0
 OWNER_EMAIL = "bench@example.com"
 PREFIX_WARM, PREFIX_BATCHED, PREFIX_SINGLE = "w-", "b-", "s-"
 
@@ -51,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="single-event requests (default 10000; the phase also ends after --seconds)")
     add("--seconds", type=float, default=30, help="time limit of the single-event phase (default 30)")
     add("--connections", type=int, default=4, help="concurrent connections, single events (default 4)")
+    add("--bare-seconds", type=float, default=10, help="seconds of load on the bare view, the ceiling (default 10)")
     add("--copy-rows", type=int, default=100_000, help="rows for the COPY ceiling, 0 to skip (default 100000)")
     add("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     add("--client", choices=("auto", "wrk", "python"), default="auto",
@@ -83,6 +91,8 @@ class Results:
     batched: clients.BatchRun | None = None
     singles: clients.SinglesRun | None = None
     copy: ceilings.CopyRun | None = None
+    bare: clients.BareRun | None = None
+    bare_note: str = ""
     copy_note: str = ""
     batched_cpu: cpu.Usage | None = None
     singles_cpu: cpu.Usage | None = None
@@ -114,11 +124,28 @@ def summary(results: Results, args: argparse.Namespace) -> str:
                      + f"  (p50 {singles.p(0.5):.1f} ms, p99 {singles.p(0.99):.1f} ms)"))  # fmt: skip
     else:
         rows.append(("single event per request", "not run", f">= {SINGLE_TARGET:,}", ""))
+    bare = results.bare
+    if bare is not None and bare.requests_per_second:
+        rows.append(("bare Django JSON view (ceiling)", f"{number(bare.requests_per_second)} req/s", "",
+                     f"(p99 {bare.p99_ms:.1f} ms)"))  # fmt: skip
+        if singles is not None and singles.answered:
+            share = singles.requests_per_second / bare.requests_per_second
+            p99 = singles.p(0.99)
+            ok = share >= SINGLE_SHARE_OF_BARE_VIEW and p99 <= SINGLE_P99_MS
+            rows.append(("  single events: share of it", f"{100 * share:.1f}%",
+                         f">= {100 * SINGLE_SHARE_OF_BARE_VIEW:.0f}%",
+                         ("ok" if ok else "MISSED") + f"  (and p99 {p99:.1f} ms <= {SINGLE_P99_MS:.0f} ms)"))  # fmt: skip
+    else:
+        rows.append(("bare Django JSON view (ceiling)", "skipped", "", results.bare_note))
     if copied is not None:
-        share = ""
+        rows.append(("raw COPY ceiling", f"{number(copied.rows_per_second)} rows/s", "", ""))
         if batched is not None and batched.accepted and copied.rows_per_second:
-            share = f"(batched ingestion: {100 * batched.events_per_second / copied.rows_per_second:.0f}% of it)"
-        rows.append(("raw COPY ceiling", f"{number(copied.rows_per_second)} rows/s", "", share))
+            share = batched.events_per_second / copied.rows_per_second
+            rows.append(("  batched events: share of it", f"{100 * share:.1f}%", f">= {100 * BATCHED_SHARE_OF_COPY:.0f}%",
+                         "ok" if share >= BATCHED_SHARE_OF_COPY else "MISSED"))  # fmt: skip
+        if copied.insert_rows_per_second:
+            rows.append(("server-side INSERT … SELECT", f"{number(copied.insert_rows_per_second)} rows/s", "",
+                         "(the database alone, no client)"))  # fmt: skip
     else:
         rows.append(("raw COPY ceiling", "skipped", "", results.copy_note))
     lines = table(rows, (41, 16, 12))
@@ -139,7 +166,7 @@ def summary(results: Results, args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     results = Results()
-    steps = Steps(8)
+    steps = Steps(9)
     server: Gunicorn | None = None
     workspace_id: int | None = None
     django_ready = False
@@ -184,6 +211,7 @@ def main(args: argparse.Namespace) -> int:
         singles_phase(args, steps, server, secret, seed, bench, results)
         server.stop()  # graceful: requests in progress finish first
         verify_phase(steps, workspace_id, warm.accepted, results)
+        bare_phase(args, steps, bench, results)
         copy_phase(args, steps, workspace_id, results)
     except KeyboardInterrupt:
         say("\ninterrupted: stopping")
@@ -200,13 +228,13 @@ def main(args: argparse.Namespace) -> int:
             server.stop()
         if workspace_id is not None and django_ready:
             if args.keep:
-                steps.line(8, "cleanup", f"kept workspace #{workspace_id} (--keep)")
+                steps.line(9, "cleanup", f"kept workspace #{workspace_id} (--keep)")
             else:
                 try:
                     workspaces.delete(workspace_id)
-                    steps.line(8, "cleanup", f"deleted this run's workspace #{workspace_id} and its events")
+                    steps.line(9, "cleanup", f"deleted this run's workspace #{workspace_id} and its events")
                 except Exception as exc:  # report, never hide the figures behind a cleanup failure
-                    steps.line(8, "cleanup",
+                    steps.line(9, "cleanup",
                                f"FAILED ({type(exc).__name__}: {exc}); delete workspace #{workspace_id} by hand")  # fmt: skip
 
     if results.vendor:
@@ -311,16 +339,40 @@ def verify_phase(steps: Steps, workspace_id: int, warmed: int, results: Results)
         steps.end(f"{counts['total']:,} events stored = accepted; rollups agree")
 
 
+def bare_phase(args, steps: Steps, bench, results: Results) -> None:
+    """7. The framework's ceiling: a bare Django JSON view, same gunicorn settings, same wrk load."""
+    wrk = clients.wrk_path(install=False) if args.client in ("auto", "wrk") else None
+    if not args.singles or wrk is None:
+        results.bare_note = "(no single-event phase)" if not args.singles else "(needs wrk)"
+        steps.line(7, "bare view", f"skipped {results.bare_note}")
+        return
+    seconds = args.bare_seconds
+    steps.begin(7, "bare view", f"gunicorn bench.bare:application, {args.workers} sync workers, wrk {args.connections} "
+                                f"connections, {seconds:g} s")  # fmt: skip
+    bare = Gunicorn(env=bench.env, workers=args.workers, log_path=bench.var_dir / "gunicorn-bare.log",
+                    app="bench.bare:application", ready_path="/bare/events")  # fmt: skip
+    try:
+        bare.start()
+        results.bare = clients.bare_with_wrk(wrk=wrk, port=bare.port, path="/bare/events",
+                                             connections=args.connections, seconds=seconds)  # fmt: skip
+    finally:
+        bare.stop()
+    if results.bare.errors:
+        results.problems.append(f"bare view: {results.bare.errors}")
+    steps.end(f"{number(results.bare.requests_per_second)} requests/s, p99 {results.bare.p99_ms:.1f} ms")
+
+
 def copy_phase(args, steps: Steps, workspace_id: int, results: Results) -> None:
-    """7. The ceiling: PostgreSQL's raw COPY of --copy-rows of this run's rows."""
+    """8. The ceilings: PostgreSQL's raw COPY of --copy-rows of this run's rows, and the same rows by
+    a server-side INSERT … SELECT."""
     if results.vendor != "postgresql":
         results.copy_note = "(PostgreSQL only)"
-        steps.line(7, "COPY", "skipped: the COPY ceiling is measured on PostgreSQL only")
+        steps.line(8, "COPY", "skipped: the COPY ceiling is measured on PostgreSQL only")
     elif not args.copy_rows:
         results.copy_note = "(--copy-rows 0)"
-        steps.line(7, "COPY", "skipped (--copy-rows 0)")
+        steps.line(8, "COPY", "skipped (--copy-rows 0)")
     else:
-        steps.begin(7, "COPY", f"{args.copy_rows:,} of this run's rows into a scratch usage_usageevent")
+        steps.begin(8, "COPY", f"{args.copy_rows:,} of this run's rows into a scratch usage_usageevent")
         try:
             copied = ceilings.copy_ceiling(workspace_id, args.copy_rows)
         except environment.DatabaseError as exc:
@@ -329,4 +381,5 @@ def copy_phase(args, steps: Steps, workspace_id: int, results: Results) -> None:
         else:
             results.copy = copied
             steps.end(f"{number(copied.rows_per_second)} rows/s ({copied.rows:,} rows in {copied.elapsed:.2f} s; "
-                      f"{copied.indexes} indexes, {copied.foreign_keys} foreign keys, WAL-logged, incl. commit)")  # fmt: skip
+                      f"{copied.indexes} indexes, {copied.foreign_keys} foreign keys, WAL-logged, incl. commit); "
+                      f"INSERT … SELECT {number(copied.insert_rows_per_second)} rows/s")  # fmt: skip

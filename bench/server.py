@@ -33,8 +33,12 @@ class Gunicorn:
     """gunicorn with `workers` sync workers, in a process group of its own (so that a Ctrl-C in
     the terminal reaches the bench, which then stops it), logging to `log_path`."""
 
-    def __init__(self, *, env: dict[str, str], workers: int, log_path: Path, base_dir: Path = BASE_DIR):
+    def __init__(
+        self, *, env: dict[str, str], workers: int, log_path: Path, base_dir: Path = BASE_DIR,
+        app: str = "config.wsgi:application", ready_path: str = "/api/v1/events",
+    ):  # fmt: skip
         self.base_dir = base_dir
+        self.app, self.ready_path = app, ready_path
         self.env = env
         self.workers = workers
         self.log_path = log_path
@@ -45,7 +49,7 @@ class Gunicorn:
     def command(self) -> list[str]:
         return [
             str(self.base_dir / ".venv" / "bin" / "gunicorn"),
-            "config.wsgi:application",
+            self.app,
             "--workers", str(self.workers),
             "--worker-class", "sync",
             "--bind", f"127.0.0.1:{self.port}",
@@ -82,7 +86,7 @@ class Gunicorn:
     def _answers(self) -> bool:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
-            connection.request("GET", "/api/v1/events")
+            connection.request("GET", self.ready_path)
             connection.getresponse().read()
             return True
         except OSError:

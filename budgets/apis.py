@@ -2,13 +2,14 @@
 
 Reads need `usage:read` (or any member's session); writes need `budgets:write` (or an owner's or
 admin's session). Everything is scoped to the caller's workspace: another workspace's budget is a
-404, as if it did not exist.
+404, as if it did not exist. Answers are serialized from the objects (budgets.serializers); a
+service's error (core.errors.ServiceError: a webhook the budget does not have, too many test
+alerts) is answered by config.api's handler.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
@@ -23,31 +24,11 @@ from workspaces.authentication import ApiKeyAuthentication
 from workspaces.models import Scope
 
 from . import serializers
+from .evaluation import alert_test_send
 from .models import Budget
-from .selectors import (
-    FORECAST_METHOD,
-    BudgetStatus,
-    alert_detail,
-    alerts_of,
-    allowance_for,
-    budgets_of,
-    budgets_status,
-    workspace_forecast,
-)
+from .selectors import alert_detail, alerts_of, allowance_for, budgets_of, budgets_status, workspace_forecast
 from .serializers import MAX_ID
-from .services import (
-    IssuedEndpoint,
-    TooManyTestAlerts,
-    WebhookSpec,
-    alert_test_send,
-    budget_create,
-    budget_delete,
-    budget_update,
-)
-
-
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else f"{value:.6f}"
+from .services import IssuedEndpoint, WebhookSpec, budget_create, budget_delete, budget_update
 
 
 class _ReadsAndWrites:
@@ -61,32 +42,11 @@ class _ReadsAndWrites:
         return Scope.USAGE_READ if self.request.method in SAFE_METHODS else Scope.BUDGETS_WRITE
 
 
-def budget_data(status_: BudgetStatus, issued: Sequence[IssuedEndpoint] = ()) -> dict:
-    budget, forecast = status_.budget, status_.forecast
-    secrets = {item.endpoint.pk: item.secret for item in issued}
-    return {
-        "id": budget.pk,
-        "amount": _money(budget.amount),
-        "thresholds": budget.thresholds,
-        "forecast_alerts": budget.forecast_alerts,
-        "hard_limit": budget.hard_limit,
-        "api_key": budget.api_key.display_prefix if budget.api_key_id else None,
-        "api_key_name": budget.api_key.name if budget.api_key_id else None,
-        "email": budget.email,
-        "webhooks": [
-            {"id": endpoint.pk, "url": endpoint.url, **({"secret": secrets[endpoint.pk]} if endpoint.pk in secrets else {})}
-            for endpoint in budget.webhooks.all()
-        ],
-        "period": f"{forecast.period:%Y-%m}",
-        "spend": _money(forecast.spend),
-        "forecast": _money(forecast.forecast),
-        "created_at": budget.created_at,
-        "updated_at": budget.updated_at,
-    }
-
-
-def _reloaded(workspace, budget_id: int) -> Budget:
-    return budgets_of(workspace).get(pk=budget_id)
+def _budget_answer(workspace, budget_id: int, issued: Sequence[IssuedEndpoint] = ()) -> dict:
+    """The budget as the API shows it, read again (with this month's spend and forecast); the
+    secrets of the endpoints this request created (`issued`) appear in this answer only."""
+    [status_] = budgets_status([budgets_of(workspace).get(pk=budget_id)])
+    return serializers.BudgetSerializer(status_, context={"issued": {item.endpoint.pk: item.secret for item in issued}}).data
 
 
 CREATE_EXAMPLE = {
@@ -103,7 +63,7 @@ CREATE_EXAMPLE = {
 class BudgetsApi(_ReadsAndWrites, APIView):
     @extend_schema(operation_id="budgets_list", responses={200: serializers.BudgetSerializer(many=True)})
     def get(self, request):
-        return Response([budget_data(s) for s in budgets_status(list(budgets_of(self.workspace)))])
+        return Response(serializers.BudgetSerializer(budgets_status(list(budgets_of(self.workspace))), many=True).data)
 
     @extend_schema(
         operation_id="budgets_create",
@@ -126,8 +86,7 @@ class BudgetsApi(_ReadsAndWrites, APIView):
             email=data["email"],
             webhook_urls=[hook["url"] for hook in data["webhooks"]],
         )
-        [status_] = budgets_status([_reloaded(self.workspace, budget.pk)])
-        return Response(budget_data(status_, issued), status=status.HTTP_201_CREATED)
+        return Response(_budget_answer(self.workspace, budget.pk, issued), status=status.HTTP_201_CREATED)
 
 
 def _workspace_budget(queryset, budget_id: int) -> Budget:
@@ -146,7 +105,7 @@ class BudgetApi(_ReadsAndWrites, APIView):
     @extend_schema(operation_id="budgets_detail", responses={200: serializers.BudgetSerializer})
     def get(self, request, budget_id: int):
         [status_] = budgets_status([self._budget(budget_id)])
-        return Response(budget_data(status_))
+        return Response(serializers.BudgetSerializer(status_).data)
 
     @extend_schema(
         operation_id="budgets_update",
@@ -160,28 +119,14 @@ class BudgetApi(_ReadsAndWrites, APIView):
         given.is_valid(raise_exception=True)
         changes = dict(given.validated_data)
         hooks = changes.pop("webhooks", None)
-        specs = None
-        if hooks is not None:
-            existing = {endpoint.pk for endpoint in budget.webhooks.all()}
-            errors = [
-                {"id": [f"No webhook {hook['id']} on this budget."]} if hook.get("id") not in (None, *existing) else {}
-                for hook in hooks
-            ]
-            if any(errors):
-                raise exceptions.ValidationError({"webhooks": errors})
-            specs = [WebhookSpec(url=hook["url"], id=hook.get("id")) for hook in hooks]
+        specs = None if hooks is None else [WebhookSpec(url=hook["url"], id=hook.get("id")) for hook in hooks]
         budget, issued = budget_update(budget=budget, changes=changes, webhooks_spec=specs)
-        [status_] = budgets_status([_reloaded(self.workspace, budget.pk)])
-        return Response(budget_data(status_, issued))
+        return Response(_budget_answer(self.workspace, budget.pk, issued))
 
     @extend_schema(operation_id="budgets_delete", responses={204: None})
     def delete(self, request, budget_id: int):
         budget_delete(budget=self._budget(budget_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def alert_data(alert) -> dict:
-    return serializers.AlertSerializer(alert).data
 
 
 class BudgetTestAlertApi(APIView):
@@ -203,11 +148,8 @@ class BudgetTestAlertApi(APIView):
     )
     def post(self, request, budget_id: int):
         budget = _workspace_budget(Budget.objects.filter(workspace=self.workspace), budget_id)
-        try:
-            alert = alert_test_send(budget=budget)
-        except TooManyTestAlerts as exc:
-            raise exceptions.Throttled(wait=exc.retry_after, detail=str(exc)) from None
-        return Response({"alert": alert_data(alert_detail(alert.pk))}, status=status.HTTP_202_ACCEPTED)
+        alert = alert_test_send(budget=budget)
+        return Response(serializers.TestAlertSerializer({"alert": alert_detail(alert.pk)}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class AlertsApi(APIView):
@@ -234,19 +176,7 @@ class ForecastApi(APIView):
     @extend_schema(operation_id="forecast", summary="Month-to-date spend and the month-end forecast", responses={200: serializers.ForecastSerializer})
     def get(self, request):
         forecast = workspace_forecast(self.workspace, now=timezone.now())
-        return Response(
-            {
-                "workspace": self.workspace.slug,
-                "period": f"{forecast.period:%Y-%m}",
-                "spend": _money(forecast.spend),
-                "forecast": _money(forecast.forecast),
-                "daily_rate": _money(Decimal(forecast.daily_rate_micros).scaleb(-6)),
-                "basis_days": f"{forecast.basis_days:.4f}",
-                "remaining_days": f"{forecast.remaining_days:.4f}",
-                "method": FORECAST_METHOD,
-                "currency": "USD",
-            }
-        )
+        return Response(serializers.ForecastSerializer(forecast, context={"workspace": self.workspace}).data)
 
 
 class AllowanceApi(APIView):
@@ -258,13 +188,4 @@ class AllowanceApi(APIView):
 
     @extend_schema(operation_id="allowance", summary="May this key still spend this month? (hard limits)", responses={200: serializers.AllowanceSerializer})
     def get(self, request):
-        allowance = allowance_for(request.auth)
-        return Response(
-            {
-                "allowed": allowance.allowed,
-                "spend": _money(allowance.spend),
-                "budget": _money(allowance.budget),
-                "remaining": _money(allowance.remaining),
-                "reason": allowance.reason,
-            }
-        )
+        return Response(serializers.AllowanceSerializer(allowance_for(request.auth)).data)

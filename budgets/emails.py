@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
-from urllib.parse import urlencode
-
-from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
-from django.urls import reverse
+
+from core.money import usd
+from workspaces.contacts import dashboard_url
 
 from .models import Alert
 
 SEND_TIMEOUT = 30  # seconds, for the SMTP connection (Django's default is none: it could hang)
-
-
-def dashboard_url(workspace) -> str:
-    return f"{settings.SITE_URL}{reverse('dashboard:overview')}?{urlencode({'workspace': workspace.slug})}"
-
-
-def dollars(amount: Decimal | None) -> str:
-    """For people: whole cents, half up (the exact figures are in the webhook and the API)."""
-    if amount is None:
-        return "—"
-    return f"${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
 
 
 def _scope(alert: Alert) -> str:
@@ -53,10 +40,10 @@ def alert_context(alert: Alert) -> dict:
         "is_free_allowance": alert.kind == Alert.Kind.FREE_ALLOWANCE,
         "is_test": alert.kind == Alert.Kind.TEST,
         "is_forecast": alert.kind == Alert.Kind.FORECAST,
-        "spend": dollars(alert.spend),
-        "budget_amount": dollars(alert.budget_amount),
-        "forecast": dollars(alert.forecast),
-        "threshold_amount": dollars(
+        "spend": usd(alert.spend),
+        "budget_amount": usd(alert.budget_amount),
+        "forecast": usd(alert.forecast),
+        "threshold_amount": usd(
             alert.budget_amount * alert.threshold / 100 if alert.budget_amount and alert.threshold else None
         ),
         "hard_limit": bool(budget and budget.hard_limit),

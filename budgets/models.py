@@ -107,7 +107,7 @@ class AlertDelivery(models.Model):
 
     The schedule lives here, not in a worker: `next_attempt_at` is when the next attempt is due
     (set when an attempt starts, for the case it never reports back, and again when it ends), and
-    `requeue_at` says a task is coming for it. The sweep (budgets.services.deliveries_enqueue_due)
+    `requeue_at` says a task is coming for it. The sweep (budgets.delivery.deliveries_enqueue_due)
     enqueues what is due and has no task coming, or whose task is overdue (lost)."""
 
     class Channel(models.TextChoices):

@@ -1,4 +1,4 @@
-"""Reads for budgets: month-to-date spend and its forecast, the allowance, recipients, history.
+"""Reads for budgets: month-to-date spend and its forecast, the allowance, budgets and alerts.
 
 Spend is usage at list price as the daily rollups sum it (integer micro-dollars), over the UTC
 calendar month [1st, next 1st): the same figures as the usage API, before plan discounts and the
@@ -19,31 +19,21 @@ from django.db.models import Min, OuterRef, Prefetch, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from billing.models import Plan
-from billing.services import default_plan, month_start, next_month, period_bounds
+from billing.selectors import default_plan
+from core.money import from_micros, to_micros
+from core.periods import current_period, next_month, period_bounds
 from usage.models import DailyRollup
-from usage.selectors import micros_to_usd
-from workspaces.models import ApiKey, Membership, Workspace
+from workspaces.models import ApiKey, Workspace
 
 from . import counters
 from .models import Alert, AlertDelivery, Budget
 
-MICROS = 1_000_000
 FORECAST_BASIS_DAYS = 7
 FORECAST_METHOD = (
     "Month-to-date spend plus the average daily spend of the last 7 full UTC days (while fewer "
     "than 7 full days of the month have passed: of the month so far, counted as at least one day) "
     "times the days left in the month. Never below the month-to-date spend."
 )
-
-
-def current_period(now: datetime) -> date:
-    """The 1st of `now`'s UTC month."""
-    return month_start(now.astimezone(dt_timezone.utc).date())
-
-
-def usd_micros(amount: Decimal) -> int:
-    """A USD Decimal with at most 6 places as integer micro-dollars (exact)."""
-    return int(amount * MICROS)
 
 
 # --- Spend ---------------------------------------------------------------------------------------
@@ -93,11 +83,15 @@ class Forecast:
 
     @property
     def spend(self) -> Decimal:
-        return micros_to_usd(self.spend_micros)
+        return from_micros(self.spend_micros)
 
     @property
     def forecast(self) -> Decimal:
-        return micros_to_usd(self.forecast_micros)
+        return from_micros(self.forecast_micros)
+
+    @property
+    def daily_rate(self) -> Decimal:
+        return from_micros(self.daily_rate_micros)
 
 
 def _round_half_up(value: Fraction) -> int:
@@ -175,20 +169,20 @@ def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
         if binding is None or left < binding[0]:
             binding = (left, spent, amount, key_id)
     if binding is None:
-        return Allowance(True, micros_to_usd(workspace_micros), None, None, None)
+        return Allowance(True, from_micros(workspace_micros), None, None, None)
     left, spent, amount, key_id = binding
     reason = None
     if left <= 0:
         whose = "This API key's" if key_id else "The workspace's"
         reason = (
-            f"{whose} monthly budget of {micros_to_usd(amount):.2f} USD is reached (hard limit): "
-            f"{micros_to_usd(spent)} USD spent in {period:%Y-%m}. Raise the budget to continue."
+            f"{whose} monthly budget of {from_micros(amount):.2f} USD is reached (hard limit): "
+            f"{from_micros(spent)} USD spent in {period:%Y-%m}. Raise the budget to continue."
         )
     return Allowance(
         allowed=left > 0,
-        spend=micros_to_usd(spent),
-        budget=micros_to_usd(amount),
-        remaining=micros_to_usd(max(left, 0)),
+        spend=from_micros(spent),
+        budget=from_micros(amount),
+        remaining=from_micros(max(left, 0)),
         reason=reason,
     )
 
@@ -196,14 +190,14 @@ def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
 def hard_limits(workspace_id: int) -> counters.Limits:
     """The workspace's hard-limit budgets: (API key id, or None for the workspace; amount micros)."""
     return [
-        (key_id, usd_micros(amount))
+        (key_id, to_micros(amount))
         for key_id, amount in Budget.objects.filter(workspace_id=workspace_id, hard_limit=True)
         .values_list("api_key_id", "amount")
         .order_by("pk")
     ]
 
 
-# --- Budgets, recipients, history ------------------------------------------------------------------
+# --- Budgets, history ------------------------------------------------------------------
 
 
 def budgets_of(workspace: Workspace) -> QuerySet[Budget]:
@@ -230,19 +224,6 @@ def budgets_status(budgets: list[Budget], *, now: datetime | None = None) -> lis
     return statuses
 
 
-def alert_recipients(workspace_id: int) -> list[str]:
-    """The e-mail addresses of the workspace's owners and admins, oldest membership first."""
-    emails = (
-        Membership.objects.filter(
-            workspace_id=workspace_id, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN]
-        )
-        .exclude(user__email="")
-        .order_by("created_at")
-        .values_list("user__email", flat=True)
-    )
-    return list(dict.fromkeys(emails))
-
-
 def _with_deliveries(alerts: QuerySet[Alert]) -> QuerySet[Alert]:
     return alerts.prefetch_related(Prefetch("deliveries", queryset=AlertDelivery.objects.order_by("pk")))
 
@@ -264,8 +245,10 @@ def workspaces_to_evaluate(period: date) -> list[int]:
     reached the smallest free allowance of any plan and that were not told yet (one indexed SUM
     per workspace, not a scan of the month's rollups)."""
     ids = set(Budget.objects.values_list("workspace_id", flat=True).distinct())
-    default_plan()  # created lazily: make sure the minimum below sees it
-    smallest = Plan.objects.filter(free_tier_credit__gt=0).aggregate(credit=Min("free_tier_credit"))["credit"]
+    # The default plan may be a stand-in that is not stored (billing.selectors.default_plan): its
+    # credit counts as well as every stored plan's.
+    stored = Plan.objects.filter(free_tier_credit__gt=0).aggregate(credit=Min("free_tier_credit"))["credit"]
+    smallest = min((c for c in (stored, default_plan().free_tier_credit) if c is not None and c > 0), default=None)
     if smallest is not None:
         spend = Subquery(
             DailyRollup.objects.filter(workspace_id=OuterRef("pk"), day__gte=period, day__lt=next_month(period))
@@ -278,7 +261,7 @@ def workspaces_to_evaluate(period: date) -> list[int]:
         ids.update(
             Workspace.objects.exclude(pk__in=told)
             .annotate(spend=spend)
-            .filter(spend__gte=usd_micros(smallest))
+            .filter(spend__gte=to_micros(smallest))
             .values_list("pk", flat=True)
         )
     return sorted(ids)

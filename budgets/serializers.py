@@ -1,21 +1,24 @@
-"""Input checks and the documented output shapes of the budgets API."""
+"""Input checks and the documented output shapes of the budgets API.
+
+Input: the rules of a budget are budgets.rules' (the dashboard's form applies the same); these
+serializers parse JSON and answer per field. Output: each answer is serialized from the objects
+the services and selectors return (a BudgetStatus, an Alert, a Forecast, an Allowance), so the
+OpenAPI schema drf-spectacular derives from these classes is what the API answers.
+"""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
-from workspaces.models import ApiKey
+from core.money import CURRENCY
 
-from . import webhooks
+from . import rules, webhooks
 from .models import DEFAULT_THRESHOLDS, Alert, AlertDelivery
+from .selectors import FORECAST_METHOD
 
-MAX_THRESHOLDS = 10
-MAX_WEBHOOKS = 10
-MONEY = {"max_digits": 18, "decimal_places": 6}
+MONEY = {"max_digits": rules.AMOUNT_DIGITS, "decimal_places": rules.AMOUNT_PLACES}
 # Ids are 64-bit (BigAutoField): a larger number cannot name a row, and SQLite cannot even compare
 # with it (OverflowError), so it is refused as input (400) before any query.
 MAX_ID = 2**63 - 1
@@ -44,27 +47,20 @@ class WebhookInputSerializer(StrictSerializer):
 
     def validate_url(self, value: str) -> str:
         try:
-            webhooks.url_target(
-                value,
-                allow_private=getattr(settings, "WEBHOOK_ALLOW_PRIVATE", False),
-                timeout=float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 5)),
-            )
-        except webhooks.UrlRefused as exc:
+            return rules.webhook_url_check(value)
+        except rules.BudgetInvalid as exc:
             raise serializers.ValidationError(str(exc)) from None
-        except TimeoutError:
-            raise serializers.ValidationError("The host name did not resolve in time; try again.") from None
-        return value.strip()
 
 
 class BudgetInputSerializer(StrictSerializer):
     """POST /budgets (every field but amount has a default) and PATCH (partial: only those sent)."""
 
     amount = serializers.DecimalField(
-        **MONEY, min_value=Decimal("0.01"), max_value=Decimal("1000000000"), help_text="USD a month"
+        **MONEY, min_value=rules.AMOUNT_MIN, max_value=rules.AMOUNT_MAX, help_text="USD a month"
     )
     thresholds = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=1000),
-        max_length=MAX_THRESHOLDS,
+        child=serializers.IntegerField(min_value=rules.THRESHOLD_MIN, max_value=rules.THRESHOLD_MAX),
+        max_length=rules.MAX_THRESHOLDS,
         default=lambda: list(DEFAULT_THRESHOLDS),
         help_text="Percents of the amount, each alerted once a month (default 50, 80, 100)",
     )
@@ -74,59 +70,24 @@ class BudgetInputSerializer(StrictSerializer):
         allow_null=True, default=None, help_text="Narrow the budget to one API key (its visible prefix, mbk_…); null: the workspace"
     )
     email = serializers.BooleanField(default=True, help_text="E-mail the workspace's owners and admins")
-    webhooks = WebhookInputSerializer(many=True, default=list, max_length=MAX_WEBHOOKS)
+    webhooks = WebhookInputSerializer(many=True, default=list, max_length=rules.MAX_WEBHOOKS)
 
     def validate_thresholds(self, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise serializers.ValidationError("Each threshold once.")
-        return sorted(value)
+        try:
+            return rules.thresholds_check(value)
+        except rules.BudgetInvalid as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
-    def validate_api_key(self, value: str | None) -> ApiKey | None:
+    def validate_api_key(self, value: str | None):
         if value is None:
             return None
-        prefix = value.strip().removeprefix("mbk_")
-        api_key = ApiKey.objects.filter(workspace=self.context["workspace"], prefix=prefix).first()
-        if api_key is None:
-            raise serializers.ValidationError(f"No API key {value!r} in this workspace (give its mbk_… prefix).")
-        if not api_key.is_active:
-            raise serializers.ValidationError("This API key is revoked.")
-        return api_key
+        try:
+            return rules.budget_api_key(self.context["workspace"], value)
+        except rules.BudgetInvalid as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
-class WebhookSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    url = serializers.CharField()
-    secret = serializers.CharField(
-        required=False, help_text="Only in the answer that created the endpoint: keep it to verify signatures"
-    )
-
-
-class BudgetSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    amount = serializers.DecimalField(**MONEY, help_text="USD a month")
-    thresholds = serializers.ListField(child=serializers.IntegerField())
-    forecast_alerts = serializers.BooleanField()
-    hard_limit = serializers.BooleanField()
-    api_key = serializers.CharField(allow_null=True, help_text="mbk_… prefix, or null for the whole workspace")
-    api_key_name = serializers.CharField(allow_null=True)
-    email = serializers.BooleanField()
-    webhooks = WebhookSerializer(many=True)
-    period = serializers.CharField(help_text="The current UTC month, YYYY-MM")
-    spend = serializers.DecimalField(**MONEY, help_text="USD, month to date, of the budget's scope")
-    forecast = serializers.DecimalField(**MONEY, help_text="USD, projected month end")
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
-class DeliverySerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    channel = serializers.ChoiceField(choices=AlertDelivery.Channel.choices)
-    target = serializers.CharField(help_text="E-mail address or webhook URL")
-    status = serializers.ChoiceField(choices=AlertDelivery.Status.choices)
-    attempts = serializers.IntegerField()
-    next_attempt_at = serializers.DateTimeField(allow_null=True)
-    delivered_at = serializers.DateTimeField(allow_null=True)
-    last_error = serializers.CharField(allow_blank=True)
+# --- Answers ---------------------------------------------------------------------------------------
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d{4}-\d{2}$", "example": "2026-11"})
@@ -141,6 +102,61 @@ class MonthField(serializers.Field):
         return f"{value:%Y-%m}"
 
 
+class IssuedSecretField(serializers.CharField):
+    """An endpoint's signing secret, only in the answer that created it: the serializer's context
+    `issued` maps those endpoints' ids to their secrets; any other endpoint's answer leaves it out."""
+
+    def get_attribute(self, endpoint):
+        issued = self.context.get("issued", {})
+        if endpoint.pk not in issued:
+            raise SkipField()
+        return issued[endpoint.pk]
+
+
+# Of a WebhookEndpoint.
+class WebhookSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    secret = IssuedSecretField(
+        required=False, help_text="Only in the answer that created the endpoint: keep it to verify signatures"
+    )
+
+
+# Of a budgets.selectors.BudgetStatus: the budget (its key and webhooks fetched) and its scope's
+# spend and forecast this month. Context `issued`: {endpoint id: secret} of the endpoints this
+# request created (services.IssuedEndpoint), shown in this answer only. (Comments, not docstrings:
+# a serializer's docstring becomes its description in the public schema.)
+class BudgetSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="budget.pk")
+    amount = serializers.DecimalField(**MONEY, source="budget.amount", help_text="USD a month")
+    thresholds = serializers.ListField(child=serializers.IntegerField(), source="budget.thresholds")
+    forecast_alerts = serializers.BooleanField(source="budget.forecast_alerts")
+    hard_limit = serializers.BooleanField(source="budget.hard_limit")
+    api_key = serializers.CharField(
+        source="budget.api_key.display_prefix", allow_null=True, help_text="mbk_… prefix, or null for the whole workspace"
+    )
+    api_key_name = serializers.CharField(source="budget.api_key.name", allow_null=True)
+    email = serializers.BooleanField(source="budget.email")
+    webhooks = WebhookSerializer(source="budget.webhooks.all", many=True)
+    period = MonthField(source="forecast.period", help_text="The current UTC month, YYYY-MM")
+    spend = serializers.DecimalField(**MONEY, source="forecast.spend", help_text="USD, month to date, of the budget's scope")
+    forecast = serializers.DecimalField(**MONEY, source="forecast.forecast", help_text="USD, projected month end")
+    created_at = serializers.DateTimeField(source="budget.created_at")
+    updated_at = serializers.DateTimeField(source="budget.updated_at")
+
+
+class DeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    channel = serializers.ChoiceField(choices=AlertDelivery.Channel.choices)
+    target = serializers.CharField(help_text="E-mail address or webhook URL")
+    status = serializers.ChoiceField(choices=AlertDelivery.Status.choices)
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+
+
+# Of an Alert, its deliveries fetched.
 class AlertSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Alert.Kind.choices)
@@ -160,22 +176,34 @@ class AlertQuerySerializer(StrictSerializer):
     workspace = serializers.SlugField(required=False, max_length=64, help_text="Session callers: the workspace slug")
 
 
+# Of {"alert": the test alert}.
 class TestAlertSerializer(serializers.Serializer):
     alert = AlertSerializer()
 
 
+# Of a budgets.selectors.Forecast; context `workspace`: the workspace it is of.
 class ForecastSerializer(serializers.Serializer):
-    workspace = serializers.CharField()
-    period = serializers.CharField(help_text="YYYY-MM, UTC")
+    workspace = serializers.SerializerMethodField()
+    period = MonthField(help_text="YYYY-MM, UTC")
     spend = serializers.DecimalField(**MONEY, help_text="USD, month to date")
     forecast = serializers.DecimalField(**MONEY, help_text="USD, projected month end (never below spend)")
     daily_rate = serializers.DecimalField(**MONEY, help_text="USD a day, the run rate used")
     basis_days = serializers.DecimalField(max_digits=8, decimal_places=4, help_text="Days the run rate averages")
     remaining_days = serializers.DecimalField(max_digits=8, decimal_places=4)
-    method = serializers.CharField()
-    currency = serializers.CharField()
+    method = serializers.SerializerMethodField()
+    currency = serializers.SerializerMethodField()
+
+    def get_workspace(self, forecast) -> str:
+        return self.context["workspace"].slug
+
+    def get_method(self, forecast) -> str:
+        return FORECAST_METHOD
+
+    def get_currency(self, forecast) -> str:
+        return CURRENCY
 
 
+# Of a budgets.selectors.Allowance.
 class AllowanceSerializer(serializers.Serializer):
     allowed = serializers.BooleanField()
     spend = serializers.DecimalField(**MONEY, help_text="USD, month to date")

@@ -12,9 +12,11 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from core.money import to_micros
+from core.periods import month_start
+
 from . import counters
-from .selectors import MICROS
-from .services import _evaluation_enqueue
+from .evaluation import evaluation_enqueue
 
 
 class SpendRecording:
@@ -37,7 +39,7 @@ class SpendRecording:
 
     def add(self, occurred_at: datetime, amount: Decimal) -> None:
         # The UTC day of occurred_at, as the rollups count it.
-        self.micros_by_period[occurred_at.date().replace(day=1)] += int(amount * MICROS)
+        self.micros_by_period[month_start(occurred_at.date())] += to_micros(amount)
 
     def __enter__(self) -> SpendRecording:
         self.started = counters.ingest_started(self.workspace_id)
@@ -55,4 +57,4 @@ class SpendRecording:
             self.workspace_id, self.api_key_id, dict(self.micros_by_period), started=self.started
         )
         if marked:
-            _evaluation_enqueue(self.workspace_id)
+            evaluation_enqueue(self.workspace_id)

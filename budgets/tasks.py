@@ -1,17 +1,18 @@
-"""Celery tasks for budgets. Thin: they take ids, call a service, and return a summary.
+"""Celery tasks for budgets. Thin: each takes ids, runs the service of its name, and returns a
+summary. Services never import this module: they enqueue these tasks by name (core.jobs.enqueue).
 
 Their schedule is in config/schedule.py; ingestion (budgets.spend.SpendRecording) and budget
-changes enqueue `budgets_evaluate_workspace`, an evaluation enqueues `alert_delivery_send` (e-mail,
-default queue) and `webhook_delivery_send` (the webhooks queue, config/celery.py), and the sweep
+changes enqueue `workspace_evaluate`, an evaluation enqueues `email_delivery_send` (default queue)
+and `webhook_delivery_send` (the webhooks queue, config/celery.py), and the sweep
 `deliveries_enqueue_due` enqueues them again when a retry is due or a worker died with them.
 
 A worker that dies (SIGKILL, a lost machine) takes the tasks it held with it: they stay
 unacknowledged in Redis until the broker's visibility timeout (an hour, config/settings.py).
 Alerts do not wait for that. An evaluation it held is asked for again by the beat's next
 every-minute run once the workspace's "pending" mark has expired (30 s, counters.PENDING_TTL);
-a delivery it held, or was sending, is found by the sweep (services.deliveries_enqueue_due) once
+a delivery it held, or was sending, is found by the sweep (delivery.deliveries_enqueue_due) once
 its claim has expired (25 s for a webhook) and its next attempt is due (30 s after the one cut
-short), or once its task is 30 s late (services.LOST_AFTER). With real workers killed
+short), or once its task is 30 s late (delivery.LOST_AFTER). With real workers killed
 (tests/budgets/test_worker_faults.py) the alert arrived 30 to 75 s after the crossing event (at
 most about 91 s: 30 s of mark and a minute of beat), within the 2 minutes promised.
 """
@@ -21,24 +22,24 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import DatabaseError
 
-from . import counters, services
+from . import counters, delivery, evaluation
 from .models import AlertDelivery
 
 
 # Evaluating is idempotent (alerts are unique per threshold and month): a retry after a lost
 # database connection just finishes the job.
 @shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=5, max_retries=5)
-def budgets_evaluate_workspace(workspace_id: int) -> dict:
+def workspace_evaluate(workspace_id: int) -> dict:
     """Evaluate one workspace's budgets and free allowance; record and send new alerts."""
     counters.evaluation_pending_clear(workspace_id)  # changes from now on need another evaluation
-    report = services.workspace_evaluate(workspace_id)
+    report = evaluation.workspace_evaluate(workspace_id)
     return {"workspace": workspace_id, "budgets": report.budgets, "alerts": [alert.pk for alert in report.recorded]}
 
 
 @shared_task(acks_late=True)
-def budgets_evaluate_due() -> dict:
+def evaluations_request_due() -> dict:
     """The every-minute safety net: request an evaluation of every workspace that may need one."""
-    return {"enqueued": services.evaluations_request_due()}
+    return {"enqueued": evaluation.evaluations_request_due()}
 
 
 # One task, one attempt. The retry schedule is in the database (AlertDelivery.next_attempt_at, set
@@ -47,7 +48,7 @@ def budgets_evaluate_due() -> dict:
 # as it does for a delivery whose worker died mid-attempt (its claim expires) or whose task was
 # lost with a worker (still unclaimed at requeue_at). So no Celery retry either: a database error
 # fails the task, and the sweep finds the delivery again once the database answers.
-# The hard time limit is the attempt's own deadline plus some overhead (services.attempt_time_limit:
+# The hard time limit is the attempt's own deadline plus some overhead (delivery.attempt_time_limit:
 # 20 s for a webhook, 45 s for an e-mail, with the defaults); the claim outlasts the limit the
 # running task really has (from the message, else the task's), so that no other task claims a
 # delivery while this one may still be sending it. The prefork pool (the default) enforces it.
@@ -60,34 +61,21 @@ def _time_limit(task) -> float | None:
     return hard or task.time_limit
 
 
-def _attempt(task, delivery_id: int, channel: str) -> str:
-    result = services.delivery_attempt(delivery_id, time_limit=_time_limit(task))
-    if result.status == "deferred":  # the workspace's webhooks are busy: later, not counted
-        services.delivery_requeue(delivery_id, channel, result.retry_at)
-    return result.status
+@shared_task(**DELIVERY_TASK_OPTIONS, time_limit=delivery.attempt_time_limit(AlertDelivery.Channel.EMAIL))
+def email_delivery_send(self, delivery_id: int) -> str:
+    """One attempt at delivering an alert by e-mail, on the default queue."""
+    return delivery.email_delivery_send(delivery_id, time_limit=_time_limit(self))
 
 
-@shared_task(**DELIVERY_TASK_OPTIONS, time_limit=services.attempt_time_limit(AlertDelivery.Channel.EMAIL))
-def alert_delivery_send(self, delivery_id: int) -> str:
-    """One attempt at delivering an alert by e-mail (services.delivery_attempt), on the default
-    queue. A webhook delivery (a task enqueued before webhooks had their own queue) is handed to
-    webhook_delivery_send instead."""
-    channel = AlertDelivery.objects.filter(pk=delivery_id).values_list("channel", flat=True).first()
-    if channel == AlertDelivery.Channel.WEBHOOK:
-        services.delivery_enqueue(delivery_id, channel)
-        return "forwarded"
-    return _attempt(self, delivery_id, AlertDelivery.Channel.EMAIL)
-
-
-@shared_task(**DELIVERY_TASK_OPTIONS, time_limit=services.attempt_time_limit(AlertDelivery.Channel.WEBHOOK))
+@shared_task(**DELIVERY_TASK_OPTIONS, time_limit=delivery.attempt_time_limit(AlertDelivery.Channel.WEBHOOK))
 def webhook_delivery_send(self, delivery_id: int) -> str:
     """One attempt at POSTing an alert to a webhook, on the webhooks queue (config/celery.py),
     which only webhook workers consume: a slow receiver delays no evaluation, charge or e-mail."""
-    return _attempt(self, delivery_id, AlertDelivery.Channel.WEBHOOK)
+    return delivery.webhook_delivery_send(delivery_id, time_limit=_time_limit(self))
 
 
 @shared_task(acks_late=True)
 def deliveries_enqueue_due() -> dict:
     """The sweep, every 10 s: enqueue deliveries due (retries included) that no attempt holds and
-    no live task is coming for (services.deliveries_enqueue_due)."""
-    return {"enqueued": services.deliveries_enqueue_due()}
+    no live task is coming for."""
+    return {"enqueued": delivery.deliveries_enqueue_due()}

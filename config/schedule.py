@@ -44,7 +44,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # minute because alerts are promised within a minute; an evaluation is idempotent and
     # coalesced per workspace, so overlapping runs cost little. Stale after 55 s: the next one runs.
     "budgets-evaluate": {
-        "task": "budgets.tasks.budgets_evaluate_due",
+        "task": "budgets.tasks.evaluations_request_due",
         "schedule": crontab(),
         "options": {"expires": 55},
     },

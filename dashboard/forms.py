@@ -5,16 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
-from decimal import Decimal
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 
 from billing.statement import FEATURE_NAMES
-from budgets import webhooks
-from budgets.serializers import MAX_THRESHOLDS, MAX_WEBHOOKS
+from budgets import rules as budget_rules
 from core.periods import add_months
 from pricing.rules import FEATURES, MODELS
 from usage.selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, LATEST_DAY
@@ -313,10 +310,11 @@ class InviteAwarePasswordResetForm(PasswordResetForm):
 
 
 class BudgetForm(forms.Form):
-    """A monthly budget: the same rules as the budgets API (budgets.serializers)."""
+    """A monthly budget: the rules (and their messages) are budgets.rules', as for the budgets API;
+    this form reads them from text boxes (thresholds comma-separated, one webhook URL a line)."""
 
-    amount = forms.DecimalField(label="Monthly amount (USD)", min_value=Decimal("0.01"), max_value=Decimal("1000000000"),
-                                max_digits=18, decimal_places=6)  # fmt: skip
+    amount = forms.DecimalField(label="Monthly amount (USD)", min_value=budget_rules.AMOUNT_MIN, max_value=budget_rules.AMOUNT_MAX,
+                                max_digits=budget_rules.AMOUNT_DIGITS, decimal_places=budget_rules.AMOUNT_PLACES)  # fmt: skip
     api_key = forms.ModelChoiceField(queryset=ApiKey.objects.none(), required=False, empty_label="The whole workspace",
                                      label="Applies to")  # fmt: skip
     thresholds = forms.CharField(label="Alert at (percent of the amount)", initial="50, 80, 100", max_length=200,
@@ -329,7 +327,7 @@ class BudgetForm(forms.Form):
 
     def __init__(self, *args, workspace, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["api_key"].queryset = ApiKey.objects.filter(workspace=workspace, revoked_at__isnull=True).order_by("name")
+        self.fields["api_key"].queryset = budget_rules.budget_api_keys(workspace).order_by("name")
 
     def clean_thresholds(self) -> list[int]:
         parts = [part.strip().rstrip("%").strip() for part in self.cleaned_data["thresholds"].replace(";", ",").split(",")]
@@ -340,23 +338,22 @@ class BudgetForm(forms.Form):
             values = [int(part) for part in parts]
         except ValueError:
             raise forms.ValidationError("Thresholds are whole percents, e.g. 50, 80, 100.") from None
-        if any(not 1 <= value <= 1000 for value in values):
-            raise forms.ValidationError("Each threshold is between 1 and 1000 percent.")
-        if len(set(values)) != len(values):
-            raise forms.ValidationError("Each threshold once.")
-        if len(values) > MAX_THRESHOLDS:
-            raise forms.ValidationError(f"At most {MAX_THRESHOLDS} thresholds.")
-        return sorted(values)
+        try:
+            return budget_rules.thresholds_check(values)
+        except budget_rules.BudgetInvalid as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_webhooks(self) -> list[str]:
         urls = list(dict.fromkeys(line.strip() for line in self.cleaned_data["webhooks"].splitlines() if line.strip()))
-        if len(urls) > MAX_WEBHOOKS:
-            raise forms.ValidationError(f"At most {MAX_WEBHOOKS} webhooks.")
+        try:
+            budget_rules.webhooks_count_check(urls)
+        except budget_rules.BudgetInvalid as exc:
+            raise forms.ValidationError(str(exc)) from None
         errors = []
         for url in urls:
             try:
-                webhooks.url_target(url, allow_private=settings.WEBHOOK_ALLOW_PRIVATE)
-            except webhooks.UrlRefused as exc:
+                budget_rules.webhook_url_check(url)
+            except budget_rules.BudgetInvalid as exc:
                 errors.append(f"{url}: {exc}")
         if errors:
             raise forms.ValidationError(errors)

@@ -102,5 +102,3 @@ def _dimension_value(
         return {"api_key": prefix, "api_key_name": name}
     return {dimension: record[dimension]}
 
-
-micros_to_usd = from_micros  # budgets.selectors still says so; goes with billing/services.py (issue 11)

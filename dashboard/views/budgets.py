@@ -8,6 +8,7 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
+from budgets import evaluation as budget_evaluation
 from budgets import services as budget_services
 
 from ..access import MANAGE, back, workspace_page
@@ -97,8 +98,7 @@ def budget_update(request, budget_id: int):
         return _budget_edit_page(request, budget, form, status=400)
     data = form.cleaned_data
     # A URL that stays keeps its endpoint (and its secret); new URLs get new secrets.
-    kept = {endpoint.url: endpoint.pk for endpoint in budget.webhooks.all()}
-    specs = [budget_services.WebhookSpec(url=url, id=kept.get(url)) for url in data["webhooks"]]
+    specs = budget_services.WebhookSpec.of_urls(data["webhooks"])
     changes = {name: data[name] for name in ("amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email")}
     budget, issued = budget_services.budget_update(budget=budget, changes=changes, webhooks_spec=specs)
     if issued:
@@ -122,8 +122,8 @@ def budget_delete(request, budget_id: int):
 def budget_test_alert(request, budget_id: int):
     budget = _budget(request, budget_id)
     try:
-        alert = budget_services.alert_test_send(budget=budget)
-    except budget_services.TooManyTestAlerts as exc:
+        alert = budget_evaluation.alert_test_send(budget=budget)
+    except budget_evaluation.TooManyTestAlerts as exc:
         messages.error(request, str(exc))
         return back(request, "dashboard:budgets")
     count = alert.deliveries.count()

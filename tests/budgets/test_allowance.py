@@ -17,7 +17,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from budgets import counters
-from budgets.selectors import current_period
+from core.periods import current_period
 from tests.budgets.conftest import spend_events
 from tests.conftest import client_with, post_events
 from workspaces.models import Scope

@@ -10,8 +10,8 @@ from django.core import mail
 from django.db.models import F
 from rest_framework.test import APIClient
 
+from budgets.delivery import delivery_attempt
 from budgets.models import Alert, AlertDelivery, Budget, WebhookEndpoint
-from budgets.services import delivery_attempt
 from tests.budgets.conftest import spend_events
 from tests.conftest import client_with, post_events
 from workspaces.models import Membership, Scope
@@ -156,6 +156,30 @@ def test_patch_changes_what_is_sent_and_webhooks_become_the_list_given(api):
     assert unknown.status_code == 400
     assert unknown.json() == {"webhooks": [{"id": ["No webhook 999999 on this budget."]}]}
     assert api.patch(f"/api/v1/budgets/{body['id']}", {"thresholds": [120, 90]}, format="json").json()["thresholds"] == [90, 120]
+
+
+def test_an_unknown_webhook_id_changes_nothing(api):
+    body = create(api)
+    response = api.patch(
+        f"/api/v1/budgets/{body['id']}",
+        {"amount": "5", "webhooks": [{"url": "https://93.184.215.14/new"}, {"id": 999999, "url": PUBLIC_HOOK}]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json() == {"webhooks": [{}, {"id": ["No webhook 999999 on this budget."]}]}
+    after = api.get(f"/api/v1/budgets/{body['id']}").json()
+    assert after["amount"] == "100.000000" and after["webhooks"] == [{"id": body["webhooks"][0]["id"], "url": PUBLIC_HOOK}]
+
+
+def test_the_api_keeps_webhooks_by_id_only(api):
+    """An entry without an id is a new endpoint, with a new secret, even at a URL the budget has
+    (the dashboard's form, which knows only URLs, keeps by URL: tests/dashboard)."""
+    body = create(api)
+    [old] = body["webhooks"]
+    patched = api.patch(f"/api/v1/budgets/{body['id']}", {"webhooks": [{"url": PUBLIC_HOOK}]}, format="json").json()
+    [new] = patched["webhooks"]
+    assert new["id"] != old["id"] and new["secret"] != old["secret"] and new["url"] == PUBLIC_HOOK
+    assert list(WebhookEndpoint.objects.values_list("pk", flat=True)) == [new["id"]]
 
 
 def test_delete_keeps_the_alert_history(api, workspace):

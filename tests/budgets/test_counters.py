@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from budgets import counters
-from budgets.selectors import current_period
+from core.periods import current_period
 from tests.budgets.conftest import spend_events
 from tests.conftest import client_with, post_events
 from workspaces.services import api_key_create, workspace_create

@@ -14,7 +14,7 @@ import redis
 from django.utils import timezone
 
 from budgets import counters
-from budgets.selectors import current_period
+from core.periods import current_period
 from tests.budgets.conftest import spend_events
 from tests.budgets.test_allowance import allowance, hard_budget
 from tests.conftest import client_with, post_events

@@ -15,14 +15,10 @@ from django.conf import settings
 from django.core import mail
 
 from budgets import webhooks
+from budgets.delivery import RETRY_WINDOW, delivery_attempt, retry_delay
+from budgets.evaluation import workspace_evaluate
 from budgets.models import Alert, AlertDelivery, DeliveryAttempt
-from budgets.services import (
-    RETRY_WINDOW,
-    budget_create,
-    delivery_attempt,
-    retry_delay,
-    workspace_evaluate,
-)
+from budgets.services import budget_create
 from tests.budgets.conftest import spend_events
 from usage.services import events_ingest
 

@@ -15,19 +15,17 @@ from django.urls import reverse
 from django.utils import timezone as django_timezone
 
 from budgets import tasks, webhooks
-from budgets.models import Alert, AlertDelivery, DeliveryAttempt
-from budgets.services import (
+from budgets.delivery import (
     ATTEMPT_OVERHEAD,
     CLAIM_MARGIN,
     MAX_WEBHOOK_TIMEOUT,
-    TooManyTestAlerts,
-    alert_test_send,
     attempt_time_limit,
-    budget_create,
     claim_length,
     delivery_attempt,
-    workspace_evaluate,
 )
+from budgets.evaluation import TooManyTestAlerts, alert_test_send, workspace_evaluate
+from budgets.models import Alert, AlertDelivery, DeliveryAttempt
+from budgets.services import budget_create
 from tests.budgets.conftest import spend_events, wait_until
 from usage.services import events_ingest
 
@@ -98,7 +96,7 @@ def test_a_delivery_to_a_dripping_receiver_is_a_timeout_at_the_deadline(
 
 
 def test_the_deadline_setting_is_kept_well_inside_the_task_time_limit(settings):
-    from budgets.services import webhook_timeout
+    from budgets.delivery import webhook_timeout
 
     settings.WEBHOOK_TIMEOUT_SECONDS = 10_000
     assert webhook_timeout() == MAX_WEBHOOK_TIMEOUT
@@ -107,7 +105,7 @@ def test_the_deadline_setting_is_kept_well_inside_the_task_time_limit(settings):
     assert attempt_time_limit("webhook") == 20
     assert tasks.webhook_delivery_send.time_limit == attempt_time_limit("webhook")
     settings.EMAIL_TIMEOUT = 10  # the default: connecting, the dialogue and the message, 10 s each
-    assert attempt_time_limit("email") == tasks.alert_delivery_send.time_limit == 45
+    assert attempt_time_limit("email") == tasks.email_delivery_send.time_limit == 45
 
 
 def test_a_webhook_deadline_never_outlasts_the_time_limit_of_the_task_making_it(

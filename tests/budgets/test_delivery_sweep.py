@@ -11,9 +11,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from budgets import services, tasks
-from budgets.models import AlertDelivery, DeliveryAttempt
-from budgets.services import (
+from budgets import delivery as delivery_service
+from budgets import tasks
+from budgets.delivery import (
     CLAIM_MARGIN,
     LOST_AFTER,
     RETRY_WINDOW,
@@ -23,6 +23,7 @@ from budgets.services import (
     delivery_attempt,
     delivery_requeue,
 )
+from budgets.models import AlertDelivery, DeliveryAttempt
 from tests.budgets.test_delivery import NOW, crossing_alert, webhook_delivery
 
 
@@ -30,7 +31,7 @@ from tests.budgets.test_delivery import NOW, crossing_alert, webhook_delivery
 def enqueued(monkeypatch):
     """What the sweep enqueues, instead of the broker: (delivery id, channel, countdown)."""
     calls: list[tuple[int, str, float]] = []
-    monkeypatch.setattr(services, "delivery_enqueue", lambda pk, channel, countdown=0: calls.append((pk, channel, countdown)))
+    monkeypatch.setattr(delivery_service, "delivery_enqueue", lambda pk, channel, countdown=0: calls.append((pk, channel, countdown)))
     return calls
 
 
@@ -108,7 +109,7 @@ def test_a_worker_killed_mid_attempt_frees_its_delivery_for_the_next_attempt_30_
         def killed(*args, **kwargs):
             raise WorkerKilled
 
-        patch.setattr(services, "_send", killed)
+        patch.setattr(delivery_service, "_send", killed)
         with pytest.raises(WorkerKilled):
             delivery_attempt(delivery.pk, now=NOW)
     delivery.refresh_from_db()
@@ -129,7 +130,7 @@ def test_an_abandoned_last_attempt_fails_the_delivery_at_the_end_of_the_window(
     delivery = one_webhook(workspace, api_key, receiver)
     last = delivery.created_at + RETRY_WINDOW - timedelta(seconds=10)
     AlertDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=last, attempts=30)
-    monkeypatch.setattr(services, "_send", lambda *a, **k: (_ for _ in ()).throw(WorkerKilled))
+    monkeypatch.setattr(delivery_service, "_send", lambda *a, **k: (_ for _ in ()).throw(WorkerKilled))
     with pytest.raises(WorkerKilled):
         delivery_attempt(delivery.pk, now=last)
     delivery.refresh_from_db()
@@ -163,7 +164,7 @@ def test_the_sweep_takes_a_batch_at_a_time_the_longest_due_first(
     for n, delivery in enumerate(deliveries):
         AlertDelivery.objects.filter(pk=delivery.pk).update(requeue_at=None, next_attempt_at=NOW - timedelta(minutes=n))
     AlertDelivery.objects.exclude(alert=alert).delete()
-    monkeypatch.setattr(services, "SWEEP_BATCH", 2)
+    monkeypatch.setattr(delivery_service, "SWEEP_BATCH", 2)
     assert [pk for pk, _, _ in sweep(NOW, enqueued)] == [deliveries[2].pk, deliveries[1].pk]
     assert [pk for pk, _, _ in sweep(NOW, enqueued)] == [deliveries[0].pk]
     assert sweep(NOW, enqueued) == []

@@ -12,8 +12,10 @@ from decimal import Decimal
 import pytest
 
 from budgets import webhooks
+from budgets.delivery import delivery_attempt
+from budgets.evaluation import workspace_evaluate
 from budgets.models import AlertDelivery
-from budgets.services import budget_create, delivery_attempt, workspace_evaluate
+from budgets.services import budget_create
 from tests.budgets.conftest import spend_events
 from tests.budgets.test_budgets_api import CREATE
 from usage.services import events_ingest

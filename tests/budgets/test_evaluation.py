@@ -12,10 +12,12 @@ from django.core.management import call_command
 from django.db import connection
 
 from billing.models import Plan
-from billing.services import default_plan
+from billing.selectors import default_plan
+from budgets.delivery import SWEEP_EVERY
+from budgets.evaluation import evaluations_request_due, workspace_evaluate
 from budgets.models import Alert, AlertDelivery
 from budgets.selectors import workspaces_to_evaluate
-from budgets.services import SWEEP_EVERY, budget_create, evaluations_request_due, workspace_evaluate
+from budgets.services import budget_create
 from tests.budgets.conftest import spend_events
 from usage.services import events_ingest
 from workspaces.services import api_key_create, workspace_create
@@ -208,7 +210,7 @@ def test_beat_evaluates_every_minute_and_sweeps_lost_deliveries():
     from config.schedule import CELERY_BEAT_SCHEDULE as schedule
 
     evaluate = schedule["budgets-evaluate"]
-    assert evaluate["task"] == "budgets.tasks.budgets_evaluate_due"
+    assert evaluate["task"] == "budgets.tasks.evaluations_request_due"
     assert evaluate["schedule"].minute == set(range(60)) and evaluate["schedule"].hour == set(range(24))
     assert evaluate["options"]["expires"] < 60
     sweep = schedule["budgets-deliveries-due"]

@@ -15,8 +15,8 @@ import pytest
 from django.db import connection
 
 from budgets import tasks
+from budgets.evaluation import workspace_evaluate
 from budgets.models import Alert, AlertDelivery, Budget, DeliveryAttempt
-from budgets.services import workspace_evaluate
 from tests.budgets.conftest import WORKER_WEBHOOK_TIMEOUT, spend_events, wait_until
 from tests.conftest import client_with, post_events
 from workspaces.services import api_key_create, workspace_create
@@ -147,7 +147,7 @@ def test_racing_evaluators_and_the_worker_send_each_alert_once(acme, receiver, w
         try:
             barrier.wait(timeout=10)
             if n == 0:
-                tasks.budgets_evaluate_due.delay()  # the beat's job, on the worker, at the same time
+                tasks.evaluations_request_due.delay()  # the beat's job, on the worker, at the same time
                 return []
             return [a.pk for a in workspace_evaluate(workspace.pk).recorded]
         finally:

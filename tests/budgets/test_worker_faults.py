@@ -88,12 +88,12 @@ def test_a_worker_killed_holding_the_crossings_evaluation_still_alerts_within_2_
     fleet.worker("webhooks", concurrency=4)
     fleet.beat()
     created = budget(api, receiver.url("/hook"))
-    default.wait_for(r"budgets_evaluate_workspace\[\S+\] succeeded")  # the new budget's evaluation
+    default.wait_for(r"workspace_evaluate\[\S+\] succeeded")  # the new budget's evaluation
     # Not at a minute's turn: the beat's every-minute jobs would fill the worker's prefetch (2)
     # before the evaluation comes, and it would stay in the queue for the replacement.
     while not 3 <= time.time() % 60 <= 50:
         time.sleep(0.5)
-    received = r"budgets_evaluate_workspace\[\S+\] received"
+    received = r"workspace_evaluate\[\S+\] received"
     taken = len(re.findall(received, default.text()))
     default.freeze_pool()
     crossing = cross(api)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from budgets.selectors import current_period, workspaces_to_evaluate
-from budgets.services import workspace_evaluate
+from budgets.evaluation import workspace_evaluate
+from budgets.selectors import workspaces_to_evaluate
+from core.periods import current_period
 from workspaces.models import Workspace
 
 

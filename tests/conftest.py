@@ -160,12 +160,16 @@ def _price_book_v1(request):
 
 @pytest.fixture(autouse=True)
 def _fresh_price_book_cache():
-    """Each test's database starts from its own state (rolled back or flushed): so does the cache."""
+    """Each test's database starts from its own state (rolled back or flushed): so do the caches
+    of price books and API keys."""
     from pricing.selectors import price_book_cache_clear
+    from workspaces.services import key_cache_forget
 
     price_book_cache_clear()
+    key_cache_forget()
     yield
     price_book_cache_clear()
+    key_cache_forget()
 
 
 @pytest.fixture(autouse=True)

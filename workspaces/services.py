@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,25 +80,55 @@ def api_key_create(
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revoke a key; it answers 401 from the next request on. Revoking twice is a no-op."""
+    """Revoke a key; it answers 401 from the next request on in this process, and within
+    KEY_CACHE_SECONDS in every other one. Revoking twice is a no-op."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+    key_cache_forget(api_key.prefix)
     return api_key
+
+
+# Each process remembers the active keys it has seen for this long: ingestion's hot path then
+# costs no database round trip to authenticate. The bound on staleness: a key revoked (or whose
+# scopes or workspace changed) in another process is honoured here within this many seconds.
+KEY_CACHE_SECONDS = 1.0
+KEY_CACHE_SIZE = 10_000  # prefixes remembered at most (then forgotten all at once)
+_key_cache: dict[str, tuple[float, ApiKey]] = {}
+
+
+def key_cache_forget(prefix: str | None = None) -> None:
+    """Forget one key (after a change in this process), or every key."""
+    if prefix is None:
+        _key_cache.clear()
+    else:
+        _key_cache.pop(prefix, None)
 
 
 def api_key_authenticate(secret: str) -> ApiKey | None:
     """The active key whose secret this is, or None (unknown, malformed or revoked).
 
-    Checked against the database on every request, so a revoked key gets 401 from the next
-    request on; one hand-written query (a third of the ORM's cost on this hot path)."""
+    Read from the database with one hand-written query (a third of the ORM's cost on this hot
+    path), then remembered for KEY_CACHE_SECONDS: a key revoked elsewhere gets 401 within a
+    second. The secret is checked against its hash on every request."""
     if not secret.startswith(SECRET_MARK):
         return None
     prefix, _, rest = secret[len(SECRET_MARK) :].partition("_")
     if not prefix or not rest:
         return None
-    api_key = _active_key_with_workspace(prefix)
-    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
+    now = time.monotonic()
+    cached = _key_cache.get(prefix)
+    if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+        api_key = cached[1]
+    else:
+        api_key = _active_key_with_workspace(prefix)
+        if api_key is None:
+            _key_cache.pop(prefix, None)
+            return None
+        if len(_key_cache) >= KEY_CACHE_SIZE:
+            _key_cache.clear()
+        _key_cache[prefix] = (now, api_key)
+    if not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
         return None
     _touch_last_used(api_key)
     return api_key

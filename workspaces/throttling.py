@@ -23,7 +23,7 @@ import math
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
@@ -82,11 +82,12 @@ def _incr(key: str, amount: int, ttl: int) -> int:
 
 
 def _redis_client():
-    backend = getattr(cache, "_cache", None)
-    get_client = getattr(backend, "get_client", None)
-    if get_client is None or "Redis" not in type(cache).__name__:
+    """The Redis client behind the default cache, or None when the cache is not Redis. (The
+    `cache` proxy's type is ConnectionProxy whatever is behind it: ask `caches` for the backend.)"""
+    backend = caches["default"]
+    if "Redis" not in type(backend).__name__:
         return None
-    return get_client(write=True)
+    return backend._cache.get_client(write=True)
 
 
 # --- The API --------------------------------------------------------------------------------

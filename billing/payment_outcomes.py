@@ -135,13 +135,15 @@ def _statement_failed(statement: Statement, attempt: PaymentAttempt, *, now: dat
         else "; no automatic retry left"
     )
     StatementAudit.objects.create(statement=statement, actor=actor, action="payment_failed", note=note)
-    transaction.on_commit(functools.partial(_notify_failed, statement.pk, attempt.pk))
+    transaction.on_commit(functools.partial(_notify_failed, statement.pk, attempt.pk, statement.workspace_id))
 
 
-def _notify_failed(statement_id: int, attempt_id: int) -> None:
-    from .emails import payment_failed_send
+def _notify_failed(statement_id: int, attempt_id: int, workspace_id: int) -> None:
+    """After the commit: enqueue the e-mails to the owners and admins (billing.emails), sent and
+    retried by a worker."""
+    from .emails import payment_failed_emails_enqueue
 
     try:
-        payment_failed_send(statement_id, attempt_id)
-    except Exception:  # a mail server down must not undo or stop billing
-        logger.exception("Could not e-mail the payment failure of statement %s", statement_id)
+        payment_failed_emails_enqueue(statement_id, attempt_id, workspace_id)
+    except Exception:  # the broker down must not undo or stop billing
+        logger.exception("Could not enqueue the e-mails of the payment failure of statement %s", statement_id)

@@ -5,12 +5,14 @@ Their schedule is in config/schedule.py.
 
 from __future__ import annotations
 
+import smtplib
+
 from celery import shared_task
 from django.utils import timezone as dj_timezone
 
 from core.periods import current_period, previous_month
 
-from . import payments
+from . import emails, payments
 from .errors import CloseRefused
 from .month_end import period_close_and_charge
 from .stripe_api import PaymentsNotConfigured
@@ -60,3 +62,15 @@ def payments_retry_due() -> dict:
 def payments_retry_workspace(workspace_id: int) -> dict:
     """Charge a workspace's payment_failed statements now: a card was just added."""
     return payments.payments_retry_workspace(workspace_id).as_dict()
+
+
+# One e-mail to one owner or admin, enqueued after a payment failure is committed
+# (billing.payment_outcomes). A mail server that refuses or does not answer (SMTP and socket errors)
+# is tried again up to 6 times, after at most 1, 2, 4, 8, 16 and 30 minutes (Celery's backoff, with
+# jitter so that the e-mails of a whole close do not come back at once); then it is given up.
+@shared_task(
+    acks_late=True, autoretry_for=(smtplib.SMTPException, OSError), retry_backoff=60, retry_backoff_max=30 * 60, max_retries=6
+)
+def payment_failed_email_send(statement_id: int, attempt_id: int, address: str) -> bool:
+    """Tell one owner or admin that a statement could not be charged (unless paid since)."""
+    return emails.payment_failed_email_send(statement_id, attempt_id, address)

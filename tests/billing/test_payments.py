@@ -4,6 +4,7 @@ declines and retries, crashes between the call and its outcome, and the month-en
 from __future__ import annotations
 
 import os
+import smtplib
 import subprocess
 import sys
 import threading
@@ -15,12 +16,13 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.core.mail.backends import locmem
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone as dj_timezone
 from rest_framework.test import APIClient
 
-from billing import cards, payments, tasks
+from billing import cards, emails, payments, tasks
 from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement, StatementAudit, StripeCustomer
 from billing.payment_outcomes import NO_CARD
@@ -81,17 +83,6 @@ def customer_of(workspace) -> StripeCustomer:
 
 def intents(local_stripe, workspace) -> list[dict]:
     return local_stripe.payment_intents(customer=customer_of(workspace).customer_id)
-
-
-@pytest.fixture
-def celery_eager():
-    """Run enqueued tasks in-process (Celery's own test mode), so a retry can be observed."""
-    from config.celery import app
-
-    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield app
-    app.conf.task_always_eager, app.conf.task_eager_propagates = before
 
 
 # --- Customers and cards -----------------------------------------------------------------------
@@ -252,7 +243,9 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
     assert len(mail.outbox) == 2
 
 
-def test_retries_follow_the_schedule_and_then_stop(workspace, statement, local_stripe, django_capture_on_commit_callbacks):
+def test_retries_follow_the_schedule_and_then_stop(
+    workspace, statement, local_stripe, django_capture_on_commit_callbacks, celery_eager
+):
     cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
     with django_capture_on_commit_callbacks(execute=True):
         payments.statements_charge_due(OCT, now=CLOSED)
@@ -280,7 +273,7 @@ def test_retries_follow_the_schedule_and_then_stop(workspace, statement, local_s
 
 @pytest.mark.parametrize("with_customer", [False, True])
 def test_no_card_fails_without_calling_stripe_and_asks_for_one(
-    workspace, statement, local_stripe, django_capture_on_commit_callbacks, with_customer
+    workspace, statement, local_stripe, django_capture_on_commit_callbacks, celery_eager, with_customer
 ):
     if with_customer:
         cards.customer_ensure(workspace)
@@ -297,6 +290,39 @@ def test_no_card_fails_without_calling_stripe_and_asks_for_one(
     assert message.to == ["owner@acme.test"]
     assert message.subject == "Add a card: Meterboard October 2026 for Acme ($4.88)"
     assert "add a card on the dashboard" in message.body
+
+
+class FlakyMailServer(locmem.EmailBackend):
+    """Drops the connection `failures` times, then delivers (to mail.outbox)."""
+
+    failures = 0
+
+    def send_messages(self, messages):
+        if FlakyMailServer.failures:
+            FlakyMailServer.failures -= 1
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        return super().send_messages(messages)
+
+
+def test_the_failure_email_is_sent_by_a_task_retried_while_the_mail_server_fails(
+    workspace, statement, local_stripe, django_capture_on_commit_callbacks, celery_eager, settings, monkeypatch
+):
+    settings.EMAIL_BACKEND = f"{__name__}.FlakyMailServer"
+    monkeypatch.setattr(FlakyMailServer, "failures", 2)
+    celery_eager.conf.task_eager_propagates = False  # eager Celery runs a retry at once unless it propagates
+    with django_capture_on_commit_callbacks(execute=True):
+        charge = payments.statement_charge(statement, now=CLOSED)
+    assert charge.state == "no_card" and FlakyMailServer.failures == 0
+    [message] = mail.outbox  # sent once, by the third try
+    assert message.to == ["owner@acme.test"] and message.subject.startswith("Add a card")
+
+
+def test_no_failure_email_once_the_statement_is_paid(workspace, statement, local_stripe, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        charge = payments.statement_charge(statement, now=CLOSED)
+    Statement.objects.filter(pk=statement.pk).update(status=Statement.Status.PAID)  # a card was added meanwhile
+    assert emails.payment_failed_email_send(statement.pk, charge.attempt.pk, "owner@acme.test") is False
+    assert callbacks and not mail.outbox
 
 
 def test_nothing_due_is_not_charged(workspace, api_key, local_stripe):

@@ -107,7 +107,7 @@ def test_get_is_not_allowed(db, secret):
 
 
 def test_a_failed_payment_event_settles_a_started_attempt_and_mails_once(
-    workspace, statement, secret, local_stripe, django_capture_on_commit_callbacks
+    workspace, statement, secret, local_stripe, django_capture_on_commit_callbacks, celery_eager
 ):
     cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
     attempt = crashes.after_the_stripe_call(statement, CLOSED)

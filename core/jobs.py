@@ -14,7 +14,13 @@ from typing import Any
 
 def enqueue(task_name: str, *args: Any, **options: Any) -> None:
     """`apply_async` on the registered task `task_name` (routing, eager mode in tests and the
-    task's own options apply as if the task had been imported)."""
+    task's own options apply as if the task had been imported).
+
+    A web process never starts a worker, so nothing has imported the apps' tasks modules there:
+    the first name not yet registered imports them all (what a worker does when it starts)."""
     from celery import current_app
 
-    current_app.tasks[task_name].apply_async(args=args, **options)
+    tasks = current_app.tasks
+    if task_name not in tasks:
+        current_app.loader.import_default_modules()
+    tasks[task_name].apply_async(args=args, **options)

@@ -58,6 +58,11 @@ def echoable_event_id(value: Any) -> str | None:
     return None
 
 
+# json.dumps(..., sort_keys=True, separators=...) builds an encoder per call: one, built once, writes
+# the same text (the hash of events already stored must not change).
+_METADATA_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class ParsedEvent:
     event_id: str
@@ -82,7 +87,7 @@ class ParsedEvent:
                 "1" if item.composition_control else "0",
                 "1" if self.spot else "0",
                 str(item.quantity),
-                json.dumps(self.metadata, sort_keys=True, separators=(",", ":")),
+                _METADATA_ENCODER.encode(self.metadata) if self.metadata else "{}",
             )
         )
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -90,13 +90,21 @@ def _incr(key: str, amount: int, ttl: int) -> int:
         return amount
 
 
+_client: tuple[object, object] | None = None  # (the cache backend, its Redis client)
+
+
 def _redis_client():
     """The Redis client behind the default cache, or None when the cache is not Redis. (The
-    `cache` proxy's type is ConnectionProxy whatever is behind it: ask `caches` for the backend.)"""
+    `cache` proxy's type is ConnectionProxy whatever is behind it: ask `caches` for the backend.)
+    Kept for the backend's lifetime: Django builds a new redis-py client on every get_client(),
+    which costs redis-py 8 more than the call it makes."""
+    global _client
     backend = caches["default"]
     if "Redis" not in type(backend).__name__:
         return None
-    return backend._cache.get_client(write=True)
+    if _client is None or _client[0] is not backend:
+        _client = (backend, backend._cache.get_client(write=True))
+    return _client[1]
 
 
 # --- The API --------------------------------------------------------------------------------

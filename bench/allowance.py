@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -130,7 +128,6 @@ class Latency:
 
 
 _WRK_SCRIPT = 'wrk.headers["Authorization"] = "Bearer " .. os.getenv("MB_BENCH_API_KEY")\n'
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def allowance_with_wrk(wrk: str, port: int, secret: str, *, connections: int, seconds: float, out_dir: Path) -> Latency:
@@ -139,25 +136,9 @@ def allowance_with_wrk(wrk: str, port: int, secret: str, *, connections: int, se
     out_dir.mkdir(parents=True, exist_ok=True)
     script = out_dir / "allowance.lua"
     script.write_text(_WRK_SCRIPT)
-    result = subprocess.run(
-        [wrk, "-t", str(connections), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
-         "-s", str(script), f"http://127.0.0.1:{port}/api/v1/allowance"],
-        env={**os.environ, "MB_BENCH_API_KEY": secret}, capture_output=True, text=True, timeout=seconds + 60, check=False,
-    )  # fmt: skip
-    out = result.stdout
-
-    def figure(label: str) -> float:
-        found = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        if not found:
-            raise ServerError(f"wrk printed no {label} latency:\n{out}{result.stderr}")
-        return float(found.group(1)) * _UNITS[found.group(2)]
-
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad or result.returncode:
-        raise ServerError(f"wrk: {bad.group(0) if bad else 'exit ' + str(result.returncode)}\n{out}{result.stderr}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return Latency("wrk", figure("50%"), figure("99%"), requests, rate)
+    summary = clients.wrk_timed(wrk, f"http://127.0.0.1:{port}/api/v1/allowance", connections=connections,
+                                seconds=seconds, script=script, env={**os.environ, "MB_BENCH_API_KEY": secret})  # fmt: skip
+    return Latency("wrk", summary.p50_ms, summary.p99_ms, summary.requests, summary.per_second)
 
 
 def wait_allowed(api: clients.Api, allowed: bool, seconds: float) -> float | None:

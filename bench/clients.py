@@ -17,6 +17,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -369,34 +370,35 @@ def singles_with_python(
 
 
 @dataclass
-class BareRun:
-    requests_per_second: float = 0.0
-    p99_ms: float = 0.0
-    errors: str = ""
+class WrkSummary:
+    """What wrk --latency prints at the end of a timed run, read back."""
+
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    per_second: float
 
 
-def bare_with_wrk(*, wrk: str, port: int, path: str, connections: int, seconds: float) -> BareRun:
-    """wrk against the bare view for `seconds`: its requests/s and p99 (wrk's own summary)."""
-    script = Path(__file__).resolve().parent / "bare.lua"
-    command = [wrk, "-t", str(connections), "-c", str(connections), "-d", f"{max(int(seconds), 1)}s",
-               "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    run = BareRun()
-    for line in done.stdout.splitlines():
-        words = line.split()
-        if line.startswith("Requests/sec:"):
-            run.requests_per_second = float(words[1])
-        elif len(words) == 2 and words[0] == "99%":
-            run.p99_ms = _wrk_ms(words[1])
-        elif "Non-2xx" in line or "Socket errors" in line:
-            run.errors = line.strip()
-    if not run.requests_per_second:
-        run.errors = run.errors or (done.stdout + done.stderr)[-500:]
-    return run
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def _wrk_ms(text: str) -> float:
-    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * factor
-    return float(text)
+def wrk_timed(wrk: str, url: str, *, connections: int, seconds: float, script: Path, env: dict | None = None) -> WrkSummary:
+    """wrk for `seconds` (whole seconds: wrk takes no fractions) with its --latency summary;
+    ServerError when wrk failed or saw answers other than 2xx/3xx."""
+    command = [wrk, "-t", str(connections), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+               "--timeout", "10s", "--latency", "-s", str(script), url]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    out = result.stdout
+
+    def figure(label: str) -> float:
+        found = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if not found:
+            raise ServerError(f"wrk printed no {label} latency:\n{out}{result.stderr}")
+        return float(found.group(1)) * _WRK_UNITS[found.group(2)]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad or result.returncode:
+        raise ServerError(f"wrk: {bad.group(0) if bad else 'exit ' + str(result.returncode)}\n{out}{result.stderr}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return WrkSummary(figure("50%"), figure("99%"), requests, rate)

@@ -204,8 +204,12 @@ def _claim(delivery_id: int, now: datetime, time_limit: float | None):
             workspace_id = row["alert__workspace_id"]
             workspace_lock(_LOCK_WEBHOOK_SLOTS, workspace_id)
             in_flight = (
+                # Only open deliveries can be claimed (every end of an attempt clears the claim): the
+                # filter on status lets the partial index of open deliveries serve this count,
+                # instead of every delivery the workspace ever had.
                 AlertDelivery.objects.filter(
-                    alert__workspace_id=workspace_id, channel=AlertDelivery.Channel.WEBHOOK, claimed_until__gte=now
+                    alert__workspace_id=workspace_id, channel=AlertDelivery.Channel.WEBHOOK, status__in=_OPEN,
+                    claimed_until__gte=now,
                 )
                 .exclude(pk=delivery_id)
                 .count()

@@ -32,7 +32,7 @@ from workspaces.models import Workspace
 from . import counters
 from .delivery import LOST_AFTER, deliveries_enqueue, workspace_lock
 from .models import Alert, AlertDelivery, Budget, WebhookEndpoint
-from .selectors import Forecast, MonthSpend, forecast_month, month_spend, workspaces_to_evaluate
+from .selectors import Forecast, MonthSpend, budgets_of, forecast_month, month_spend, workspaces_to_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def workspace_evaluate(workspace_id: int, *, now: datetime | None = None) -> Eva
     if workspace is None:
         return report
     month = _Month.read(workspace, now or timezone.now())
-    budgets = list(Budget.objects.filter(workspace=workspace).select_related("api_key").prefetch_related("webhooks"))
+    budgets = list(budgets_of(workspace))
     report.budgets = len(budgets)
     for budget in budgets:
         report.recorded += _budget_alerts_record(month, budget)
@@ -170,8 +170,8 @@ def _budget_alerts_record(month: _Month, budget: Budget) -> list[Alert]:
 
 def _free_allowance_record(month: _Month) -> list[Alert]:
     """Once a month, when the workspace's spend reaches its plan's free tier credit."""
-    if (None, Alert.Kind.FREE_ALLOWANCE, None) in month.told:
-        return []
+    if (None, Alert.Kind.FREE_ALLOWANCE, None) in month.told or not month.spend.total():
+        return []  # nothing spent: no credit can be used up, and no plan needs reading
     credit = to_micros(plan_for_period(month.workspace, month.period).free_tier_credit)
     if credit <= 0 or month.spend.total() < credit:
         return []

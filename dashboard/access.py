@@ -34,13 +34,13 @@ from workspaces.access import (
 )
 from workspaces.models import Membership
 
-__all__ = ["MANAGE", "OWNER", "READ", "SESSION_KEY", "WorkspaceAccess", "back", "workspace_page"]
+__all__ = ["MANAGE", "OWNER", "READ", "SESSION_KEY", "PageAccess", "back", "workspace_page"]
 
 SESSION_KEY = "dashboard_workspace"
 
 
 @dataclass(frozen=True)
-class WorkspaceAccess(Choice):
+class PageAccess(Choice):
     """A page's workspace and role (workspaces.access.Choice), with what the templates and links need."""
 
     @property
@@ -67,7 +67,7 @@ def _remember(request, choice: Choice) -> None:
         request.session[SESSION_KEY] = choice.workspace.slug
 
 
-def _choose(request, needs: str) -> WorkspaceAccess:
+def _choose(request, needs: str) -> PageAccess:
     """workspace_for with the page's slug (query or form) and the session's memory; raises its refusals."""
     slug = request.GET.get("workspace") or request.POST.get("workspace")
     try:
@@ -78,7 +78,7 @@ def _choose(request, needs: str) -> WorkspaceAccess:
         _remember(request, exc.choice)  # chosen, even if this page is not for this role
         raise
     _remember(request, choice)
-    return WorkspaceAccess(choice.workspace, choice.role, choice.memberships)
+    return PageAccess(choice.workspace, choice.role, choice.memberships)
 
 
 def _refused(request, exc: Exception) -> HttpResponse:
@@ -94,7 +94,7 @@ def _refused(request, exc: Exception) -> HttpResponse:
     raise PermissionDenied(str(exc))  # RoleRefused, StaffReadOnly included: a 403
 
 
-def _zone(access: WorkspaceAccess) -> zoneinfo.ZoneInfo:
+def _zone(access: PageAccess) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(access.workspace.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -102,7 +102,7 @@ def _zone(access: WorkspaceAccess) -> zoneinfo.ZoneInfo:
 
 
 def workspace_page(needs: str = READ):
-    """A signed-in page of one workspace: the view gets `request.access` (a WorkspaceAccess) and
+    """A signed-in page of one workspace: the view gets `request.access` (a PageAccess) and
     runs with the workspace's time zone active (rollup days and billing periods stay UTC).
     Pages that change something declare `needs=MANAGE` or `needs=OWNER`: others get a 403."""
 

@@ -206,6 +206,6 @@ class WorkspaceAccess(permissions.BasePermission):
             raise exceptions.ValidationError({"workspace": [str(exc)]}) from None
         except (NotAMember, StaffReadOnly):
             # Staff only read: a change asked of a workspace they are not in is not found, as for anyone.
-            raise exceptions.NotFound(f"No workspace '{slug}' among yours.") from None
+            raise exceptions.NotFound(str(NotAMember(slug))) from None
         except RoleRefused as exc:
             raise exceptions.PermissionDenied(str(exc)) from None

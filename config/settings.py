@@ -107,6 +107,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so that the concurrency tests' threads share one database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-meterboard.sqlite3")}
+# Ingestion's statement is prepared once per PostgreSQL connection (core.prepared); turn it off
+# behind a pooler in transaction mode (PgBouncer pool_mode = transaction).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache and Celery ------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Ingestion's statement is prepared once per PostgreSQL connection (core.prepared, issue 12):
-planning it cost PostgreSQL as much as running it for one event. These tests hold the promises
-around that: prepared once, still answering truthfully when the server lost it, and off when the
-setting says so (a pooler in transaction mode)."""
+"""Ingestion's statement on PostgreSQL (issue 12): its rows travel as one array literal per column,
+built by hand, and it is prepared once per connection (core.prepared), planning it having cost
+PostgreSQL as much as running it for one event. These tests hold the promises around that: what
+is stored is exactly what was sent, whatever characters it holds; prepared once, still answering
+truthfully when the server lost it, and off when the setting says so (a pooler in transaction
+mode)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import event, ingest
 from usage.models import UsageEvent
+from usage import services
 from usage.services import events_ingest
 
-NAME = "mb_usage_ingest"
+NAME = services._PG_INGEST_PREPARED.name
 
 
 def postgres_only():
@@ -88,3 +91,26 @@ def test_turned_off_the_plain_statement_is_sent(workspace, api_key, settings):
         repeat = events_ingest(workspace=workspace, api_key=api_key, raw_events=[body])
     assert {"PREPARE", "EXECUTE"}.isdisjoint(statements(captured.captured_queries))
     assert [r.status for r in repeat.results] == ["duplicate"]
+
+
+AWKWARD = 'q"uote\\back{brace},comma NULL é 😀 \'single\''
+
+
+@pytest.mark.django_db
+def test_what_is_stored_is_what_was_sent(workspace, api_key):
+    """Array literals are built by hand: quotes, backslashes, braces, commas, the word NULL,
+    non-ASCII in event ids and metadata, an empty model and NULL steps (an add-on) all arrive
+    unchanged."""
+    metadata = {"prompt": AWKWARD, "nested": {"list": [1, 2.5, None, True, AWKWARD]}, AWKWARD: "key"}
+    generation = event(event_id=AWKWARD, metadata=metadata, composition_control=True, spot=True, quantity=3)
+    addon = {"event_id": "NULL", "occurred_at": "2026-11-20T12:00:00.123456+05:30", "feature": "background_removal"}
+    ingest(workspace, api_key, [generation, addon])
+    stored = {e.event_id: e for e in UsageEvent.objects.filter(workspace=workspace)}
+    assert set(stored) == {AWKWARD, "NULL"}
+    first, second = stored[AWKWARD], stored["NULL"]
+    assert first.metadata == metadata
+    assert (first.composition_control, first.spot, first.quantity, first.steps) == (True, True, 3, 30)
+    assert second.model == "" and second.steps is None and second.width is None and second.metadata == {}
+    assert second.occurred_at.isoformat() == "2026-11-20T06:30:00.123456+00:00"
+    again = events_ingest(workspace=workspace, api_key=api_key, raw_events=[generation, addon])
+    assert [r.status for r in again.results] == ["duplicate", "duplicate"]

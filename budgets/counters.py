@@ -6,21 +6,33 @@ the allowance API reads them, so a crossing shows there as soon as the event is 
 worker involved. With Redis (REDIS_URL) they live there; without it the allowance reads the month's
 rollups instead (one indexed SUM), which is as fresh.
 
-Why the counters stay correct (Redis). Each ingestion request:
+Why the counters stay correct (Redis). A counter is created only from a database sum, and from
+then on moved only by ingestion, which adds the events it newly inserted once they are committed
+(never duplicates). Two races must neither miss an event nor count it twice: an ingestion that
+commits while a reader sums (its events may or may not be in the sum), and one whose step after
+the commit comes after the reader stored its sum.
+
+On PostgreSQL, one Redis round trip per request (after the commit; issue 12):
+  - the reader sums the rollups and, in the same statement, takes the statement's snapshot
+    (`pg_current_snapshot()`: which transactions it sees); it stores the sum with the snapshot
+    beside it, in one Lua script, only if `generation` did not move since it looked;
+  - ingestion's statement returns its transaction id; after the commit (`ingest_committed`) one
+    script adds the amounts to each counter that exists, unless the transaction is visible in the
+    counter's snapshot (then the sum has these events already), and bumps `generation`.
+  A sum that lacks an ingestion is refused (that ingestion bumps the generation after its commit,
+  hence after the reader looked), or stored before the ingestion's step and then added to (its
+  transaction is not in the snapshot); a sum that has it is never added to again. Exact.
+Elsewhere (SQLite with Redis), two round trips:
   1. before its events are stored:     INCR  inflight                       (`ingest_started`)
   2. after they are committed:         INCRBY each counter that exists by the amounts of the events
-                                       newly inserted (never duplicates); DECR inflight;
-                                       INCR generation                      (`ingest_committed`)
-A reader that misses a counter reads `generation` and `inflight` (with the counters, one MGET),
-sums the rollups, and stores the sum only if, in one Lua script, the generation is unchanged and
-nothing is in flight. So a counter is created only from a database sum that no concurrent
-ingestion can have missed (it would be in flight, or have bumped the generation) nor be about to
-add a second time (its step 2 would have come before the read); from then on only step 2 moves
-it. A refused store is not an error: that call answers from the database sum. Counters live
+                                       newly inserted; DECR inflight; INCR generation
+  and the reader stores its sum only if the generation is unchanged and nothing is in flight.
+A refused store is not an error: that call answers from the database sum. Counters live
 COUNTER_TTL seconds and the in-flight marker INFLIGHT_TTL after its last use, so whatever a crash
 or a lost Redis connection leaves behind heals within minutes; a Redis error never fails ingestion.
-The hard-limit budgets are cached beside the counters by the same rule (`allowance_inputs`,
-`limits_changed`), so an allowance call is one Redis round trip.
+(During a rolling upgrade from the in-flight protocol a counter may over-count, never under-count,
+until it expires.) The hard-limit budgets are cached beside the counters by the same rule
+(`allowance_inputs`, `limits_changed`), so an allowance call is one Redis round trip.
 
 Why a restarted Redis cannot fool them. A Redis restarted from its snapshot (RDB, or AOF every
 second) brings back old counters, cached limits and generations, which the rules above cannot tell
@@ -66,9 +78,32 @@ PENDING_TTL = 30
 LOCAL_PENDING_SECONDS = 1.0
 LIMITS_TTL = 60  # the hard limits are re-read at least this often (e.g. after a change made outside the services)
 
-_COMMIT = """
-for i = 4, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
+_VISIBLE = """
+local function less(a, b)  -- transaction ids as decimal text, of any size
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function visible(txid, snapshot)  -- PostgreSQL's rule for a committed transaction
+  if txid == '' or not snapshot then return false end
+  local xmin, xmax, xip = string.match(snapshot, '^(%d+):(%d+):(.*)$')
+  if not xmin then return false end
+  if less(txid, xmin) then return true end
+  if not less(txid, xmax) then return false end
+  for running in string.gmatch(xip, '%d+') do
+    if running == txid then return false end
+  end
+  return true
+end
+"""
+# KEYS: inflight, generation, pending, counters..., their snapshots...
+# ARGV: release ('1': DECR inflight), generation TTL, pending TTL, transaction id ('' if none), deltas...
+_COMMIT = _VISIBLE + """
+local n = (#KEYS - 3) / 2
+for i = 1, n do
+  local counter, snapshot = KEYS[3 + i], KEYS[3 + n + i]
+  if redis.call('EXISTS', counter) == 1 and not visible(ARGV[4], redis.call('GET', snapshot)) then
+    redis.call('INCRBY', counter, ARGV[4 + i])
+  end
 end
 if ARGV[1] == '1' and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
 redis.call('INCR', KEYS[2])
@@ -96,15 +131,18 @@ redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
 """
+# KEYS: inflight, generation, counters..., their run ids..., their snapshots...
+# ARGV: generation seen, TTL, run id, snapshot ('' when none), sums...
 _STORE = """
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return 0 end
-local n = (#KEYS - 2) / 2
+local n = (#KEYS - 2) / 3
 for i = 1, n do
-  local counter, run = KEYS[2 + i], KEYS[2 + n + i]
+  local counter, run, snapshot = KEYS[2 + i], KEYS[2 + n + i], KEYS[2 + 2 * n + i]
   if redis.call('GET', run) ~= ARGV[3] or redis.call('EXISTS', counter) == 0 then
-    redis.call('SET', counter, ARGV[3 + i], 'EX', ARGV[2])
+    redis.call('SET', counter, ARGV[4 + i], 'EX', ARGV[2])
     redis.call('SET', run, ARGV[3], 'EX', ARGV[2])
+    if ARGV[4] == '' then redis.call('DEL', snapshot) else redis.call('SET', snapshot, ARGV[4], 'EX', ARGV[2]) end
   end
 end
 return 1
@@ -162,14 +200,27 @@ def _run_keys(counters: tuple[str, ...] | list[str]) -> list[str]:
     return [f"{counter}:run" for counter in counters]
 
 
+def _snapshot_keys(counters: tuple[str, ...] | list[str]) -> list[str]:
+    """Beside each counter, the PostgreSQL snapshot of the sum it was built from."""
+    return [f"{counter}:snapshot" for counter in counters]
+
+
+def uses_snapshots() -> bool:
+    """PostgreSQL: ingestion needs no round trip before it stores (module docstring)."""
+    return connection.vendor == "postgresql"
+
+
 # --- Ingestion -------------------------------------------------------------------------------
 
 
-def ingest_started(workspace_id: int) -> bool:
-    """Step 1: an ingestion of `workspace_id` is about to store events. True when recorded."""
+def ingest_started(workspace_id: int) -> bool | None:
+    """Step 1 (not on PostgreSQL: None, nothing to do): an ingestion of `workspace_id` is about to
+    store events. True when recorded, False when Redis could not record it."""
     backend = _backend()
     if backend is None:
         return False
+    if uses_snapshots():
+        return None
     inflight, _, _ = _keys(workspace_id)
     try:
         backend.start(keys=[inflight], args=[INFLIGHT_TTL])
@@ -179,10 +230,10 @@ def ingest_started(workspace_id: int) -> bool:
         return False
 
 
-def ingest_released(workspace_id: int, *, started: bool) -> None:
+def ingest_released(workspace_id: int, *, started: bool | None) -> None:
     """Step 2 when nothing new was stored (all duplicates, or the store failed)."""
     backend = _backend()
-    if backend is None or not started:
+    if backend is None or started is not True:
         return
     inflight, _, _ = _keys(workspace_id)
     try:
@@ -192,11 +243,18 @@ def ingest_released(workspace_id: int, *, started: bool) -> None:
 
 
 def ingest_committed(
-    workspace_id: int, api_key_id: int, micros_by_period: dict[date, int], *, started: bool
+    workspace_id: int,
+    api_key_id: int,
+    micros_by_period: dict[date, int],
+    *,
+    started: bool | None,
+    transaction_id: str | None = None,
 ) -> bool:
     """Step 2, after the commit: add the newly inserted events' amounts (USD × 10⁶, per UTC month)
-    to the counters that exist, and mark an evaluation pending. True when this call set the mark
-    (the caller then enqueues the evaluation): at most one is pending per workspace."""
+    to the counters that exist (on PostgreSQL, those whose snapshot does not show `transaction_id`,
+    the storing transaction's id), and mark an evaluation pending. True when this call set the mark
+    (the caller then enqueues the evaluation): at most one is pending per workspace. `started` is
+    what `ingest_started` answered."""
     backend = _backend()
     if backend is None:
         return evaluation_pending_set(workspace_id)
@@ -207,21 +265,23 @@ def ingest_committed(
         counters.extend(_counter_keys(workspace_id, api_key_id, period))
         deltas.extend((micros, micros))
     try:
-        if not started:
-            # Step 1 did not happen, so a reader may have stored a sum that has these events
-            # already: drop the counters rather than add to them.
+        if started is False or (started is None and not transaction_id and counters):
+            # Step 1 did not happen (or, on PostgreSQL, the transaction is unknown), so a reader
+            # may have stored a sum that has these events already: drop the counters rather
+            # than add to them.
             backend.client.delete(*counters)
             counters, deltas = [], []
         marked = backend.commit(
-            keys=[inflight, generation, pending, *counters],
-            args=["1" if started else "0", GENERATION_TTL, PENDING_TTL, *deltas],
+            keys=[inflight, generation, pending, *counters, *_snapshot_keys(counters)],
+            args=["1" if started else "0", GENERATION_TTL, PENDING_TTL, transaction_id or "", *deltas],
         )
         return bool(marked)
     except backend.errors as exc:
         # The counters may now lack these amounts: drop them so that the next read rebuilds.
         logger.warning("spend counters: Redis unavailable after ingestion (%s)", exc)
         try:
-            backend.client.delete(*counters)
+            if counters:
+                backend.client.delete(*counters)
         except backend.errors:
             pass
         return False
@@ -231,11 +291,28 @@ def ingest_committed(
 
 
 def _database_sums(workspace_id: int, api_key_id: int, period: date) -> tuple[int, int]:
+    workspace_micros, key_micros, _ = _database_sums_seen(workspace_id, api_key_id, period)
+    return workspace_micros, key_micros
+
+
+def _database_sums_seen(workspace_id: int, api_key_id: int, period: date) -> tuple[int, int, str]:
+    """The month's sums from the rollups, and on PostgreSQL the snapshot they were read in
+    (`xmin:xmax:xip,...`; '' elsewhere)."""
     end = date(period.year + period.month // 12, period.month % 12 + 1, 1)
+    if uses_snapshots():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_current_snapshot()::text, coalesce(sum(amount_micros), 0), "
+                "coalesce(sum(amount_micros) FILTER (WHERE api_key_id = %s), 0) "
+                "FROM usage_dailyrollup WHERE workspace_id = %s AND day >= %s AND day < %s",
+                [api_key_id, workspace_id, period, end],
+            )
+            snapshot, workspace_micros, key_micros = cursor.fetchone()
+        return int(workspace_micros), int(key_micros), snapshot
     totals = DailyRollup.objects.filter(workspace_id=workspace_id, day__gte=period, day__lt=end).aggregate(
         workspace=Sum("amount_micros"), key=Sum("amount_micros", filter=Q(api_key_id=api_key_id))
     )
-    return int(totals["workspace"] or 0), int(totals["key"] or 0)
+    return int(totals["workspace"] or 0), int(totals["key"] or 0), ""
 
 
 Limits = list[tuple[int | None, int]]  # the workspace's hard-limit budgets: (api key id or None, amount micros)
@@ -305,12 +382,12 @@ def allowance_inputs(
     if workspace_value is not None and key_value is not None and workspace_run == current and key_run == current:
         return int(workspace_value), int(key_value), limits
     # Missing, or built by another Redis instance (a restart from a snapshot, a failover): rebuild.
-    sums = _database_sums(workspace_id, api_key_id, period)
+    *sums, snapshot = _database_sums_seen(workspace_id, api_key_id, period)
     if int(busy or 0) <= 0:
         try:
             backend.store(
-                keys=[inflight, generation, *counters, *runs],
-                args=[(seen or b"").decode(), COUNTER_TTL, run_id, *sums],
+                keys=[inflight, generation, *counters, *runs, *_snapshot_keys(counters)],
+                args=[(seen or b"").decode(), COUNTER_TTL, run_id, snapshot, *sums],
             )
         except backend.errors as exc:
             logger.warning("spend counters: could not store a rebuilt counter (%s)", exc)

@@ -28,14 +28,19 @@ class SpendRecording:
 
     After the commit (transaction.on_commit when inside one) it adds the batch's new spend to the
     month-to-date counters the allowance reads, and enqueues an evaluation of the workspace's
-    budgets unless one is pending already. A few Redis round trips per request, none per event;
-    it never fails the ingestion (errors are logged)."""
+    budgets unless one is pending already. One Redis round trip per request on PostgreSQL (after
+    the commit, with the storing transaction's id: budgets.counters), two elsewhere, none per
+    event; it never fails the ingestion (errors are logged)."""
 
     def __init__(self, workspace_id: int, api_key_id: int):
         self.workspace_id = workspace_id
         self.api_key_id = api_key_id
         self.micros_by_period: dict[date, int] = defaultdict(int)
-        self.started = False
+        self.started: bool | None = False
+        self.transaction_id: str | None = None
+
+    def stored_in(self, transaction_id: str) -> None:
+        self.transaction_id = transaction_id
 
     def add(self, occurred_at: datetime, amount: Decimal) -> None:
         # The UTC day of occurred_at, as the rollups count it.
@@ -54,7 +59,11 @@ class SpendRecording:
 
     def _committed(self) -> None:
         marked = counters.ingest_committed(
-            self.workspace_id, self.api_key_id, dict(self.micros_by_period), started=self.started
+            self.workspace_id,
+            self.api_key_id,
+            dict(self.micros_by_period),
+            started=self.started,
+            transaction_id=self.transaction_id,
         )
         if marked:
             evaluation_enqueue(self.workspace_id)

@@ -1,7 +1,8 @@
 """What ingestion tells the rest of the product about the spend it stores.
 
 `events_ingest` wraps the storing of a batch in `spend_recording(workspace_id, api_key_id)` and
-calls `.add(occurred_at, amount)` for each event newly stored. By default that records nothing;
+calls `.add(occurred_at, amount)` for each event newly stored, and on PostgreSQL `.stored_in(id)`
+with the id of the transaction that stored them (`pg_current_xact_id()`). By default that records nothing;
 an app that follows spend (budgets: the hard-limit counters and alert evaluations) installs its
 recorder with `spend_recorder_install` when it loads, so usage/ depends on no other app.
 """
@@ -18,6 +19,7 @@ class SpendRecorder(Protocol):
     def __enter__(self) -> SpendRecorder: ...
     def __exit__(self, exc_type, exc, traceback) -> bool: ...
     def add(self, occurred_at: datetime, amount: Decimal) -> None: ...
+    def stored_in(self, transaction_id: str) -> None: ...
 
 
 class _NoRecording:
@@ -28,6 +30,9 @@ class _NoRecording:
         return False
 
     def add(self, occurred_at: datetime, amount: Decimal) -> None:
+        pass
+
+    def stored_in(self, transaction_id: str) -> None:
         pass
 
 

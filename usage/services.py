@@ -135,7 +135,7 @@ def events_ingest(
     # Budgets: the batch's new spend goes to the hard-limit counters and triggers an evaluation
     # of the alerts, once per request, after the commit (budgets.spend, installed in usage.recording).
     with recording.spend_recording(workspace.pk, api_key.pk) as spend:
-        stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now)
+        stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now, spend)
         for priced in first_by_id.values():
             result = _outcome(priced, stored, first_in_batch=True)
             results[priced.index] = result
@@ -169,7 +169,7 @@ def _outcome(
 
 
 def _store_with_retry(
-    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime
+    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime, spend: recording.SpendRecorder
 ) -> dict[str, tuple[str, Decimal, bool]]:
     # On PostgreSQL events and rollups go in one statement, atomic by itself: no BEGIN/COMMIT
     # round trips. Elsewhere, two statements in one transaction.
@@ -177,7 +177,7 @@ def _store_with_retry(
     for attempt in range(1, _DEADLOCK_RETRIES + 1):
         try:
             with nullcontext() if one_statement else transaction.atomic():
-                return _store(workspace, api_key, batch, now, one_statement=one_statement)
+                return _store(workspace, api_key, batch, now, spend, one_statement=one_statement)
         except OperationalError as exc:
             # Rows are written in event_id and key order so that concurrent batches queue rather
             # than deadlock; should the database still pick a victim, redo the whole batch.
@@ -189,13 +189,19 @@ def _store_with_retry(
 
 
 def _store(
-    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime, *, one_statement: bool
+    workspace: Workspace,
+    api_key: ApiKey,
+    batch: list[_Priced],
+    now: datetime,
+    spend: recording.SpendRecorder,
+    *,
+    one_statement: bool,
 ) -> dict[str, tuple[str, Decimal, bool]]:
     """Insert what is new, read back what was there. Returns event_id → (hash, amount, new?)."""
     batch = sorted(batch, key=lambda priced: priced.event.event_id)
     inserted: set[str] = set()
     if one_statement:
-        inserted = _insert_events_and_rollups(workspace, api_key, batch, now)
+        inserted = _insert_events_and_rollups(workspace, api_key, batch, now, spend)
     else:
         for start in range(0, len(batch), _INSERT_CHUNK):
             inserted.update(_insert_events(workspace, api_key, batch[start : start + _INSERT_CHUNK], now))
@@ -249,7 +255,7 @@ _PG_INGEST = (
     "coalesce(width, 0), coalesce(height, 0), composition_control, spot, (unit_price * 1000000)::bigint, "
     "sum(quantity), sum((amount * 1000000)::bigint), count(*) FROM ins "
     "GROUP BY 2, 4, 5, 6, 7, 8, 9, 10, 11 ORDER BY 2, 4, 5, 6, 7, 8, 9, 10, 11 " + _ROLLUP_UPSERT + ") "
-    "SELECT event_id FROM ins"
+    "SELECT event_id, pg_current_xact_id()::text FROM ins"  # the transaction: budgets.counters
 )
 # Planned once per connection (core.prepared): planning took as long as running it for one event.
 _PG_INGEST_PREPARED = PreparedStatement(
@@ -273,7 +279,7 @@ def _plain(values) -> str:
 
 
 def _insert_events_and_rollups(
-    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime
+    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime, spend: recording.SpendRecorder
 ) -> set[str]:
     if not batch:
         return set()
@@ -309,7 +315,10 @@ def _insert_events_and_rollups(
     }
     with connection.cursor() as cursor:
         _PG_INGEST_PREPARED.execute(cursor, params)
-        return {row[0] for row in cursor.fetchall()}
+        rows = cursor.fetchall()
+    if rows:
+        spend.stored_in(rows[0][1])
+    return {row[0] for row in rows}
 
 
 _METADATA_JSON = json.JSONEncoder(separators=(",", ":"))

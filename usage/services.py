@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -304,7 +303,7 @@ def _insert_events_and_rollups(
         "c": flags([item.composition_control for item in items]),
         "p": flags([event.spot for event in events]),
         "q": numbers([item.quantity for item in items]),
-        "d": _quoted([_METADATA_JSON.encode(event.metadata) for event in events]),
+        "d": _quoted([event.stored_metadata_json for event in events]),
         "u": numbers([price.unit_price for price in prices]),
         "a": numbers([price.amount for price in prices]),
         "b": numbers([p.price_book_id for p in batch]),
@@ -319,9 +318,6 @@ def _insert_events_and_rollups(
     if rows:
         spend.stored_in(rows[0][1])
     return {row[0] for row in rows}
-
-
-_METADATA_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 _EVENT_COLUMNS = (

@@ -70,6 +70,9 @@ class ParsedEvent:
     item: UsageItem
     spot: bool
     metadata: dict[str, Any]
+    # The metadata as compact JSON with sorted keys (ASCII, "{}" when empty), written once by
+    # parse_event: its size is checked on it, the content hash and the database read it.
+    metadata_json: str = ""
 
     @property
     def content_hash(self) -> str:
@@ -87,10 +90,16 @@ class ParsedEvent:
                 "1" if item.composition_control else "0",
                 "1" if self.spot else "0",
                 str(item.quantity),
-                _METADATA_ENCODER.encode(self.metadata) if self.metadata else "{}",
+                self.stored_metadata_json,
             )
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def stored_metadata_json(self) -> str:
+        if self.metadata_json:
+            return self.metadata_json
+        return _METADATA_ENCODER.encode(self.metadata) if self.metadata else "{}"
 
 
 def _whole_number(value: Any, name: str, low: int, high: int, errors: Errors) -> int | None:
@@ -158,11 +167,14 @@ def parse_event(
         errors["feature"] = [f"Unknown feature {echo(feature)}; one of: {', '.join(FEATURES)}."]
     quantity = _whole_number(raw.get("quantity", 1), "quantity", 1, MAX_QUANTITY, errors)
     spot = _flag(raw.get("spot"), "spot", errors)
-    metadata = _metadata(raw.get("metadata"), errors)
+    metadata, metadata_json = _metadata(raw.get("metadata"), errors)
     item = _generation(raw, feature, quantity, errors)
     if errors:
         return None, errors
-    return ParsedEvent(event_id=event_id or "", occurred_at=occurred_at, item=item, spot=spot, metadata=metadata), {}
+    return ParsedEvent(
+        event_id=event_id or "", occurred_at=occurred_at, item=item, spot=spot, metadata=metadata,
+        metadata_json=metadata_json,
+    ), {}
 
 
 def _unknown_fields(raw: dict, errors: Errors) -> None:
@@ -190,23 +202,25 @@ def _event_id(event_id: Any, errors: Errors) -> None:
         errors["event_id"] = ["Must not contain control characters."]
 
 
-def _metadata(metadata: Any, errors: Errors) -> dict:
+def _metadata(metadata: Any, errors: Errors) -> tuple[dict, str]:
+    """The metadata and its compact JSON (sorted keys, ASCII: one encoding serves the size check,
+    the content hash and the database)."""
     if metadata is None:
-        return {}
+        return {}, "{}"
     if not isinstance(metadata, dict):
         errors["metadata"] = ["Must be a JSON object."]
-        return {}
-    encoded = json.dumps(metadata, separators=(",", ":"))
-    text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        return {}, "{}"
+    encoded = _METADATA_ENCODER.encode(metadata) if metadata else "{}"
+    if len(encoded) > MAX_METADATA_BYTES:  # ASCII: as many bytes as characters
         errors["metadata"] = [f"At most {MAX_METADATA_BYTES:,} bytes of JSON."]
     elif "\\u0000" in encoded:
         # PostgreSQL's jsonb cannot store NUL; refuse it here rather than fail the batch.
         errors["metadata"] = ["Must not contain NUL (\\u0000) characters."]
-    elif not is_unicode(text):
-        # Nor a lone surrogate (SQLite would store it; the answer could not echo it).
+    elif "\\ud" in encoded and not is_unicode(json.dumps(metadata, ensure_ascii=False)):
+        # A surrogate is written \\udXXX in ASCII JSON; only then can one be alone. Nor may it be
+        # stored (SQLite would store it; the answer could not echo it).
         errors["metadata"] = ["Must be valid Unicode: a key or string holds a lone surrogate (e.g. \\ud800)."]
-    return metadata
+    return metadata, encoded
 
 
 def _generation(raw: dict, feature: Any, quantity: int | None, errors: Errors) -> UsageItem | None:

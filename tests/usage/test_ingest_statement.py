@@ -12,8 +12,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import event, ingest
-from usage.models import UsageEvent
 from usage import services
+from usage.models import UsageEvent
 from usage.services import events_ingest
 
 NAME = services._PG_INGEST_PREPARED.name

@@ -21,6 +21,13 @@ from .environment import DatabaseError
 # --- Ingestion's ceiling -------------------------------------------------------------------------
 
 BEFORE_ISSUE_12_INDEXES = ("workspace_id", "api_key_id")
+# Issue 12 also replaced the events' three foreign keys (checked per row at commit) by one check per
+# statement (usage migration 0005): the ceiling keeps them, as the table had them.
+BEFORE_ISSUE_12_FOREIGN_KEYS = (
+    "FOREIGN KEY (workspace_id) REFERENCES workspaces_workspace(id) DEFERRABLE INITIALLY DEFERRED",
+    "FOREIGN KEY (api_key_id) REFERENCES workspaces_apikey(id) DEFERRABLE INITIALLY DEFERRED",
+    "FOREIGN KEY (price_book_id) REFERENCES billing_pricebook(id) DEFERRABLE INITIALLY DEFERRED",
+)
 
 
 @dataclass
@@ -52,8 +59,8 @@ def _drop_orphaned_scratch_tables(cursor) -> None:
 
 def copy_ceiling(workspace_id: int, rows: int) -> CopyRun:
     """COPY `rows` rows, made from the events this run stored, into a scratch table built like
-    usage_usageevent (same columns, defaults, checks and indexes; the same foreign keys, added
-    after the LIKE, which does not copy them). An ordinary (WAL-logged) table, not a TEMP one,
+    usage_usageevent as it was before issue 12 (same columns, defaults, checks and indexes, plus the
+    two indexes and three foreign keys that issue 12 took off the real table). An ordinary (WAL-logged) table, not a TEMP one,
     so that it costs what the real table costs. Timed: the COPY and its commit, with the payload
     built beforehand, so the client adds next to nothing. The scratch table is dropped after."""
     from django.db import connection, transaction
@@ -74,12 +81,7 @@ def copy_ceiling(workspace_id: int, rows: int) -> CopyRun:
             _drop_orphaned_scratch_tables(cursor)
             cursor.execute(f"DROP TABLE IF EXISTS {scratch}")
             cursor.execute(f"CREATE TABLE {scratch} (LIKE {table} INCLUDING ALL)")
-            cursor.execute(
-                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
-                "AND contype = 'f' ORDER BY conname",
-                [UsageEvent._meta.db_table],
-            )
-            foreign_keys = [row[0] for row in cursor.fetchall()]
+            foreign_keys = BEFORE_ISSUE_12_FOREIGN_KEYS
             for number, definition in enumerate(foreign_keys):
                 cursor.execute(f"ALTER TABLE {scratch} ADD CONSTRAINT {scratch}_fk{number} {definition}")
             # The ceiling is the table as it was before issue 12, which dropped these two indexes

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from core.errors import ServiceError
@@ -231,20 +231,30 @@ _ROLLUP_UPSERT = (
 # read the same rows: 1.2 ms instead of 6.8 for 1,000 events), the events are inserted in event_id
 # order, and the rollups of the rows actually inserted are upserted in key order, all in one
 # statement. Day = the UTC date of occurred_at, money in micro-dollars: the same as _add_to_rollups.
+# The statement first locks what the events reference, FOR KEY SHARE as a foreign key's check
+# would (the workspace, the key, which must be the workspace's, and the batch's price books), once
+# for the batch instead of three checks per event at commit (migration 0005), and inserts nothing
+# unless all were found (`refs`, compared in Python). Its transaction id goes to budgets.counters.
 _COLUMNS = (  # parameter, the array's element type
     ("i", "varchar"), ("o", "timestamptz"), ("f", "varchar"), ("m", "varchar"), ("s", "int"), ("w", "int"),
     ("h", "int"), ("c", "bool"), ("p", "bool"), ("q", "int"), ("d", "jsonb"), ("u", "numeric"), ("a", "numeric"),
     ("b", "bigint"), ("x", "varchar"),
 )  # fmt: skip
 _PG_INGEST = (
-    "WITH r AS (SELECT * FROM unnest("
+    "WITH refs AS MATERIALIZED (SELECT "
+    "(SELECT count(*) FROM (SELECT FROM workspaces_workspace WHERE id = %(ws)s FOR KEY SHARE) w) + "
+    "(SELECT count(*) FROM (SELECT FROM workspaces_apikey WHERE id = %(key)s AND workspace_id = %(ws)s "
+    "FOR KEY SHARE) k) + "
+    "(SELECT count(*) FROM (SELECT FROM billing_pricebook WHERE id = ANY (%(books)s::bigint[]) FOR KEY SHARE) b) "
+    "AS found), "
+    "r AS (SELECT * FROM unnest("
     + ", ".join(f"%({name})s::{kind}[]" for name, kind in _COLUMNS)
     + ") AS r(" + ", ".join(name for name, _ in _COLUMNS) + ")), "
     "ins AS (INSERT INTO usage_usageevent (workspace_id, api_key_id, event_id, occurred_at, received_at, feature, "
     "model, steps, width, height, composition_control, spot, quantity, metadata, unit_price, amount, price_book_id, "
     "content_hash) "
     "SELECT %(ws)s, %(key)s, r.i, r.o, %(now)s, r.f, r.m, r.s, r.w, r.h, r.c, r.p, r.q, r.d, r.u, r.a, r.b, r.x "
-    "FROM r ORDER BY r.i "
+    "FROM r WHERE (SELECT found FROM refs) = %(refs)s ORDER BY r.i "
     "ON CONFLICT (workspace_id, event_id) DO NOTHING "
     "RETURNING event_id, occurred_at, feature, model, steps, width, height, composition_control, spot, unit_price, "
     "quantity, amount), "
@@ -254,14 +264,22 @@ _PG_INGEST = (
     "coalesce(width, 0), coalesce(height, 0), composition_control, spot, (unit_price * 1000000)::bigint, "
     "sum(quantity), sum((amount * 1000000)::bigint), count(*) FROM ins "
     "GROUP BY 2, 4, 5, 6, 7, 8, 9, 10, 11 ORDER BY 2, 4, 5, 6, 7, 8, 9, 10, 11 " + _ROLLUP_UPSERT + ") "
-    "SELECT event_id, pg_current_xact_id()::text FROM ins"  # the transaction: budgets.counters
+    "SELECT refs.found, ins.event_id, pg_current_xact_id()::text FROM refs LEFT JOIN ins ON true"
 )
 # Planned once per connection (core.prepared): planning took as long as running it for one event.
 _PG_INGEST_PREPARED = PreparedStatement(
-    "mb_usage_ingest_v2",
+    "mb_usage_ingest_v3",
     _PG_INGEST,
-    {**{name: "text" for name, _ in _COLUMNS}, "ws": "bigint", "key": "bigint", "now": "timestamptz"},
+    {
+        **{name: "text" for name, _ in _COLUMNS},
+        "books": "text", "refs": "bigint", "ws": "bigint", "key": "bigint", "now": "timestamptz",
+    },
 )
+
+
+class ReferenceMissing(IntegrityError):
+    """The workspace, the key (of that workspace) or a price book of the batch was not found when
+    the events were to be stored: nothing was stored."""
 
 
 def _quoted(values) -> str:
@@ -292,7 +310,10 @@ def _insert_events_and_rollups(
     def flags(values) -> str:
         return _plain(["t" if value else "f" for value in values])
 
+    books = sorted({p.price_book_id for p in batch})
     params = {
+        "books": _plain([str(book) for book in books]),
+        "refs": 2 + len(books),
         "i": _quoted([event.event_id for event in events]),
         "o": _plain([event.occurred_at.isoformat() for event in events]),
         "f": _quoted([item.feature for item in items]),
@@ -315,9 +336,15 @@ def _insert_events_and_rollups(
     with connection.cursor() as cursor:
         _PG_INGEST_PREPARED.execute(cursor, params)
         rows = cursor.fetchall()
-    if rows:
-        spend.stored_in(rows[0][1])
-    return {row[0] for row in rows}
+    found, _, transaction_id = rows[0]
+    if found != params["refs"]:
+        raise ReferenceMissing(
+            f"Nothing stored: workspace {workspace.pk}, its API key {api_key.pk} or price book(s) {books} not found."
+        )
+    inserted = {event_id for _, event_id, _ in rows if event_id is not None}
+    if inserted:
+        spend.stored_in(transaction_id)
+    return inserted
 
 
 _EVENT_COLUMNS = (

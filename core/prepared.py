@@ -1,69 +1,81 @@
-"""Statements PREPAREd once per PostgreSQL connection, for hot paths that run one statement per
+"""Statements prepared once per PostgreSQL connection, for hot paths that run one statement per
 request (ingestion: usage.services).
 
 PostgreSQL plans a statement each time it is sent. Ingestion's statement (the events and their
 rollups, one CTE) took 0.18 ms to plan and 0.17 ms to run for one event (EXPLAIN ANALYZE, issue
-12): a prepared statement is planned once per connection and then only run. It is prepared on the
-first use on each connection and kept by the server until the connection closes; PREPARE is not
-transactional (a rolled-back transaction keeps it), so the record of where it is prepared stays
-true. Should it be gone anyway (a pooler that resets connections, `DEALLOCATE ALL`), the call
-prepares it again and retries once, when no transaction is open.
+12). `PreparedStatement.fetchall` sends it with psycopg's server-side binding and `prepare=True`:
+prepared by the protocol on a connection's first use, then only run; its parameters travel
+apart from the text, so nothing quotes or parses a batch's 200 kB of arrays on the client.
+(psycopg drops its prepared statements at every rollback on the connection, to be safe; the next
+call prepares again.) Should the server have lost it behind psycopg's back (a pooler that resets
+connections), the call forgets psycopg's record and retries once, when no transaction is open.
 
-`DATABASE_PREPARED_STATEMENTS=0` sends the plain statement instead: behind a pooler in transaction
-mode (PgBouncer's `pool_mode = transaction`) consecutive transactions may run on different server
-connections, where a statement prepared on another one does not exist. Other databases (SQLite)
-always get the plain statement.
+Poolers: PgBouncer 1.21 and later keeps protocol-level prepared statements across transaction
+pooling when `max_prepared_statements` is set; with an older one, or another pooler in
+transaction mode, set `DATABASE_PREPARED_STATEMENTS=0` and the plain statement is sent through
+Django's cursor. Other databases (SQLite) always get that.
+
+Errors are Django's (`connection.wrap_database_errors`), and the statement shows in Django's query
+log as any other (tests count it).
 """
 
 from __future__ import annotations
 
-import re
-import weakref
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import ProgrammingError, connection
+from django.db import connection
 
-_PARAMETER = re.compile(r"%\((\w+)\)s")
-_MISSING = "26000"  # invalid_sql_statement_name: no prepared statement of that name here
+_ONLY_WHEN_ASKED = 2**31 - 1
+
+
+def enabled() -> bool:
+    return connection.vendor == "postgresql" and getattr(settings, "DATABASE_PREPARED_STATEMENTS", True)
 
 
 class PreparedStatement:
-    """`sql` with named parameters (`%(name)s`), each given a PostgreSQL type in `types`."""
+    """`sql` with named parameters (`%(name)s`)."""
 
-    def __init__(self, name: str, sql: str, types: Mapping[str, str]):
-        names = list(dict.fromkeys(_PARAMETER.findall(sql)))
-        if set(names) != set(types):
-            raise ValueError(f"{name}: parameters {sorted(names)} but types for {sorted(types)}")
-        numbered = _PARAMETER.sub(lambda match: f"${names.index(match.group(1)) + 1}", sql)
-        self.name = name
+    def __init__(self, sql: str):
         self.sql = sql
-        self.prepare_sql = f"PREPARE {name} ({', '.join(types[n] for n in names)}) AS {numbered}"
-        self.execute_sql = f"EXECUTE {name} ({', '.join(f'%({n})s' for n in names)})"
-        self._prepared_on: weakref.WeakSet = weakref.WeakSet()  # the driver's connections
 
-    def execute(self, cursor, params: Mapping[str, Any]) -> None:
-        """Run on `cursor` (of django.db.connection): prepared on PostgreSQL unless turned off."""
-        if connection.vendor != "postgresql" or not getattr(settings, "DATABASE_PREPARED_STATEMENTS", True):
-            cursor.execute(self.sql, params)
-            return
-        raw = connection.connection  # open: the cursor made it so
-        if raw not in self._prepared_on:
-            self._prepare(cursor, raw)
-        try:
-            cursor.execute(self.execute_sql, params)
-        except ProgrammingError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != _MISSING or connection.in_atomic_block:
-                raise
-            self._prepared_on.discard(raw)
-            self._prepare(cursor, raw)
-            cursor.execute(self.execute_sql, params)
+    def fetchall(self, params: Mapping[str, Any]) -> list[tuple]:
+        if not enabled():
+            with connection.cursor() as cursor:
+                cursor.execute(self.sql, params)
+                return cursor.fetchall()
+        import psycopg
 
-    def _prepare(self, cursor, raw) -> None:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = %s)", [self.name]
-        )
-        if not cursor.fetchone()[0]:
-            cursor.execute(self.prepare_sql)
-        self._prepared_on.add(raw)
+        connection.ensure_connection()
+        started = time.monotonic()
+        with connection.wrap_database_errors:
+            try:
+                return self._run(psycopg, params)
+            except psycopg.errors.InvalidSqlStatementName:
+                if connection.in_atomic_block:
+                    raise
+                # Forget psycopg's record of what the server holds; the DEALLOCATE ALL that
+                # psycopg queues for that runs after the next statement, so let a trivial one
+                # carry it before this one is prepared again.
+                connection.connection._prepared.clear()
+                with psycopg.Cursor(connection.connection) as cursor:
+                    cursor.execute("SELECT 1", prepare=False)
+                return self._run(psycopg, params)
+            finally:
+                if connection.queries_logged:
+                    connection.queries_log.append(
+                        {"sql": self.sql, "time": f"{time.monotonic() - started:.3f}"}
+                    )
+
+    def _run(self, psycopg, params) -> list[tuple]:
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # Django turns psycopg's preparing off for every statement (poolers); this lets an
+            # explicit prepare=True through and nothing else: Django's own cursors bind on the
+            # client, which never prepares, and no count reaches this threshold.
+            raw.prepare_threshold = _ONLY_WHEN_ASKED
+        with psycopg.Cursor(raw) as cursor:
+            cursor.execute(self.sql, params, prepare=True)
+            return cursor.fetchall()

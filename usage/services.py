@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
+from psycopg.types.numeric import Int8
 
 from core.errors import ServiceError
 from core.money import to_micros
@@ -267,14 +268,7 @@ _PG_INGEST = (
     "SELECT refs.found, ins.event_id, pg_current_xact_id()::text FROM refs LEFT JOIN ins ON true"
 )
 # Planned once per connection (core.prepared): planning took as long as running it for one event.
-_PG_INGEST_PREPARED = PreparedStatement(
-    "mb_usage_ingest_v3",
-    _PG_INGEST,
-    {
-        **{name: "text" for name, _ in _COLUMNS},
-        "books": "text", "refs": "bigint", "ws": "bigint", "key": "bigint", "now": "timestamptz",
-    },
-)
+_PG_INGEST_PREPARED = PreparedStatement(_PG_INGEST)
 
 
 class ReferenceMissing(IntegrityError):
@@ -313,7 +307,7 @@ def _insert_events_and_rollups(
     books = sorted({p.price_book_id for p in batch})
     params = {
         "books": _plain([str(book) for book in books]),
-        "refs": 2 + len(books),
+        "refs": Int8(2 + len(books)),
         "i": _quoted([event.event_id for event in events]),
         "o": _plain([event.occurred_at.isoformat() for event in events]),
         "f": _quoted([item.feature for item in items]),
@@ -329,13 +323,11 @@ def _insert_events_and_rollups(
         "a": numbers([price.amount for price in prices]),
         "b": numbers([p.price_book_id for p in batch]),
         "x": _quoted([p.content_hash for p in batch]),
-        "ws": workspace.pk,
-        "key": api_key.pk,
+        "ws": Int8(workspace.pk),  # one parameter type, whatever the id (one prepared statement)
+        "key": Int8(api_key.pk),
         "now": now,
     }
-    with connection.cursor() as cursor:
-        _PG_INGEST_PREPARED.execute(cursor, params)
-        rows = cursor.fetchall()
+    rows = _PG_INGEST_PREPARED.fetchall(params)
     found, _, transaction_id = rows[0]
     if found != params["refs"]:
         raise ReferenceMissing(

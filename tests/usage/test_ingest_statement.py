@@ -1,9 +1,9 @@
 """Ingestion's statement on PostgreSQL (issue 12): its rows travel as one array literal per column,
-built by hand, and it is prepared once per connection (core.prepared), planning it having cost
-PostgreSQL as much as running it for one event. These tests hold the promises around that: what
-is stored is exactly what was sent, whatever characters it holds; prepared once, still answering
-truthfully when the server lost it, and off when the setting says so (a pooler in transaction
-mode)."""
+built by hand, and it is prepared once per connection by psycopg's protocol-level prepare
+(core.prepared), planning it having cost PostgreSQL as much as running it for one event. These
+tests hold the promises around that: what is stored is exactly what was sent, whatever characters
+it holds; prepared once, still answering truthfully when the server lost it, and off when the
+setting says so (an older pooler in transaction mode); references checked once per statement."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import event, ingest
-from usage import services
 from usage.models import UsageEvent
 from usage.services import events_ingest
-
-NAME = services._PG_INGEST_PREPARED.name
 
 
 def postgres_only():
@@ -24,72 +21,94 @@ def postgres_only():
         pytest.skip("prepared statements are PostgreSQL's")
 
 
-def prepared_here() -> bool:
+def prepared_here() -> int:
+    """How many protocol-level prepared statements of ingestion this connection holds."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = %s", [NAME])
-        return cursor.fetchone()[0] == 1
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql AND statement LIKE %s",
+            ["%INSERT INTO usage_usageevent%"],
+        )
+        return cursor.fetchone()[0]
 
 
-def statements(queries) -> list[str]:
-    return [query["sql"].split(None, 1)[0].upper() for query in queries]
+def ingest_statements(queries) -> int:
+    return sum(1 for query in queries if "INSERT INTO usage_usageevent" in query["sql"])
 
 
 @pytest.mark.django_db
-def test_the_statement_is_prepared_once_per_connection(workspace, api_key):
+def test_the_statement_is_prepared_once_per_connection(workspace, api_key, other_workspace):
+    """One prepared statement, whatever the batch size or the workspace's id; each ingestion shows
+    in the query log."""
     postgres_only()
+    from workspaces.services import api_key_create
+
     ingest(workspace, api_key, [event()])
-    assert prepared_here()
+    assert prepared_here() == 1
+    other_key = api_key_create(workspace=other_workspace, name="k").api_key
     with CaptureQueriesContext(connection) as captured:
         ingest(workspace, api_key, [event()])
         ingest(workspace, api_key, [event(), event()])
-    assert "PREPARE" not in statements(captured.captured_queries)
-    assert statements(captured.captured_queries).count("EXECUTE") == 2
+        ingest(other_workspace, other_key, [event() for _ in range(50)])
+    assert prepared_here() == 1
+    assert ingest_statements(captured.captured_queries) == 3
+    assert not [q for q in captured.captured_queries if q["sql"].upper().startswith(("PREPARE", "EXECUTE"))]
     assert UsageEvent.objects.filter(workspace=workspace).count() == 4
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_statement_the_server_lost_is_prepared_again(workspace, api_key):
-    """A pooler that resets connections, or DEALLOCATE ALL: the next ingestion still stores its
-    events and answers accepted, then duplicate for the same event."""
+    """A pooler that resets connections, or DEALLOCATE ALL behind psycopg's back: the next
+    ingestion still stores its events and answers accepted, then duplicate for the same event."""
     postgres_only()
+    import psycopg
+
     first = event()
     ingest(workspace, api_key, [first])
-    with connection.cursor() as cursor:
-        cursor.execute("DEALLOCATE ALL")
+    assert prepared_here() == 1
+    # Not through psycopg's own connection (which would see the command and forget its record):
+    # the server alone drops it, as a pooler's reset would.
+    raw = connection.connection
+    raw.pgconn.exec_(b"DEALLOCATE ALL")
+    assert prepared_here() == 0
     second = event()
     ingest(workspace, api_key, [second])
-    assert prepared_here()
+    assert prepared_here() == 1
     again = events_ingest(workspace=workspace, api_key=api_key, raw_events=[second, first])
     assert [r.status for r in again.results] == ["duplicate", "duplicate"]
     assert UsageEvent.objects.filter(workspace=workspace).count() == 2
+    assert isinstance(raw, psycopg.Connection)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_rolled_back_transaction_keeps_the_statement(workspace, api_key):
-    """PREPARE is not transactional: prepared inside a transaction that rolls back, the statement
-    is still there for the next ingestion (which must not fail looking for it)."""
+def test_after_a_rollback_the_statement_is_prepared_again(workspace, api_key):
+    """psycopg drops its prepared statements at a rollback: prepared inside a transaction that
+    rolls back, the statement is prepared again by the next ingestion, which stores its events."""
     postgres_only()
     with pytest.raises(RuntimeError), transaction.atomic():
         ingest(workspace, api_key, [event()])
+        assert prepared_here() == 1
         raise RuntimeError("roll back")
     assert UsageEvent.objects.filter(workspace=workspace).count() == 0
-    assert prepared_here()
     with transaction.atomic():
         ingest(workspace, api_key, [event()])
+    assert prepared_here() == 1
     assert UsageEvent.objects.filter(workspace=workspace).count() == 1
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_turned_off_the_plain_statement_is_sent(workspace, api_key, settings):
-    """DATABASE_PREPARED_STATEMENTS=0, for PgBouncer in transaction mode: no PREPARE, no EXECUTE,
-    the same outcome."""
+    """DATABASE_PREPARED_STATEMENTS=0, for a pooler in transaction mode that does not keep
+    prepared statements (PgBouncer before 1.21): nothing prepared, the same outcome."""
     postgres_only()
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+    connection.connection._prepared.clear()
     settings.DATABASE_PREPARED_STATEMENTS = False
     body = event()
     with CaptureQueriesContext(connection) as captured:
         ingest(workspace, api_key, [body])
         repeat = events_ingest(workspace=workspace, api_key=api_key, raw_events=[body])
-    assert {"PREPARE", "EXECUTE"}.isdisjoint(statements(captured.captured_queries))
+    assert ingest_statements(captured.captured_queries) == 2
+    assert prepared_here() == 0
     assert [r.status for r in repeat.results] == ["duplicate"]
 
 
@@ -153,9 +172,8 @@ def test_a_row_that_events_reference_cannot_be_deleted_even_by_sql(workspace, ap
 @pytest.mark.django_db
 def test_a_key_of_another_workspace_stores_nothing(workspace, other_workspace):
     postgres_only()
-    from workspaces.services import api_key_create
-
     from usage.services import ReferenceMissing
+    from workspaces.services import api_key_create
 
     foreign = api_key_create(workspace=other_workspace, name="theirs").api_key
     with pytest.raises(ReferenceMissing, match="Nothing stored"), transaction.atomic():

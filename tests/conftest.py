@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import io
 import itertools
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -136,6 +138,39 @@ def ingest(workspace, api_key, events: list[dict], *, now: datetime | None = Non
 FIXED_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 
+WSGI_HEADERS = ("Content-Type", "Content-Length", "Content-Security-Policy", "X-Content-Type-Options",
+                "X-Frame-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy", "WWW-Authenticate",
+                "Retry-After")
+
+
+def wsgi_call(
+    handler, method: str, path: str, *, secret: str | None, body=None, content_type="application/json", **environ_extra
+):
+    """Call a WSGI application as gunicorn would: (status, the body parsed as JSON or else as text,
+    the headers in WSGI_HEADERS)."""
+    raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(raw), "CONTENT_LENGTH": str(len(raw)), "CONTENT_TYPE": content_type,
+    }  # fmt: skip
+    environ.update(environ_extra)
+    if secret is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    content = b"".join(handler(environ, start_response))
+    headers = {name: answer["headers"].get(name) for name in WSGI_HEADERS}
+    try:
+        parsed = json.loads(content) if content else None
+    except ValueError:
+        parsed = content.decode(errors="replace")
+    return answer["status"], parsed, headers
+
+
 def post_events(client: APIClient, events) -> dict:
     response = client.post("/api/v1/events", {"events": list(events)}, format="json")
     assert response.status_code == 200, response.content
@@ -178,8 +213,9 @@ def _fresh_throttles():
     test starts with none, whatever the tests before it sent."""
     from django.core.cache import cache
 
-    from workspaces.throttling import _redis_client
+    from workspaces.throttling import _redis_client, reservations
 
+    reservations.clear()
     client = _redis_client()
     if client is None:
         cache.clear()

@@ -157,3 +157,40 @@ def test_concurrent_batches_of_different_workspaces_and_days_do_not_deadlock():
     assert run_concurrently(calls) == [200] * 8
     for ws, _ in clients:
         assert_rollups_equal_raw(ws)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_single_events_through_the_served_application_are_stored_once_and_counted_once():
+    """The path gunicorn serves since issue 12 (config.wsgi's machine-call chain, the prepared
+    statement, references locked once, the counters' one step after the commit): eight clients
+    send the same event at once and eight send events of their own; one of the first is accepted,
+    every own event is, the rollups equal the ledger, and a month-to-date counter built before the
+    burst ends equal to the database's sum."""
+    from django.utils import timezone
+
+    from budgets import counters
+    from config.wsgi import application
+    from core.periods import current_period
+    from tests.conftest import wsgi_call
+
+    workspace = workspace_create(slug="served", owner_email="served@test.example")
+    issued = api_key_create(workspace=workspace, name="served")
+    now = timezone.now().replace(microsecond=0).isoformat()
+    period = current_period(timezone.now())
+    counters.month_to_date(workspace.pk, issued.api_key.pk, period)  # built now, moved by the burst
+
+    def send(body):
+        return lambda: wsgi_call(application, "POST", "/api/v1/events", secret=issued.secret, body=body)
+
+    same = event(event_id="served-once", occurred_at=now, model="sdxl", width=1024, height=1024)
+    own = [event(event_id=f"served-{n}", occurred_at=now) for n in range(8)]
+    answers = run_concurrently([send(same) for _ in range(8)] + [send(body) for body in own])
+    assert [status for status, _, _ in answers] == [200] * 16
+    statuses = Counter(body["results"][0]["status"] for _, body, _ in answers[:8])
+    assert statuses == {"accepted": 1, "duplicate": 7}
+    assert {body["results"][0]["status"] for _, body, _ in answers[8:]} == {"accepted"}
+    assert UsageEvent.objects.filter(workspace=workspace).count() == 9
+    assert_rollups_equal_raw(workspace)
+    expected = counters._database_sums(workspace.pk, issued.api_key.pk, period)
+    assert expected[0] > 0
+    assert counters.month_to_date(workspace.pk, issued.api_key.pk, period) == expected

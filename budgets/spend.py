@@ -13,7 +13,6 @@ from decimal import Decimal
 from django.db import transaction
 
 from core.money import to_micros
-from core.periods import month_start
 
 from . import counters
 from .evaluation import evaluation_enqueue
@@ -35,7 +34,8 @@ class SpendRecording:
     def __init__(self, workspace_id: int, api_key_id: int):
         self.workspace_id = workspace_id
         self.api_key_id = api_key_id
-        self.micros_by_period: dict[date, int] = defaultdict(int)
+        self._by_month: dict[tuple[int, int], int] = defaultdict(int)
+        self._micros: dict[Decimal, int] = {}
         self.started: bool | None = False
         self.transaction_id: str | None = None
 
@@ -43,8 +43,16 @@ class SpendRecording:
         self.transaction_id = transaction_id
 
     def add(self, occurred_at: datetime, amount: Decimal) -> None:
-        # The UTC day of occurred_at, as the rollups count it.
-        self.micros_by_period[month_start(occurred_at.date())] += to_micros(amount)
+        # The UTC month of occurred_at (aware, UTC), as the rollups count it; a batch has a few
+        # distinct amounts and months, each converted once.
+        micros = self._micros.get(amount)
+        if micros is None:
+            micros = self._micros[amount] = to_micros(amount)
+        self._by_month[(occurred_at.year, occurred_at.month)] += micros
+
+    @property
+    def micros_by_period(self) -> dict[date, int]:
+        return {date(year, month, 1): micros for (year, month), micros in self._by_month.items()}
 
     def __enter__(self) -> SpendRecording:
         self.started = counters.ingest_started(self.workspace_id)

@@ -71,13 +71,21 @@ class IngestResponseSerializer(serializers.Serializer):
     results = EventResultSerializer(many=True)
 
     def to_representation(self, outcome):
+        texts: dict = {}  # a batch has a few distinct amounts: each written once
+
+        def amount(value):
+            text = texts.get(value)
+            if text is None:
+                text = texts[value] = decimal_text(value)
+            return text
+
         return {
             "accepted": outcome.count(ACCEPTED),
             "duplicates": outcome.count(DUPLICATE),
             "conflicts": outcome.count(CONFLICT),
             "rejected": outcome.count(REJECTED),
             "results": [
-                {"index": r.index, "event_id": r.event_id, "status": r.status, "amount": decimal_text(r.amount), "errors": r.errors}
+                {"index": r.index, "event_id": r.event_id, "status": r.status, "amount": amount(r.amount), "errors": r.errors}
                 for r in outcome.results
             ],
         }

@@ -309,7 +309,7 @@ def _insert_events_and_rollups(
         "books": _plain([str(book) for book in books]),
         "refs": Int8(2 + len(books)),
         "i": _quoted([event.event_id for event in events]),
-        "o": _plain([event.occurred_at.isoformat() for event in events]),
+        "o": _plain([event.occurred_at_text for event in events]),
         "f": _quoted([item.feature for item in items]),
         "m": _quoted([item.model for item in items]),
         "s": numbers([item.steps for item in items]),

@@ -73,6 +73,7 @@ class ParsedEvent:
     # The metadata as compact JSON with sorted keys (ASCII, "{}" when empty), written once by
     # parse_event: its size is checked on it, the content hash and the database read it.
     metadata_json: str = ""
+    occurred_at_iso: str = ""  # occurred_at.isoformat(), written once by parse_event
 
     @property
     def content_hash(self) -> str:
@@ -81,7 +82,7 @@ class ParsedEvent:
         item = self.item
         canonical = "|".join(
             (
-                self.occurred_at.isoformat(),
+                self.occurred_at_text,
                 item.feature,
                 item.model,
                 str(item.steps),
@@ -94,6 +95,11 @@ class ParsedEvent:
             )
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def occurred_at_text(self) -> str:
+        """The instant in ISO 8601, UTC (the content hash and the database both read it)."""
+        return self.occurred_at_iso or self.occurred_at.isoformat()
 
     @property
     def stored_metadata_json(self) -> str:
@@ -173,7 +179,7 @@ def parse_event(
         return None, errors
     return ParsedEvent(
         event_id=event_id or "", occurred_at=occurred_at, item=item, spot=spot, metadata=metadata,
-        metadata_json=metadata_json,
+        metadata_json=metadata_json, occurred_at_iso=occurred_at.isoformat(),
     ), {}
 
 

@@ -153,6 +153,14 @@ class Usage:
         )
 
 
+def combined(usages: list[Usage]) -> Usage | None:
+    """The usages of several phases as one (their sums)."""
+    if not usages:
+        return None
+    return Usage(*(sum(getattr(u, name) for u in usages) for name in ("server", "database", "client", "other",
+                                                                       "capacity", "wall")))  # fmt: skip
+
+
 def usage(before: Snapshot | None, after: Snapshot | None, wall: float) -> Usage | None:
     if before is None or after is None:
         return None

@@ -4,11 +4,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from billing.webhooks import stripe_webhook
+from config.health import healthz, readyz
 from dashboard.forms import EmailAuthenticationForm, InviteAwarePasswordResetForm
 from dashboard.views import favicon
 from workspaces.auth_views import ThrottledLoginView, ThrottledPasswordResetView
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     # Browsers ask for /favicon.ico on pages that name none (the admin, the API docs).
     path("favicon.ico", favicon),

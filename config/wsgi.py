@@ -7,8 +7,8 @@ check and Content-Length that CommonMiddleware would do. Sessions, CSRF, message
 static files and CommonMiddleware's slash redirect (an extra URL resolution per request) mean
 nothing to a call that authenticates with a key, and cost it 12 % of its instructions (issue 12).
 Both views authenticate only with keys: a Bearer header is answered by the key or with a 401,
-never by a session. Everything else, the same paths without a Bearer header included, takes the
-full chain (settings.MIDDLEWARE).
+never by a session. The health endpoints (config.health) take it too. Everything else, the same
+paths without a Bearer header included, takes the full chain (settings.MIDDLEWARE).
 """
 
 import os
@@ -19,6 +19,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 MACHINE_PATHS = frozenset({"/api/v1/events", "/api/v1/allowance"})
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})  # config.health: no session, no key
 MACHINE_MIDDLEWARE = (
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
@@ -44,10 +45,10 @@ class MachineCallHandler(WSGIHandler):
 
 
 def is_machine_call(environ) -> bool:
-    return (
-        environ.get("PATH_INFO") in MACHINE_PATHS
-        and environ.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
-    )
+    path = environ.get("PATH_INFO")
+    if path in HEALTH_PATHS:
+        return True
+    return path in MACHINE_PATHS and environ.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
 
 
 class Application:

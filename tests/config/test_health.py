@@ -1,0 +1,88 @@
+"""/healthz and /readyz for load balancers (issue 13): liveness without dependencies, readiness
+that names what is missing: the database, a migration, Redis, the broker."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from config import health
+from config.wsgi import application, is_machine_call
+from tests.conftest import wsgi_call
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_migrations_check():
+    health.migrations_check_forget()
+    yield
+    health.migrations_check_forget()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed once the socket is: connections are refused
+
+
+def test_healthz_answers_without_the_database():
+    with CaptureQueriesContext(connection) as queries:
+        response = Client().get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert queries.captured_queries == []
+
+
+def test_readyz_is_ready_with_every_check_named():
+    response = Client().get("/readyz")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"database", "migrations", "redis", "broker"}
+    assert body["checks"]["database"] == body["checks"]["migrations"] == body["checks"]["broker"] == "ok"
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_readyz_is_not_ready_while_a_migration_is_pending():
+    """A deploy whose code is ahead of the database: the node takes no traffic until migrate."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM django_migrations WHERE app = 'usage' AND name LIKE '0005%%'")
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not ready"
+    assert "usage.0005_event_references_checked_per_statement" in body["checks"]["migrations"]
+    assert "manage.py migrate" in body["checks"]["migrations"]
+
+
+def test_readyz_is_not_ready_when_redis_does_not_answer(settings):
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded default has no Redis to lose")
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"].startswith("failed: ConnectionError")
+
+
+def test_readyz_names_no_secret(settings):
+    """A failure says what failed, never the URL with its password."""
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded default has no Redis URL")
+    settings.REDIS_URL = f"redis://:s3cret-pass@127.0.0.1:{closed_port()}/0"
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert "s3cret-pass" not in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_health_endpoints_take_the_short_chain_and_answer_alike():
+    assert is_machine_call({"PATH_INFO": "/healthz"}) and is_machine_call({"PATH_INFO": "/readyz"})
+    status, body, headers = wsgi_call(application, "GET", "/healthz", secret=None)
+    assert (status, body) == (200, {"status": "ok"})
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    status, body, _ = wsgi_call(application, "GET", "/readyz", secret=None)
+    assert status == 200 and body["status"] == "ready", body

@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.replicas.PrimaryAfterWriteMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -107,6 +108,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so that the concurrency tests' threads share one database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-meterboard.sqlite3")}
+# Read replicas (core.replicas): the read-only pages and the usage API read from them while their
+# lag is within REPLICA_MAX_LAG_SECONDS; everything else uses the primary (DATABASE_URL).
+DATABASE_REPLICAS: list[str] = []  # the aliases reads may go to
+for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", ""), start=1):
+    DATABASES[f"replica_{_number}"] = {**dj_database_url.parse(_url, conn_max_age=60), "TEST": {"MIRROR": "default"}}
+    DATABASE_REPLICAS.append(f"replica_{_number}")
+REPLICA_MAX_LAG_SECONDS = float(os.environ.get("REPLICA_MAX_LAG_SECONDS", "5"))
+DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"]
 # Ingestion's statement is prepared once per PostgreSQL connection (core.prepared); turn it off
 # behind a pooler in transaction mode (PgBouncer pool_mode = transaction).
 DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)

@@ -26,3 +26,8 @@ CSRF_COOKIE_SECURE = False
 WHITENOISE_AUTOREFRESH = True
 STATIC_ROOT.mkdir(exist_ok=True)  # noqa: F405  (whitenoise warns when it is missing)
 WHITENOISE_USE_FINDERS = True
+
+# A replica alias for tests/config/test_replicas.py: a second connection to the test database
+# (Django's test mirror). Not in DATABASE_REPLICAS, so no read goes to it unless a test says so.
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["replica_1"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}  # noqa: F405

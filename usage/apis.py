@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import PayloadTooLarge, exception_handler
+from core.replicas import PIN_COOKIE, reading_from_replica
 from workspaces.access import WorkspaceAccess
 from workspaces.authentication import ApiKeyAuthentication
 from workspaces.models import Scope
@@ -214,6 +215,10 @@ class UsageApi(APIView):
         responses={200: serializers.UsageResponseSerializer},
     )
     def get(self, request):
+        with reading_from_replica(allowed=PIN_COOKIE not in request.COOKIES):  # core.replicas
+            return self._usage(request)
+
+    def _usage(self, request):
         query = serializers.UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data

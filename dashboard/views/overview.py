@@ -8,6 +8,8 @@ from datetime import date
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from core.replicas import replica_reads
+
 from .. import charts, clock
 from ..access import workspace_page
 from ..forms import PeriodForm, preset_period
@@ -18,6 +20,7 @@ PRESET_KEYS = ("this_month", "last_month", "last_3", "last_12")
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def overview(request):
     today = clock.utc_today()

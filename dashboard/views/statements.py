@@ -15,6 +15,7 @@ from billing.payment_report import State as ChargeState
 from billing.payments import statement_charge
 from billing.stripe_api import PaymentsNotConfigured
 from core.money import CENT
+from core.replicas import replica_reads
 
 from .. import clock
 from ..access import MANAGE, back, workspace_page
@@ -34,6 +35,7 @@ def _can_retry(request, statement: Statement) -> bool:
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def statements(request):
     workspace = request.access.workspace
@@ -45,6 +47,7 @@ def statements(request):
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def statement_preview(request):
     """This month's draft, and the pending statement of every earlier month not closed yet."""
@@ -53,6 +56,7 @@ def statement_preview(request):
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def statement_detail(request, statement_id: int):
     statement = _statement(request, statement_id)
@@ -69,12 +73,14 @@ def statement_detail(request, statement_id: int):
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def statement_print(request, statement_id: int):
     return render(request, "dashboard/statement_print.html", {"statement": _statement(request, statement_id)})
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def statement_csv(request, statement_id: int):
     statement = _statement(request, statement_id)

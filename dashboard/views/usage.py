@@ -9,6 +9,8 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from core.replicas import replica_reads
+
 from .. import clock
 from ..access import workspace_page
 from ..csv_export import csv_lines
@@ -34,6 +36,7 @@ def _filter_query(request, filters: dict) -> dict:
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def usage_events(request):
     form, filters = _usage_filters(request)
@@ -54,6 +57,7 @@ def usage_events(request):
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def usage_rollups(request):
     form, filters = _usage_filters(request)
@@ -72,6 +76,7 @@ def usage_rollups(request):
 
 
 @require_GET
+@replica_reads
 @workspace_page()
 def usage_export(request):
     """CSV of events (or of daily rollups) of any range, streamed: rows are read in chunks

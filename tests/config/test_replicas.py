@@ -55,7 +55,7 @@ def replica_queries(call) -> list[str]:
 def test_the_read_only_pages_and_the_usage_api_read_from_the_replica(replica, workspace, api_key, issued_key, signed_in):
     ingest(workspace, api_key, [event()])
     for path in ("/", "/usage/", "/usage/rollups/", "/usage/export.csv", "/statements/", "/statements/preview/"):
-        assert replica_queries(lambda: signed_in.get(path)), path
+        assert replica_queries(lambda path=path: signed_in.get(path)), path
     api = client_with(issued_key.secret)
     assert replica_queries(lambda: api.get("/api/v1/usage"))
 

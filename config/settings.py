@@ -118,7 +118,14 @@ REPLICA_MAX_LAG_SECONDS = float(os.environ.get("REPLICA_MAX_LAG_SECONDS", "5"))
 DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"]
 # Ingestion's statement is prepared once per PostgreSQL connection (core.prepared); turn it off
 # behind a pooler in transaction mode (PgBouncer pool_mode = transaction).
-DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+# Behind a pooler in transaction mode (PgBouncer pool_mode = transaction), consecutive transactions
+# may run on different server connections: no server-side cursors (Django's .iterator() keeps one
+# open across them), and no prepared statements unless said otherwise (PgBouncer keeps them only
+# from 1.21 on, with max_prepared_statements; Debian 12 ships 1.18).
+DATABASE_TRANSACTION_POOLING = env_bool("DATABASE_TRANSACTION_POOLING", False)
+if DATABASE_TRANSACTION_POOLING:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", not DATABASE_TRANSACTION_POOLING)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache and Celery ------------------------------------------------------------------

@@ -7,6 +7,7 @@ production default. The README lists every variable.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import dj_database_url
@@ -149,6 +150,18 @@ if REDIS_URL:
     # An hour, kombu's default, made explicit. Alerts never wait for it: what a dead worker held
     # is found again from the database within 2 minutes (budgets.tasks).
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Beat on any number of nodes (issue 13): celery-redbeat keeps the schedule's state in Redis and
+    # lets one beat at a time run it, under a lock the others wait for. The running beat renews the
+    # lock at least every CELERY_BEAT_MAX_LOOP_INTERVAL seconds; when it dies, the lock expires
+    # after BEAT_LOCK_SECONDS and a waiting beat takes over, from the state in Redis (a job due
+    # meanwhile runs then; each is safe to run late: config/schedule.py).
+    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    CELERY_REDBEAT_REDIS_URL = REDIS_URL
+    CELERY_REDBEAT_KEY_PREFIX = os.environ.get("MB_REDBEAT_PREFIX") or (
+        f"mb:redbeat:{zlib.crc32(str(DATABASES['default']['NAME']).encode()):08x}"
+    )
+    CELERY_REDBEAT_LOCK_TIMEOUT = int(os.environ.get("BEAT_LOCK_SECONDS", "30"))
+    CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # The embedded broker: kombu's filesystem transport, shared by web, worker and beat through

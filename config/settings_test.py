@@ -31,3 +31,15 @@ WHITENOISE_USE_FINDERS = True
 # (Django's test mirror). Not in DATABASE_REPLICAS, so no read goes to it unless a test says so.
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     DATABASES["replica_1"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}  # noqa: F405
+
+# A beat job every MB_BEAT_PROBE_SECONDS seconds onto a queue of its own, which no worker reads:
+# tests/config/test_beat.py counts its messages to see how many beats run the schedule.
+if os.environ.get("MB_BEAT_PROBE_SECONDS"):
+    CELERY_BEAT_SCHEDULE = {  # noqa: F405
+        **CELERY_BEAT_SCHEDULE,  # noqa: F405
+        "beat-probe": {
+            "task": "config.beat_probe",
+            "schedule": float(os.environ["MB_BEAT_PROBE_SECONDS"]),
+            "options": {"queue": "mb-beat-probe", "expires": 300},
+        },
+    }

@@ -501,6 +501,9 @@ def fleet(tmp_path, transactional_db):
         "REDIS_URL": settings.REDIS_URL,
         "WEBHOOK_ALLOW_PRIVATE": "1",
         "MB_TEST_EMAIL_DIR": str(tmp_path / "mail"),
+        # Its beat's lock and schedule state in Redis (celery-redbeat) are its own: a beat another
+        # test killed cannot hold this one back.
+        "MB_REDBEAT_PREFIX": f"mb:redbeat:test:{os.getpid()}:{tmp_path.name}",
     }
     (tmp_path / "mail").mkdir()
     for name in ("WEBHOOK_TIMEOUT_SECONDS", "EMAIL_TIMEOUT", "WEBHOOK_CONCURRENCY_PER_WORKSPACE"):

@@ -1,10 +1,10 @@
-"""Writes to the usage ledger: `events_ingest`, the only way events enter Meterboard."""
+"""Writes to the usage ledger: `events_ingest`, the only way events enter Meterboard (what to store;
+usage.storage stores it)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -12,26 +12,23 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
-from psycopg.types.numeric import Int8
 
 from core.errors import ServiceError
-from core.money import to_micros
-from core.prepared import PreparedStatement
 from pricing.rules import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
 from pricing.selectors import price_book_history
 from workspaces.models import ApiKey, Workspace
 
-from . import recording
-from .models import ROLLUP_KEY, DailyRollup, UsageEvent
+from . import recording, storage
+from .models import UsageEvent
+from .storage import INSERT_CHUNK, Priced
 from .validation import Errors, ParsedEvent, echoable_event_id, parse_event
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000
 ACCEPTED, DUPLICATE, CONFLICT, REJECTED = "accepted", "duplicate", "conflict", "rejected"
-_INSERT_CHUNK = 500  # rows per INSERT statement: well inside SQLite's and PostgreSQL's limits
 _DEADLOCK_RETRIES = 5
 
 
@@ -50,15 +47,6 @@ class IngestResult:
 
     def count(self, status: str) -> int:
         return sum(1 for result in self.results if result.status == status)
-
-
-@dataclass
-class _Priced:
-    index: int
-    event: ParsedEvent
-    price: Price
-    price_book_id: int
-    content_hash: str
 
 
 class EventInvalid(ServiceError):
@@ -110,8 +98,8 @@ def events_ingest(
     history = price_book_history()
     prices: dict[tuple[int, UsageItem], tuple[Price | None, Errors]] = {}  # pricing is pure: memoise per batch
     results: list[EventResult | None] = [None] * len(raw_events)
-    first_by_id: dict[str, _Priced] = {}
-    batch_repeats: list[_Priced] = []
+    first_by_id: dict[str, Priced] = {}
+    batch_repeats: list[Priced] = []
     for index, raw in enumerate(raw_events):
         event, errors = parse_event(raw, now=now)
         book = price = None
@@ -126,7 +114,7 @@ def events_ingest(
             event_id = echoable_event_id(raw.get("event_id")) if isinstance(raw, dict) else None
             results[index] = EventResult(index, event_id, REJECTED, errors=errors)
             continue
-        priced = _Priced(index, event, price, book.id, event.content_hash)
+        priced = Priced(index, event, price, book.id, event.content_hash)
         if event.event_id in first_by_id:
             batch_repeats.append(priced)
         else:
@@ -147,7 +135,7 @@ def events_ingest(
 
 
 def _outcome(
-    priced: _Priced, stored: dict[str, tuple[str, Decimal, bool]], *, first_in_batch: bool
+    priced: Priced, stored: dict[str, tuple[str, Decimal, bool]], *, first_in_batch: bool
 ) -> EventResult:
     event_id = priced.event.event_id
     content_hash, amount, inserted_now = stored[event_id]
@@ -169,7 +157,7 @@ def _outcome(
 
 
 def _store_with_retry(
-    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime, spend: recording.SpendRecorder
+    workspace: Workspace, api_key: ApiKey, batch: list[Priced], now: datetime, spend: recording.SpendRecorder
 ) -> dict[str, tuple[str, Decimal, bool]]:
     # On PostgreSQL events and rollups go in one statement, atomic by itself: no BEGIN/COMMIT
     # round trips. Elsewhere, two statements in one transaction.
@@ -191,7 +179,7 @@ def _store_with_retry(
 def _store(
     workspace: Workspace,
     api_key: ApiKey,
-    batch: list[_Priced],
+    batch: list[Priced],
     now: datetime,
     spend: recording.SpendRecorder,
     *,
@@ -201,11 +189,11 @@ def _store(
     batch = sorted(batch, key=lambda priced: priced.event.event_id)
     inserted: set[str] = set()
     if one_statement:
-        inserted = _insert_events_and_rollups(workspace, api_key, batch, now, spend)
+        inserted = storage.insert_events_and_rollups(workspace, api_key, batch, now, spend)
     else:
-        for start in range(0, len(batch), _INSERT_CHUNK):
-            inserted.update(_insert_events(workspace, api_key, batch[start : start + _INSERT_CHUNK], now))
-        _add_to_rollups(workspace, api_key, [p for p in batch if p.event.event_id in inserted])
+        for start in range(0, len(batch), INSERT_CHUNK):
+            inserted.update(storage.insert_events(workspace, api_key, batch[start : start + INSERT_CHUNK], now))
+        storage.add_to_rollups(workspace, api_key, [p for p in batch if p.event.event_id in inserted])
     # What was already there: stored rows never change, so this read needs no transaction.
     stored: dict[str, tuple[str, Decimal, bool]] = {
         priced.event.event_id: (priced.content_hash, priced.price.amount, True)
@@ -213,241 +201,10 @@ def _store(
         if priced.event.event_id in inserted
     }
     existing_ids = [priced.event.event_id for priced in batch if priced.event.event_id not in inserted]
-    for start in range(0, len(existing_ids), _INSERT_CHUNK):
+    for start in range(0, len(existing_ids), INSERT_CHUNK):
         rows = UsageEvent.objects.filter(
-            workspace=workspace, event_id__in=existing_ids[start : start + _INSERT_CHUNK]
+            workspace=workspace, event_id__in=existing_ids[start : start + INSERT_CHUNK]
         ).values_list("event_id", "content_hash", "amount")
         for event_id, content_hash, amount in rows:
             stored[event_id] = (content_hash, amount, False)
     return stored
-
-
-_ROLLUP_UPSERT = (
-    "ON CONFLICT ({key}) DO UPDATE SET quantity = {table}.quantity + excluded.quantity, "
-    "amount_micros = {table}.amount_micros + excluded.amount_micros, events = {table}.events + excluded.events"
-).format(key=", ".join(ROLLUP_KEY), table="usage_dailyrollup")
-
-# PostgreSQL: the batch travels as one array per column (psycopg neither parses nor quotes 18,000
-# parameters; PostgreSQL reads an array literal in a fifth of the time json_to_recordset takes to
-# read the same rows: 1.2 ms instead of 6.8 for 1,000 events), the events are inserted in event_id
-# order, and the rollups of the rows actually inserted are upserted in key order, all in one
-# statement. Day = the UTC date of occurred_at, money in micro-dollars: the same as _add_to_rollups.
-# The statement first locks what the events reference, FOR KEY SHARE as a foreign key's check
-# would (the workspace, the key, which must be the workspace's, and the batch's price books), once
-# for the batch instead of three checks per event at commit (migration 0005), and inserts nothing
-# unless all were found (`refs`, compared in Python). Its transaction id goes to budgets.counters.
-_COLUMNS = (  # parameter, the array's element type
-    ("i", "varchar"), ("o", "timestamptz"), ("f", "varchar"), ("m", "varchar"), ("s", "int"), ("w", "int"),
-    ("h", "int"), ("c", "bool"), ("p", "bool"), ("q", "int"), ("d", "jsonb"), ("u", "numeric"), ("a", "numeric"),
-    ("b", "bigint"), ("x", "varchar"),
-)  # fmt: skip
-_PG_INGEST = (
-    "WITH refs AS MATERIALIZED (SELECT "
-    "(SELECT count(*) FROM (SELECT FROM workspaces_workspace WHERE id = %(ws)s FOR KEY SHARE) w) + "
-    "(SELECT count(*) FROM (SELECT FROM workspaces_apikey WHERE id = %(key)s AND workspace_id = %(ws)s "
-    "FOR KEY SHARE) k) + "
-    "(SELECT count(*) FROM (SELECT FROM billing_pricebook WHERE id = ANY (%(books)s::bigint[]) FOR KEY SHARE) b) "
-    "AS found), "
-    "r AS (SELECT * FROM unnest("
-    + ", ".join(f"%({name})s::{kind}[]" for name, kind in _COLUMNS)
-    + ") AS r(" + ", ".join(name for name, _ in _COLUMNS) + ")), "
-    "ins AS (INSERT INTO usage_usageevent (workspace_id, api_key_id, event_id, occurred_at, received_at, feature, "
-    "model, steps, width, height, composition_control, spot, quantity, metadata, unit_price, amount, price_book_id, "
-    "content_hash) "
-    "SELECT %(ws)s, %(key)s, r.i, r.o, %(now)s, r.f, r.m, r.s, r.w, r.h, r.c, r.p, r.q, r.d, r.u, r.a, r.b, r.x "
-    "FROM r WHERE (SELECT found FROM refs) = %(refs)s ORDER BY r.i "
-    "ON CONFLICT (workspace_id, event_id) DO NOTHING "
-    "RETURNING event_id, occurred_at, feature, model, steps, width, height, composition_control, spot, unit_price, "
-    "quantity, amount), "
-    "roll AS (INSERT INTO usage_dailyrollup (workspace_id, day, api_key_id, feature, model, steps, width, height, "
-    "composition_control, spot, unit_price_micros, quantity, amount_micros, events) "
-    "SELECT %(ws)s, (occurred_at AT TIME ZONE 'UTC')::date, %(key)s, feature, model, coalesce(steps, 0), "
-    "coalesce(width, 0), coalesce(height, 0), composition_control, spot, (unit_price * 1000000)::bigint, "
-    "sum(quantity), sum((amount * 1000000)::bigint), count(*) FROM ins "
-    "GROUP BY 2, 4, 5, 6, 7, 8, 9, 10, 11 ORDER BY 2, 4, 5, 6, 7, 8, 9, 10, 11 " + _ROLLUP_UPSERT + ") "
-    "SELECT refs.found, ins.event_id, pg_current_xact_id()::text FROM refs LEFT JOIN ins ON true"
-)
-# Planned once per connection (core.prepared): planning took as long as running it for one event.
-_PG_INGEST_PREPARED = PreparedStatement(_PG_INGEST)
-
-
-class ReferenceMissing(IntegrityError):
-    """The workspace, the key (of that workspace) or a price book of the batch was not found when
-    the events were to be stored: nothing was stored."""
-
-
-def _quoted(values) -> str:
-    """A PostgreSQL array literal of strings: each element quoted, backslash and quote escaped.
-    (Validation leaves no NUL in event ids, metadata or anything else stored.)"""
-    return "{" + ",".join(
-        '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values
-    ) + "}"
-
-
-def _plain(values) -> str:
-    """An array literal of numbers, booleans ('t'/'f') and ISO instants, None as NULL."""
-    return "{" + ",".join("NULL" if value is None else value for value in values) + "}"
-
-
-def _insert_events_and_rollups(
-    workspace: Workspace, api_key: ApiKey, batch: list[_Priced], now: datetime, spend: recording.SpendRecorder
-) -> set[str]:
-    if not batch:
-        return set()
-    events = [p.event for p in batch]
-    items = [event.item for event in events]
-    prices = [p.price for p in batch]
-
-    def numbers(values) -> str:
-        return _plain([None if value is None else str(value) for value in values])
-
-    def flags(values) -> str:
-        return _plain(["t" if value else "f" for value in values])
-
-    books = sorted({p.price_book_id for p in batch})
-    params = {
-        "books": _plain([str(book) for book in books]),
-        "refs": Int8(2 + len(books)),
-        "i": _quoted([event.event_id for event in events]),
-        "o": _plain([event.occurred_at_text for event in events]),
-        "f": _quoted([item.feature for item in items]),
-        "m": _quoted([item.model for item in items]),
-        "s": numbers([item.steps for item in items]),
-        "w": numbers([item.width for item in items]),
-        "h": numbers([item.height for item in items]),
-        "c": flags([item.composition_control for item in items]),
-        "p": flags([event.spot for event in events]),
-        "q": numbers([item.quantity for item in items]),
-        "d": _quoted([event.stored_metadata_json for event in events]),
-        "u": numbers([price.unit_price for price in prices]),
-        "a": numbers([price.amount for price in prices]),
-        "b": numbers([p.price_book_id for p in batch]),
-        "x": _quoted([p.content_hash for p in batch]),
-        "ws": Int8(workspace.pk),  # one parameter type, whatever the id (one prepared statement)
-        "key": Int8(api_key.pk),
-        "now": now,
-    }
-    rows = _PG_INGEST_PREPARED.fetchall(params)
-    found, _, transaction_id = rows[0]
-    if found != params["refs"]:
-        raise ReferenceMissing(
-            f"Nothing stored: workspace {workspace.pk}, its API key {api_key.pk} or price book(s) {books} not found."
-        )
-    inserted = {event_id for _, event_id, _ in rows if event_id is not None}
-    if inserted:
-        spend.stored_in(transaction_id)
-    return inserted
-
-
-_EVENT_COLUMNS = (
-    "workspace_id",
-    "api_key_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "feature",
-    "model",
-    "steps",
-    "width",
-    "height",
-    "composition_control",
-    "spot",
-    "quantity",
-    "metadata",
-    "unit_price",
-    "amount",
-    "price_book_id",
-    "content_hash",
-)
-
-
-def _insert_events(
-    workspace: Workspace, api_key: ApiKey, chunk: list[_Priced], now: datetime
-) -> list[str]:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING: one statement, and the unique index, not a
-    read-then-write, decides which event is new; a concurrent twin waits and then skips."""
-    if not chunk:
-        return []
-    ops = connection.ops
-    fields = {field.attname: field for field in UsageEvent._meta.concrete_fields}
-    params: list[Any] = []
-    for priced in chunk:
-        event, item, price = priced.event, priced.event.item, priced.price
-        values = {
-            "workspace_id": workspace.pk,
-            "api_key_id": api_key.pk,
-            "event_id": event.event_id,
-            "occurred_at": event.occurred_at,
-            "received_at": now,
-            "feature": item.feature,
-            "model": item.model,
-            "steps": item.steps,
-            "width": item.width,
-            "height": item.height,
-            "composition_control": item.composition_control,
-            "spot": event.spot,
-            "quantity": item.quantity,
-            "metadata": event.metadata,
-            "unit_price": price.unit_price,
-            "amount": price.amount,
-            "price_book_id": priced.price_book_id,
-            "content_hash": priced.content_hash,
-        }
-        params.extend(
-            fields[name].get_db_prep_save(values[name], connection) for name in _EVENT_COLUMNS
-        )
-    row = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
-    table = ops.quote_name(UsageEvent._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(map(ops.quote_name, _EVENT_COLUMNS))}) "
-        f"VALUES {', '.join([row] * len(chunk))} "
-        f"ON CONFLICT (workspace_id, event_id) DO NOTHING RETURNING event_id"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _add_to_rollups(workspace: Workspace, api_key: ApiKey, inserted: list[_Priced]) -> None:
-    """Add the newly stored events to their daily rollup rows (upsert, sorted keys)."""
-    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for priced in inserted:
-        item = priced.event.item
-        key = (
-            workspace.pk,
-            priced.event.occurred_at.date(),
-            api_key.pk,
-            item.feature,
-            item.model,
-            item.steps or 0,
-            item.width or 0,
-            item.height or 0,
-            item.composition_control,
-            priced.event.spot,
-            to_micros(priced.price.unit_price),
-        )
-        totals = sums[key]
-        totals[0] += item.quantity
-        totals[1] += to_micros(priced.price.amount)
-        totals[2] += 1
-    if not sums:
-        return
-    ops = connection.ops
-    table = ops.quote_name(DailyRollup._meta.db_table)
-    columns = ROLLUP_KEY + ("quantity", "amount_micros", "events")
-    by_column = {field.attname: field for field in DailyRollup._meta.concrete_fields}
-    fields = [by_column[column] for column in columns]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    keys = sorted(sums)
-    for start in range(0, len(keys), _INSERT_CHUNK):
-        chunk = keys[start : start + _INSERT_CHUNK]
-        params: list[Any] = []
-        for key in chunk:
-            values = (*key, *sums[key])
-            params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True))
-        sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
-            f"{_ROLLUP_UPSERT}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)

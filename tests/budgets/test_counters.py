@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from budgets import counters
+from budgets import counter_scripts, counters
 from core.periods import current_period
 from tests.budgets.conftest import spend_events
 from tests.conftest import client_with, post_events
@@ -157,7 +157,7 @@ def test_visibility_follows_postgresql(transaction_id, snapshot, visible):
     transaction running at the snapshot, or older than its xmax and not among the running ones.
     Ids are compared as decimal text, whatever their size."""
     client = counters._backend().client
-    script = counters._VISIBLE + "return visible(ARGV[1], ARGV[2] ~= '' and ARGV[2] or nil) and 1 or 0"
+    script = counter_scripts.VISIBLE + "return visible(ARGV[1], ARGV[2] ~= '' and ARGV[2] or nil) and 1 or 0"
     assert client.eval(script, 0, transaction_id, snapshot or "") == int(visible)
 
 
@@ -180,7 +180,7 @@ def test_the_visibility_rule_matches_the_database(acme):
             snapshot, database_says = cursor.fetchone()
         running.execute("ROLLBACK")
     client = counters._backend().client
-    script = counters._VISIBLE + "return visible(ARGV[1], ARGV[2]) and 1 or 0"
+    script = counter_scripts.VISIBLE + "return visible(ARGV[1], ARGV[2]) and 1 or 0"
     assert database_says is False
     assert client.eval(script, 0, running_id, snapshot) == 0
     older = str(int(snapshot.split(":")[0]) - 1)

@@ -172,7 +172,7 @@ def test_a_row_that_events_reference_cannot_be_deleted_even_by_sql(workspace, ap
 @pytest.mark.django_db
 def test_a_key_of_another_workspace_stores_nothing(workspace, other_workspace):
     postgres_only()
-    from usage.services import ReferenceMissing
+    from usage.storage import ReferenceMissing
     from workspaces.services import api_key_create
 
     foreign = api_key_create(workspace=other_workspace, name="theirs").api_key
@@ -192,7 +192,7 @@ def test_a_key_deleted_while_its_events_wait_to_be_stored_stores_nothing(workspa
 
     from django.db import connections
 
-    from usage.services import ReferenceMissing
+    from usage.storage import ReferenceMissing
     from workspaces.services import api_key_create
 
     doomed = api_key_create(workspace=workspace, name="doomed").api_key

@@ -3,6 +3,7 @@ that names what is missing: the database, a migration, Redis, the broker."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -86,3 +87,32 @@ def test_the_health_endpoints_take_the_short_chain_and_answer_alike():
     assert headers["X-Content-Type-Options"] == "nosniff"
     status, body, _ = wsgi_call(application, "GET", "/readyz", secret=None)
     assert status == 200 and body["status"] == "ready", body
+
+
+def test_readyz_is_not_ready_without_the_database(tmp_path):
+    """A node whose database refuses connections answers 503 naming the database (and does not
+    try the migrations), and /healthz still answers: it is alive, only not ready. Run in a
+    process of its own, pointed at a port where nothing listens."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import django, json; django.setup()\n"
+        "from config.wsgi import application\n"
+        "from tests.conftest import wsgi_call\n"
+        "print('RESULT ' + json.dumps([wsgi_call(application, 'GET', path, secret=None)[:2] for path in "
+        "('/healthz', '/readyz')]))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test",
+           "DATABASE_URL": f"postgres://postgres@127.0.0.1:{closed_port()}/nowhere"}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", script], cwd=health.__file__.rsplit("/config/", 1)[0], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, run.stdout[-1500:] + run.stderr[-2500:]
+    (live_status, live), (ready_status, ready) = json.loads(lines[-1][len("RESULT "):])
+    assert (live_status, live) == (200, {"status": "ok"})
+    assert ready_status == 503
+    assert ready["checks"]["database"].startswith("failed: OperationalError")
+    assert ready["checks"]["migrations"] == "not checked (no database)"
+    assert "nowhere" not in json.dumps(ready)  # the database's name is not told

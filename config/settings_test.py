@@ -29,7 +29,7 @@ WHITENOISE_USE_FINDERS = True
 
 # A replica alias for tests/config/test_replicas.py: a second connection to the test database
 # (Django's test mirror). Not in DATABASE_REPLICAS, so no read goes to it unless a test says so.
-if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+if DATABASES["default"]["ENGINE"].endswith("postgresql") and not DATABASE_REPLICAS:  # noqa: F405
     DATABASES["replica_1"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}  # noqa: F405
 
 # A beat job every MB_BEAT_PROBE_SECONDS seconds onto a queue of its own, which no worker reads:

@@ -35,6 +35,28 @@ class Priced:
     content_hash: str
 
 
+_EVENT_COLUMNS = (
+    "workspace_id",
+    "api_key_id",
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "feature",
+    "model",
+    "steps",
+    "width",
+    "height",
+    "composition_control",
+    "spot",
+    "quantity",
+    "metadata",
+    "unit_price",
+    "amount",
+    "price_book_id",
+    "content_hash",
+)
+
+
 _ROLLUP_UPSERT = (
     "ON CONFLICT ({key}) DO UPDATE SET quantity = {table}.quantity + excluded.quantity, "
     "amount_micros = {table}.amount_micros + excluded.amount_micros, events = {table}.events + excluded.events"
@@ -64,9 +86,7 @@ _PG_INGEST = (
     "r AS (SELECT * FROM unnest("
     + ", ".join(f"%({name})s::{kind}[]" for name, kind in _COLUMNS)
     + ") AS r(" + ", ".join(name for name, _ in _COLUMNS) + ")), "
-    "ins AS (INSERT INTO usage_usageevent (workspace_id, api_key_id, event_id, occurred_at, received_at, feature, "
-    "model, steps, width, height, composition_control, spot, quantity, metadata, unit_price, amount, price_book_id, "
-    "content_hash) "
+    "ins AS (INSERT INTO usage_usageevent (" + ", ".join(_EVENT_COLUMNS) + ") "
     "SELECT %(ws)s, %(key)s, r.i, r.o, %(now)s, r.f, r.m, r.s, r.w, r.h, r.c, r.p, r.q, r.d, r.u, r.a, r.b, r.x "
     "FROM r WHERE (SELECT found FROM refs) = %(refs)s ORDER BY r.i "
     "ON CONFLICT (workspace_id, event_id) DO NOTHING "
@@ -152,26 +172,6 @@ def insert_events_and_rollups(
     return inserted
 
 
-_EVENT_COLUMNS = (
-    "workspace_id",
-    "api_key_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "feature",
-    "model",
-    "steps",
-    "width",
-    "height",
-    "composition_control",
-    "spot",
-    "quantity",
-    "metadata",
-    "unit_price",
-    "amount",
-    "price_book_id",
-    "content_hash",
-)
 
 
 def insert_events(

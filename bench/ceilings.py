@@ -88,6 +88,9 @@ def copy_ceiling(workspace_id: int, rows: int) -> CopyRun:
             # from the real one: a faster table must not raise the bar it is judged by.
             for column in BEFORE_ISSUE_12_INDEXES:
                 cursor.execute(f"CREATE INDEX IF NOT EXISTS {scratch}_{column} ON {scratch} ({column})")
+            # Issue 13 moved exactly-once's unique index from the (now partitioned) events table to
+            # the event receipts, whose row ingestion writes besides: the ceiling keeps the index.
+            cursor.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {scratch}_once ON {scratch} (workspace_id, event_id)")
             cursor.execute("SELECT count(*) FROM pg_indexes WHERE tablename = %s", [scratch])
             indexes = cursor.fetchone()[0]
             cursor.execute(f"SELECT count(*) FROM {table} WHERE workspace_id = %s", [workspace_id])

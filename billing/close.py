@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone as dj_timezone
 
 from core.periods import months_between, next_month, period_bounds
-from usage.models import UsageEvent
+from usage.models import UsageEvent, received_since
 from workspaces.models import Workspace
 
 from . import statement as engine
@@ -91,14 +91,16 @@ def period_close(
     _refuse_open(period, now)
     _default_plan_ensure()
     ids = None if only is None else [only.pk]
-    first = first_open_months(ids, period)
+    first = first_open_months(ids, period, now=now)
     report = CloseReport(period=period, workspaces=len(first))
     live_here = Statement.objects.filter(LIVE, period=period)
     later = Statement.objects.filter(LIVE, period__gt=period).exclude(
         workspace_id__in=Statement.objects.filter(LIVE, period=period).values("workspace_id")
     )
     start, end = period_bounds(period)
-    active = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    active = UsageEvent.objects.filter(
+        received_since(start), received_at__lte=now, occurred_at__gte=start, occurred_at__lt=end
+    )
     if only is not None:
         live_here, later, active = live_here.filter(workspace=only), later.filter(workspace=only), active.filter(workspace=only)
     report.already_closed = live_here.count()

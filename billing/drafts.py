@@ -155,7 +155,7 @@ def _draft_chain(workspace: Workspace, period: date, *, now: datetime, cutoff: d
     closing `period` at `now` would chain them: each bills only what the ones before it do not.
     Months with nothing to bill are left out; `period` is always last. `cutoff`: count what was
     received up to then in every month (default: as the close would, see _cutoff)."""
-    first = first_open_months([workspace.pk], period).get(workspace.pk, period)
+    first = first_open_months([workspace.pk], period, now=now).get(workspace.pk, period)
     prior = priors_of([workspace.pk], period).get(workspace.pk, NO_PRIOR)
     owed = pending_adjustments([workspace.pk]).get(workspace.pk, [])
     if cutoff is not None and prior.cutoff is not None and prior.cutoff > cutoff:

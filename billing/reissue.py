@@ -8,6 +8,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone as dj_timezone
 
+from usage.partitions import archived_arrivals
+from usage.validation import MAX_FUTURE
+
 from . import statement as engine
 from .close import _lock, _store
 from .drafts import statement_drafts
@@ -31,12 +34,23 @@ def statement_void_and_reissue(statement: Statement, *, actor: str, reason: str,
     statement = Statement.objects.select_for_update().get(pk=statement.pk)
     if statement.status in (Statement.Status.VOID, Statement.Status.PAID, Statement.Status.DRAFT):
         raise CloseRefused(f"A {statement.get_status_display().lower()} statement cannot be voided.")
+    prior = Prior(statement.prior_period, statement.prior_cutoff, statement.carried_in)
+    # The replacement is built from the events this statement billed: those that arrived after the
+    # prior statement's cutoff (or a little before its end, billing.selectors.unbilled_q) and by
+    # this one's. Once any of them are archived, a replacement would bill less than the original.
+    since = None if prior.period is None else min(prior.end, prior.cutoff + MAX_FUTURE) - MAX_FUTURE
+    archived = archived_arrivals(since, statement.usage_cutoff)
+    if archived:
+        raise CloseRefused(
+            f"The events this statement bills include those that arrived in "
+            f"{', '.join(f'{a.month:%Y-%m}' for a in archived)}, archived to {archived[0].path}: a reissue "
+            "would drop them. Correct the amount with a balance adjustment on the next statement instead."
+        )
     statement.status = Statement.Status.VOID
     statement.voided_at = now
     statement.save(update_fields=["status", "voided_at"])
     StatementAudit.objects.create(statement=statement, actor=actor, action="voided", note=reason)
     workspace = statement.workspace
-    prior = Prior(statement.prior_period, statement.prior_cutoff, statement.carried_in)
     applied = list(statement.adjustments_applied.all())
     draft = statement_drafts(
         [workspace], statement.period, now=now, cutoff=statement.usage_cutoff,

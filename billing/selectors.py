@@ -12,7 +12,8 @@ from django.db.models import Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import TruncMonth
 
 from core.periods import month_start, next_month, period_bounds
-from usage.models import UsageEvent
+from usage.models import UsageEvent, received_since
+from usage.validation import MAX_FUTURE
 from workspaces.models import Workspace
 
 from . import statement as engine
@@ -141,6 +142,9 @@ def unbilled_q(prior: Prior, *, before: datetime) -> Q:
     q = Q(occurred_at__lt=before)
     if prior.period is not None:
         q &= Q(occurred_at__gte=prior.end) | Q(received_at__gt=prior.cutoff)
+        # Implied by the line above (an event occurring at or after the end arrived at most
+        # MAX_FUTURE before it): said so that PostgreSQL skips the partitions of earlier months.
+        q &= received_since(min(prior.end, prior.cutoff + MAX_FUTURE))
     return q
 
 
@@ -161,7 +165,7 @@ def usage_by_workspace(
         late |= Q(workspace_id__in=ids, received_at__lte=cutoff) & unbilled_q(prior, before=start)
     # A prior statement is for an earlier month, so the period's own events are all unbilled.
     for row in (
-        UsageEvent.objects.filter(received, occurred_at__gte=start, occurred_at__lt=end)
+        UsageEvent.objects.filter(received, received_since(start), occurred_at__gte=start, occurred_at__lt=end)
         .values("workspace_id", *_GROUP_FIELDS)
         .annotate(q=Sum("quantity"))
         .order_by()
@@ -209,7 +213,7 @@ def last_live(workspace_ids: list[int] | None) -> dict[int, Prior]:
     return {pk: Prior(period, cutoff, carried or engine.ZERO) for pk, period, cutoff, carried in rows}
 
 
-def first_open_months(workspace_ids: list[int] | None, period: date) -> dict[int, date]:
+def first_open_months(workspace_ids: list[int] | None, period: date, *, now: datetime) -> dict[int, date]:
     """The workspaces with something to bill up to `period` and no live statement for it or a
     later month, each with the first month still to close (the month after its last live
     statement, or the first month with usage or fees when it has none).
@@ -231,14 +235,20 @@ def first_open_months(workspace_ids: list[int] | None, period: date) -> dict[int
     unbilled = Q(pk__in=[])
     for prior, ids in by_prior.items():
         unbilled |= Q(workspace_id__in=ids) & unbilled_q(prior, before=end)
+    # Nothing arrives after `now`: said so that PostgreSQL skips the partitions made ahead.
+    unbilled &= Q(received_at__lte=now)
     for workspace_id in UsageEvent.objects.filter(scope, unbilled).values_list("workspace_id", flat=True).distinct().order_by():
         add(workspace_id, next_month(last[workspace_id].period))
-    never_billed = Q(occurred_at__lt=end) & ~Q(workspace_id__in=Statement.objects.filter(LIVE).values("workspace_id"))
-    for workspace_id, occurred in (
-        UsageEvent.objects.filter(scope, never_billed).values("workspace_id").annotate(first=Min("occurred_at"))
-        .order_by().values_list("workspace_id", "first")
-    ):
-        add(workspace_id, month_start(occurred.astimezone(timezone.utc).date()))
+    # The workspaces never billed first, then their events by the (workspace, time) index: an
+    # anti-join on the events would read every row of every month's partition at each close.
+    never = Workspace.objects.exclude(pk__in=Statement.objects.filter(LIVE).values("workspace_id"))
+    never_ids = list((never if workspace_ids is None else never.filter(pk__in=workspace_ids)).values_list("pk", flat=True))
+    for chunk_start in range(0, len(never_ids), 1_000):
+        for workspace_id, occurred in (
+            UsageEvent.objects.filter(workspace_id__in=never_ids[chunk_start : chunk_start + 1_000], occurred_at__lt=end)
+            .values("workspace_id").annotate(first=Min("occurred_at")).order_by().values_list("workspace_id", "first")
+        ):
+            add(workspace_id, month_start(occurred.astimezone(timezone.utc).date()))
     for workspace_id, starts in (
         PlanAssignment.objects.filter(scope, effective_from__lt=end)
         .filter(Q(plan__reserved_fee__gt=0) | Q(plan__savings_commitment__gt=0))

@@ -66,6 +66,15 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)
     # has come. Every minute so that charges recover within a minute of Stripe answering again;
     # it costs two indexed queries when there is nothing to do. Stale after 55 s: the next one runs.
+    # Daily at 03:30 UTC: the events table's monthly partitions, made two months ahead (a beat that
+    # stops for weeks loses nothing: rows without a partition land in the DEFAULT one and move into
+    # theirs when it is made), and event receipts past EVENT_RECEIPT_DAYS deleted. Idempotent;
+    # several beats at once serialise on an advisory lock. Stale after a day: the next one runs.
+    "usage-ledger-maintain": {
+        "task": "usage.tasks.ledger_maintain",
+        "schedule": crontab(minute=30, hour=3),
+        "options": {"expires": 24 * 3600},
+    },
     "billing-payments-retry-due": {
         "task": "billing.tasks.payments_retry_due",
         "schedule": crontab(),

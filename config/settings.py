@@ -257,6 +257,13 @@ STRIPE_JS_URL = os.environ.get("STRIPE_JS_URL", "https://js.stripe.com/v3/")
 # environment (BILLING_CLOSE_DAY, default 2) by config/schedule.py, which beat's crontab uses.
 BILLING_CLOSE_DAY = schedule.BILLING_CLOSE_DAY
 
+# --- The usage ledger at scale (issue 13; docs/scaling.md) -------------------------------------
+# Where `manage.py archive_usage YYYY-MM` writes a month's events (gzipped CSV) before it drops them.
+USAGE_ARCHIVE_DIR = Path(os.environ.get("USAGE_ARCHIVE_DIR", VAR_DIR / "archive"))
+# How long an event id is remembered after it arrived, so that the same id sent again is answered
+# as a duplicate (or a conflict) and never stored twice: at least 400 days (usage.receipts).
+EVENT_RECEIPT_DAYS = int(os.environ.get("EVENT_RECEIPT_DAYS", "400"))
+
 # --- Budgets and alerts -----------------------------------------------------------------------
 # Webhook URLs that resolve to private, loopback or link-local addresses are refused (when a budget
 # is saved and again before every delivery) unless this is on, so that a budget's webhook cannot

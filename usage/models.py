@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
+from django.db.models import Q
 
 from pricing.models import PriceBook
 from workspaces.models import ApiKey, Workspace
+
+from .validation import MAX_FUTURE
 
 
 class UsageEvent(models.Model):
     """One billable action, priced on arrival and never changed afterwards.
 
-    `event_id` is the sender's idempotency id: unique per workspace, enforced by the database so
-    that concurrent retries store it once. `content_hash` fingerprints the billable content, so a
-    repeat with different content is told apart (a conflict) from a plain retry (a duplicate).
+    `event_id` is the sender's idempotency id, unique per workspace: its `EventReceipt` is what the
+    database keeps unique (issue 13), so that the events themselves can live in monthly partitions.
+    `content_hash` fingerprints the billable content, so a repeat with different content is told
+    apart (a conflict) from a plain retry (a duplicate).
+
+    On PostgreSQL the table is partitioned by month of `received_at` (usage.partitions, migration
+    0006): ingestion writes to the current month's partition only, a month's partition holds what
+    that month's close billed and nothing arrives in it afterwards, so it can be archived whole.
+    `occurred_at` is never more than MAX_FUTURE after `received_at` (validation; a CHECK on
+    PostgreSQL), which lets a read by occurred_at skip every earlier month's partition
+    (`received_since`).
     """
 
     # No index of their own on workspace and api_key (issue 12): every read of events names the
@@ -46,9 +59,6 @@ class UsageEvent(models.Model):
     content_hash = models.CharField(max_length=64)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "event_id"], name="usageevent_unique_event_id")
-        ]
         indexes = [
             models.Index(fields=["workspace", "occurred_at"], name="usageevent_ws_occurred"),
             # Late usage: what arrived after the previous statement's cutoff (billing.drafts).
@@ -57,6 +67,48 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} ({self.feature}, {self.amount})"
+
+
+def received_since(occurred_from: datetime) -> Q:
+    """The bound on `received_at` that an event which occurred at or after `occurred_from` must
+    meet: added to a read by occurred_at, it lets PostgreSQL skip the partitions of earlier months."""
+    return Q(received_at__gte=occurred_from - MAX_FUTURE)
+
+
+class EventReceipt(models.Model):
+    """The first arrival of an `event_id` in a workspace: the key that makes ingestion exactly-once
+    across all the months' partitions of the events (one unique index cannot span partitions), and
+    what a retry is answered from (duplicate, or conflict when its content differs).
+
+    Kept for EVENT_RECEIPT_DAYS (at least 400) after arrival, also when the month's events are
+    archived; `prune_event_receipts` deletes older ones (on PostgreSQL a BRIN index on received_at,
+    made by migration 0006, finds them for the cost of a few pages, not a second B-tree per event)."""
+
+    pk = models.CompositePrimaryKey("workspace_id", "event_id")
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    event_id = models.CharField(max_length=128)
+    content_hash = models.CharField(max_length=64)
+    amount = models.DecimalField(max_digits=18, decimal_places=6)
+    received_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id}:{self.event_id}"
+
+
+class ArchivedMonth(models.Model):
+    """A month of events (by arrival) exported by `manage.py archive_usage` and removed from the
+    database: its rollups, statements and receipts stay, its events are in `path`."""
+
+    month = models.DateField(unique=True)  # first day, UTC
+    path = models.CharField(max_length=500)
+    rows = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    archived_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} ({self.rows} events, {self.path})"
 
 
 # The dimensions of a rollup row, in the order of its unique index. Non-generation features

@@ -21,7 +21,7 @@ from pricing.selectors import price_book_history
 from workspaces.models import ApiKey, Workspace
 
 from . import recording, storage
-from .models import UsageEvent
+from .models import EventReceipt
 from .storage import INSERT_CHUNK, Priced
 from .validation import Errors, ParsedEvent, echoable_event_id, parse_event
 
@@ -194,7 +194,7 @@ def _store(
         for start in range(0, len(batch), INSERT_CHUNK):
             inserted.update(storage.insert_events(workspace, api_key, batch[start : start + INSERT_CHUNK], now))
         storage.add_to_rollups(workspace, api_key, [p for p in batch if p.event.event_id in inserted])
-    # What was already there: stored rows never change, so this read needs no transaction.
+    # What was already there: receipts never change, so this read needs no transaction.
     stored: dict[str, tuple[str, Decimal, bool]] = {
         priced.event.event_id: (priced.content_hash, priced.price.amount, True)
         for priced in batch
@@ -202,7 +202,7 @@ def _store(
     }
     existing_ids = [priced.event.event_id for priced in batch if priced.event.event_id not in inserted]
     for start in range(0, len(existing_ids), INSERT_CHUNK):
-        rows = UsageEvent.objects.filter(
+        rows = EventReceipt.objects.filter(
             workspace=workspace, event_id__in=existing_ids[start : start + INSERT_CHUNK]
         ).values_list("event_id", "content_hash", "amount")
         for event_id, content_hash, amount in rows:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet, Sum
 
 from core.money import from_micros
-from usage.models import DailyRollup, UsageEvent
+from usage.models import DailyRollup, UsageEvent, received_since
 from workspaces.models import ApiKey, Workspace
 
 from ..csv_export import money
@@ -24,6 +24,7 @@ def _day_start(day: date) -> datetime:
 
 def _events(workspace: Workspace, filters: dict) -> QuerySet[UsageEvent]:
     events = UsageEvent.objects.filter(
+        received_since(_day_start(filters["start"])),  # the partitions of earlier months are skipped
         workspace=workspace,
         occurred_at__gte=_day_start(filters["start"]),
         occurred_at__lt=_day_start(filters["end"] + timedelta(days=1)),

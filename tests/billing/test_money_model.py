@@ -3,7 +3,8 @@
 Rules ingest events (on time, late, duplicate, conflicting, a few minutes in the future, on month
 boundaries written with offsets such as +14:00 and -12:00), move a simulated clock (minutes to
 months), close any month in any order (every workspace or one, re-run, killed half-way), preview,
-void and reissue, change plans (rates, tiers, savings plan, reserved fee, free tier), add and remove
+void and reissue (refused once its events are archived), archive a month's events (allowed only
+once all that arrived in it is billed), change plans (rates, tiers, savings plan, reserved fee, free tier), add and remove
 coupons, and publish price-book versions. After every step the database is checked against a
 reference model written here, independently of billing/ (it shares no code with it):
 
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -97,6 +100,7 @@ class MEvent:
     list_price: Decimal
     version: int
     billed_on: date | None = None
+    archived: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.plans: list[list[tuple[datetime, MPlan]]] = [[], []]
         self.live: list[dict[date, datetime]] = [{}, {}]  # month → cutoff, per workspace
         self.ids = itertools.count()
+        self.archived: set[date] = set()
+        self.archive_dir = tempfile.mkdtemp(prefix="mb-money-archive-")
         STATS["sequences"] += 1
         if SOAK and STATS["sequences"] % 25 == 0:
             print(f"  soak: {STATS['sequences']:,}/{EXAMPLES:,} sequences, {STATS['steps']:,} steps", file=sys.stderr,
@@ -150,6 +156,7 @@ class MoneyMachine(RuleBasedStateMachine):
         transaction.set_rollback(True)
         self.atomic.__exit__(None, None, None)
         price_book_cache_clear()
+        shutil.rmtree(self.archive_dir, ignore_errors=True)
 
     # --- the model's own rules ----------------------------------------------------------------
 
@@ -368,8 +375,27 @@ class MoneyMachine(RuleBasedStateMachine):
         statement = data.draw(st.sampled_from(list(
             Statement.objects.exclude(status="void").filter(workspace__in=self.ws).order_by("pk")
         )))
-        statement_void_and_reissue(statement, actor="model", reason="model reissue", now=self.now)
+        if self.reissue_refused(statement, lambda: statement_void_and_reissue(
+                statement, actor="model", reason="model reissue", now=self.now)):  # fmt: skip
+            return
         STATS["reissues"] += 1
+
+    def reissue_refused(self, statement, reissue) -> bool:
+        """Run `reissue`; a refusal is right only when some month its events arrived in is archived,
+        and an accepted reissue must not have been built without an archived event it billed."""
+        from billing.errors import CloseRefused
+
+        n = self.ws.index(statement.workspace)
+        billed_archived = [e for e in self.events.values()
+                           if e.workspace == n and e.billed_on == statement.period and e.archived]  # fmt: skip
+        try:
+            reissue()
+        except CloseRefused as refused:
+            assert self.archived and "archived" in str(refused), refused
+            STATS["reissues refused (archived)"] += 1
+            return True
+        assert not billed_archived, f"reissued {statement.period} without its archived events {billed_archived}"
+        return False
 
     @precondition(lambda self: any(self.live))
     @rule(data=st.data(), coupon=st.sampled_from([None, Decimal("0.20"), Decimal("0.45"), Decimal(1), Decimal(5)]))
@@ -387,11 +413,43 @@ class MoneyMachine(RuleBasedStateMachine):
         else:
             Discount.objects.create(workspace=statement.workspace, name=f"fix{next(self.ids)}", kind="fixed",
                                     value=coupon, duration="once", starts_on=statement.period)
-        replacement = statement_void_and_reissue(statement, actor="model", reason="correction", now=self.now)
+        replaced = []
+        if self.reissue_refused(statement, lambda: replaced.append(statement_void_and_reissue(
+                statement, actor="model", reason="correction", now=self.now))):  # fmt: skip
+            return
+        replacement = replaced[0]
         STATS["corrections"] += 1
         later = Statement.objects.exclude(status="void").filter(workspace=statement.workspace, period__gt=statement.period)
         if later.exists() and replacement.carried_forward != statement.carried_forward:
             STATS["corrections of a carry already billed"] += 1
+
+    # --- rules: retention ----------------------------------------------------------------------
+
+    @precondition(lambda self: self.finished_months())
+    @rule(data=st.data())
+    def archive(self, data):
+        """Archive a finished month's events (by arrival): allowed exactly when every event that
+        arrived in it is billed; then its events leave the database and the statements stay (E1-E3
+        go on checking them against the model's events, archived ones included)."""
+        from billing.retention import month_archive
+        from usage import partitions
+
+        month = data.draw(st.sampled_from(self.finished_months()))
+        arrived = [e for e in self.events.values() if first_of(e.received) == month]
+        unbilled = [e for e in arrived if e.billed_on is None]
+        try:
+            with transaction.atomic():
+                record = month_archive(month, directory=self.archive_dir, now=self.now)
+        except partitions.ArchiveRefused as refused:
+            assert month in self.archived or unbilled, f"{month} refused with nothing unbilled: {refused}"
+            STATS["archives refused"] += 1
+            return
+        assert month not in self.archived and not unbilled, (month, unbilled)
+        assert record.rows == len(arrived), (record.rows, len(arrived))
+        self.archived.add(month)
+        for e in arrived:
+            e.archived = True
+        STATS["archives"] += 1
 
     # --- rules: terms -------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ OLD = "usage_usageevent_unpartitioned"
 PARTITIONED = f"""
 ALTER TABLE {TABLE} RENAME TO {OLD};
 CREATE TABLE {TABLE} (LIKE {OLD} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (received_at);
+ALTER TABLE {TABLE} ALTER COLUMN id DROP DEFAULT;  -- the old table's sequence goes with it (below)
 ALTER TABLE {TABLE} ADD CONSTRAINT usageevent_occurred_by_arrival
   CHECK (occurred_at <= received_at + interval '5 minutes');
 CREATE TABLE {TABLE}_default PARTITION OF {TABLE} DEFAULT;

@@ -1,7 +1,9 @@
 """Two web nodes (issue 13): real gunicorn processes on the test database and Redis. What one
 process changes takes effect on every node within the documented bound: a revoked API key is
 refused by both within a second (KEY_CACHE_SECONDS), and a new price-book version prices on both
-within a second (pricing.selectors.FRESHNESS_SECONDS), because neither cache lives longer."""
+within a second (pricing.selectors.FRESHNESS_SECONDS), because neither cache lives longer; and a
+person signed in through one node is signed in on the other, whose CSRF check accepts the first's
+token."""
 
 from __future__ import annotations
 
@@ -101,3 +103,36 @@ def test_a_new_price_book_prices_on_every_node_within_a_second(nodes):
             FRESHNESS_SECONDS + SLACK,
         )
         assert waited <= FRESHNESS_SECONDS + SLACK
+
+
+def test_a_person_signed_in_through_one_node_is_signed_in_on_every_node_and_csrf_holds(nodes):
+    """Behind a load balancer a person's requests land on any node: the session (in the database)
+    and the CSRF token (a cookie, signed with the shared SECRET_KEY) are valid on all of them."""
+    import re
+
+    import requests
+
+    from budgets.models import Budget
+    from tests.dashboard.conftest import PASSWORD, person
+    from workspaces.models import Membership
+
+    workspace = workspace_create(slug="lb", owner_email="lb-owner@test.example", name="Balanced Inc")
+    owner = person("lb-admin@test.example", workspace=workspace, role=Membership.Role.OWNER)
+    first, second = (f"http://127.0.0.1:{node.port}" for node in nodes)
+    browser = requests.Session()
+
+    def form_token(page: requests.Response) -> str:
+        assert page.status_code == 200, page.status_code
+        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+
+    token = form_token(browser.get(f"{first}/login/", timeout=10))
+    signed_in = browser.post(f"{second}/login/", data={"username": owner.email, "password": PASSWORD,
+                             "csrfmiddlewaretoken": token}, allow_redirects=False, timeout=10)  # fmt: skip
+    assert signed_in.status_code == 302, signed_in.text[:500]
+    assert "Balanced Inc" in browser.get(f"{first}/", timeout=10).text
+    token = form_token(browser.get(f"{first}/budgets/", timeout=10))
+    budget = {"name": "Cap", "amount": "25", "thresholds": "50, 100", "email": "on", "csrfmiddlewaretoken": token}
+    assert browser.post(f"{second}/budgets/new/", data={**budget, "csrfmiddlewaretoken": "forged"},
+                        timeout=10).status_code == 403  # fmt: skip
+    assert browser.post(f"{second}/budgets/new/", data=budget, timeout=10).status_code == 200
+    assert Budget.objects.get(workspace=workspace).amount == Decimal("25")

@@ -30,7 +30,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone as dj_timezone
 
 from core.errors import ServiceError
@@ -42,6 +42,7 @@ from .models import ArchivedMonth, UsageEvent
 PARENT = "usage_usageevent"
 DEFAULT = "usage_usageevent_default"
 AHEAD = 2  # months made ahead of the current one: a beat that stops for weeks loses nothing
+LOCK_TIMEOUT_SECONDS = 5
 _LOCK = 0x6D625F70  # pg_advisory_xact_lock key of partition changes ("mb_p")
 
 
@@ -91,6 +92,9 @@ def ensure(*, now: datetime | None = None, ahead: int = AHEAD, extra: Iterable[d
     made = []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+        # Behind a long query on the DEFAULT partition, give up rather than queue others behind
+        # us: the next run retries, with two months to spare.
+        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
         existing = set(partitions())
         wanted = [current]
         for _ in range(ahead):
@@ -106,20 +110,24 @@ def ensure(*, now: datetime | None = None, ahead: int = AHEAD, extra: Iterable[d
 
 
 def _create(cursor, month: date) -> None:
-    """Create `month`'s partition, moving in the DEFAULT partition's rows of that month (PostgreSQL
-    refuses to create a partition whose rows sit in the DEFAULT one)."""
+    """Create `month`'s partition as a table of its own, move in the DEFAULT partition's rows of
+    that month (PostgreSQL refuses a partition whose rows sit in the DEFAULT one), and attach it.
+    Not `CREATE TABLE … PARTITION OF`, which locks the whole events table ACCESS EXCLUSIVE: ATTACH
+    takes SHARE UPDATE EXCLUSIVE, which ingestion's inserts and every read go on beside (only the
+    DEFAULT partition, which nothing routine touches, is locked exclusively, to check it)."""
     start, end = bounds(month)
+    table = name_of(month)
     window = f"received_at >= '{start.isoformat()}' AND received_at < '{end.isoformat()}'"
+    cursor.execute(f"CREATE TABLE {table} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+    # Said beforehand, the bounds spare ATTACH a scan of the new table to prove them.
+    cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_bounds CHECK ({window})")
     cursor.execute(
-        f"CREATE TEMPORARY TABLE mb_moving ON COMMIT DROP AS "
-        f"WITH moved AS (DELETE FROM {DEFAULT} WHERE {window} RETURNING *) SELECT * FROM moved"
+        f"WITH moved AS (DELETE FROM {DEFAULT} WHERE {window} RETURNING *) INSERT INTO {table} SELECT * FROM moved"
     )
     cursor.execute(
-        f"CREATE TABLE {name_of(month)} PARTITION OF {PARENT} "
-        f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+        f"ALTER TABLE {PARENT} ATTACH PARTITION {table} FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
     )
-    cursor.execute(f"INSERT INTO {PARENT} SELECT * FROM mb_moving")
-    cursor.execute("DROP TABLE mb_moving")
+    cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_bounds")
 
 
 def archived_arrivals(since: datetime | None, until: datetime) -> list[ArchivedMonth]:
@@ -176,7 +184,18 @@ def export_and_remove(
         record = ArchivedMonth.objects.create(month=month, path=str(path), rows=rows, sha256=digest, archived_at=now)
         if table:
             with connection.cursor() as cursor:
-                cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {table}")
+                # DETACH locks the events table ACCESS EXCLUSIVE (its CONCURRENTLY form cannot run
+                # in a transaction): wait at most this long, rather than stall ingestion queued
+                # behind a long read. Refused, nothing is removed: run it again.
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
+                try:
+                    with transaction.atomic():
+                        cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {table}")
+                except OperationalError as exc:
+                    raise ArchiveRefused(
+                        f"Could not lock the events table within {LOCK_TIMEOUT_SECONDS} s to detach {table} "
+                        f"({exc.__class__.__name__}: a long query is reading it); nothing was removed. Run it again."
+                    ) from exc
                 cursor.execute(f"DROP TABLE {table}")
         else:
             events._raw_delete(events.db)

@@ -16,12 +16,14 @@ import gzip
 import hashlib
 import io
 import json
+import threading
+import time
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone as dj_timezone
 
@@ -340,3 +342,52 @@ def test_the_archive_command_reports_what_it_did_and_says_what_to_do_when_refuse
         call_command("archive_usage", "October")
     with pytest.raises(CommandError, match="not over"):
         call_command("archive_usage", "2999-01", "--dir", str(tmp_path))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_making_a_partition_behind_a_long_read_gives_up_and_never_stalls_ingestion(monkeypatch):
+    """A partition is attached, not created `PARTITION OF` (which locks the events table ACCESS
+    EXCLUSIVE and queues every insert behind a long read): ingestion goes on, and the upkeep gives
+    up after LOCK_TIMEOUT_SECONDS instead of waiting, to succeed on its next run."""
+    needs_postgres()
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT_SECONDS", 2)
+    workspace = workspace_create(slug="long-read", owner_email="long@test.example")
+    api_key = api_key_create(workspace=workspace, name="k").api_key
+    reading, finish, outcome = threading.Event(), threading.Event(), {}
+
+    def long_read():
+        try:
+            with transaction.atomic():
+                UsageEvent.objects.count()  # holds every partition, DEFAULT included, until the end
+                reading.set()
+                finish.wait(15)
+        finally:
+            connection.close()
+
+    def upkeep():
+        started = time.monotonic()
+        try:
+            partitions.ensure(extra=[date(2022, 1, 1)])
+            outcome["made"] = True
+        except OperationalError as exc:
+            outcome["refused"] = exc
+        finally:
+            outcome["seconds"] = time.monotonic() - started
+            connection.close()
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    assert reading.wait(10)
+    maker = threading.Thread(target=upkeep)
+    maker.start()
+    time.sleep(0.5)  # the upkeep is waiting for its lock now
+    started = time.monotonic()
+    assert send(workspace, api_key, [event(occurred_at=at(dj_timezone.now()))], now=dj_timezone.now()) == ["accepted"]
+    ingest_seconds = time.monotonic() - started
+    maker.join(15)
+    finish.set()
+    reader.join(15)
+    assert ingest_seconds < 1, f"ingestion waited {ingest_seconds:.1f} s behind the partition's lock"
+    assert "refused" in outcome and "lock" in str(outcome["refused"]).lower(), outcome
+    assert 1.5 < outcome["seconds"] < 5
+    assert partitions.ensure(extra=[date(2022, 1, 1)]) == [date(2022, 1, 1)]  # the next run

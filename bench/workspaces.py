@@ -58,6 +58,7 @@ def delete(workspace_id: int) -> None:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM usage_usageevent WHERE workspace_id = %s", [workspace_id])
+            cursor.execute("DELETE FROM usage_eventreceipt WHERE workspace_id = %s", [workspace_id])
         DailyRollup.objects.filter(workspace_id=workspace_id).delete()
         StatementLine.objects.filter(statement__workspace_id=workspace_id).delete()
         Statement.objects.filter(workspace_id=workspace_id).delete()
@@ -129,8 +130,9 @@ def bulk_delete(cursor, prefix: str) -> int:
     if cursor.fetchone()[0]:
         cursor.execute("DELETE FROM usage_dailyrollup WHERE workspace_id BETWEEN %s AND %s", [low, high])
         cursor.execute("DELETE FROM usage_usageevent WHERE workspace_id BETWEEN %s AND %s", [low, high])
+        cursor.execute("DELETE FROM usage_eventreceipt WHERE workspace_id BETWEEN %s AND %s", [low, high])
     else:
-        cursor.execute("TRUNCATE usage_dailyrollup, usage_usageevent")
+        cursor.execute("TRUNCATE usage_dailyrollup, usage_usageevent, usage_eventreceipt")
     # The range holds only bench workspaces (inserted in one statement), but go by slug to be sure.
     ids = f"SELECT id FROM workspaces_workspace WHERE slug LIKE %s AND id BETWEEN {int(low)} AND {int(high)}"
     for name in ("workspaces_apikey", "workspaces_membership", "billing_planassignment", "billing_discount"):

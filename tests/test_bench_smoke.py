@@ -172,6 +172,7 @@ def test_benchmark_runs_and_prints_its_figures(command, scratch, migrated_data):
     output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     assert done.returncode == 0, output
     assert "PROBLEM:" not in done.stderr, output
+    assert not re.search(r"^\[\d+/\d+\] .* FAILED \(", done.stdout, re.MULTILINE), output  # a step, e.g. the cleanup
     lines = [line.rstrip() for line in done.stdout.splitlines()]
     patterns = [p for pattern in FIGURES[command] for p in (COPY_LINES[connection.vendor] if pattern == "COPY" else [pattern])]
     for pattern in patterns:

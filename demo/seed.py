@@ -32,6 +32,7 @@ from budgets.models import Budget, default_thresholds
 from budgets.services import budget_create
 from core.money import ZERO
 from core.periods import current_period, month_start, months_between, next_month, previous_month
+from usage import partitions
 from usage.models import UsageEvent
 from usage.selectors import usage_summary
 from usage.services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, events_ingest
@@ -181,6 +182,9 @@ def demo_usage_seed(
     week = _Week(accounts, now, growth_anchor(workspace), _delivery_floor(workspace, now), scale)
     today = now.date()
     report = SeedReport(start=start, end=today)
+    # On PostgreSQL the months the demo's traffic arrives in get their partitions first, as if the
+    # daily upkeep had run all along (otherwise the rows wait in the DEFAULT one until it does).
+    partitions.ensure(now=now, extra=months_between(month_start(start), month_start(today)))
     first_day = start
     while first_day <= today:
         last_day = min(first_day + timedelta(days=6), today)

@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models import Sum
 from django.test import Client
 from django.utils import timezone
@@ -268,6 +269,11 @@ def test_past_months_are_closed_on_schedule_and_this_months_preview_has_no_late_
 
     assert demo_events_stored().count() > 1_000
     assert_received_as_real_traffic(until=now)
+    if connection.vendor == "postgresql":  # each month's arrivals in that month's partition, none left over
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tableoid::regclass::text, received_at AT TIME ZONE 'UTC' FROM usage_usageevent")
+            rows = cursor.fetchall()
+        assert rows and all(table == f"usage_usageevent_{received:%Y_%m}" for table, received in rows)
 
     start = demo_start(now)
     past = months_between(start, previous_month(month_start(now.date())))  # the months that are over

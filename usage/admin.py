@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import DailyRollup, UsageEvent
+from .models import ArchivedMonth, DailyRollup, UsageEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,3 +34,12 @@ class DailyRollupAdmin(ReadOnlyAdmin):
     search_fields = ["workspace__slug"]
     date_hierarchy = "day"
     list_select_related = ["workspace"]
+
+
+@admin.register(ArchivedMonth)
+class ArchivedMonthAdmin(ReadOnlyAdmin):
+    """The months `manage.py archive_usage` exported and removed: where the file is, its rows and
+    its sha256 (`sha256sum` it before restoring)."""
+
+    list_display = ["month", "rows", "path", "sha256", "archived_at"]
+    date_hierarchy = "month"

@@ -256,7 +256,7 @@ def _read_archive(path) -> dict[str, tuple]:
 
 
 def test_archive_exports_a_closed_month_whole_and_removes_it_keeping_rollups_and_statements(
-    workspace, api_key, tmp_path
+    workspace, api_key, tmp_path, admin_client
 ):
     stored = _archivable(workspace, api_key)
     rollups = sorted(DailyRollup.objects.values_list("day", "quantity", "amount_micros", "events"))
@@ -267,6 +267,8 @@ def test_archive_exports_a_closed_month_whole_and_removes_it_keeping_rollups_and
     path = tmp_path / "usage-events-2026-10.csv.gz"
     assert (record.rows, record.path, record.month) == (3, str(path), OCT)
     assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    listed = admin_client.get("/admin/usage/archivedmonth/").content.decode()
+    assert record.sha256 in listed and str(path) in listed  # staff find the file and its checksum
     assert _read_archive(path) == stored, "every row, every value, as stored"
     assert not UsageEvent.objects.filter(received_at__lt=datetime(2026, 11, 1, tzinfo=UTC)).exists()
     assert UsageEvent.objects.count() == 2, "November's arrivals stay (one of them billed in October)"

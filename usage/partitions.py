@@ -93,8 +93,11 @@ def ensure(*, now: datetime | None = None, ahead: int = AHEAD, extra: Iterable[d
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
         # Behind a long query on the DEFAULT partition, give up rather than queue others behind
-        # us: the next run retries, with two months to spare.
-        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
+        # us: the next run retries, with two months to spare. (Put back after: SET LOCAL would
+        # last to the end of a caller's transaction, the migration's or the archive's.)
+        cursor.execute("SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+                       [f"{LOCK_TIMEOUT_SECONDS}s"])  # fmt: skip
+        before = cursor.fetchone()[0]
         existing = set(partitions())
         wanted = [current]
         for _ in range(ahead):
@@ -106,6 +109,7 @@ def ensure(*, now: datetime | None = None, ahead: int = AHEAD, extra: Iterable[d
         for month in sorted(set(wanted) - existing):
             _create(cursor, month)
             made.append(month)
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [before])
     return made
 
 

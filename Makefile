@@ -63,3 +63,11 @@ bench: venv
 .PHONY: bench-smoke
 bench-smoke: venv
 	@eval "$$($(PY) scripts/test_services.py)" && $(PY) -m pytest -q -p no:cacheprovider tests/test_bench_smoke.py $(PYTEST_ARGS)
+
+# The events table at scale (issue 13): 20 million events over 6 months in their month partitions,
+# ingestion, overview and close beside the same on an empty database (ratios), and the partitions
+# the close reads; PostgreSQL only, in its own database meterboard_bench_scale (dropped at the end).
+# SCALE_ARGS: python -m bench scale --help (e.g. "--events 2000000 --workspaces 500").
+.PHONY: bench-scale
+bench-scale: venv
+	@$(PY) -m bench scale $(SCALE_ARGS)

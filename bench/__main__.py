@@ -5,6 +5,8 @@
   allowance  the allowance endpoint's latency and the event-to-alert delay (a real worker)
   overview   the dashboard overview's server time at 20 thousand and 2 million events
   all        the four in that order, each in a process of its own (`make bench`)
+  scale      ingestion, overview and close with 20 million events over 6 months, beside an empty
+             database (`make bench-scale`; not part of `all`: its load alone takes minutes)
 
 `all` takes ingestion's and the close's options itself (the close's are named --close-*; the
 Makefile's BENCH_ARGS), --close-only to skip ingestion, and the others' options as one string
@@ -23,10 +25,10 @@ import signal
 import subprocess
 import sys
 
-from . import allowance, close, ingest, overview
+from . import allowance, close, ingest, overview, scale
 from .environment import BASE_DIR
 
-COMMANDS = {"ingest": ingest, "close": close, "allowance": allowance, "overview": overview}
+COMMANDS = {"ingest": ingest, "close": close, "allowance": allowance, "overview": overview, "scale": scale}
 
 
 def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

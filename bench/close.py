@@ -23,13 +23,14 @@ Only the bench's own database is touched (bench/environment.py refuses `meterboa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from core.periods import period_bounds
@@ -212,17 +213,16 @@ def ensure_dataset(workspaces: int, events: int, *, regenerate: bool, seed: int,
 # --- The measurements -----------------------------------------------------------------------------
 
 
-def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, results: CloseResults):
-    from django.db import connection, transaction
+def timed_close(period: date, now: datetime, *, timeout: float, label: str = "closing",
+                profiler: cProfile.Profile | None = None, capture: list | None = None):
+    """billing.close.period_close(period, now=now) in this process with a progress meter, abandoned
+    (CloseTimeout) after `timeout` seconds: (its report, seconds, queries). `capture`, a list, gets
+    the queries (CaptureQueriesContext: their SQL with the parameters in it)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
 
     from billing.close import period_close
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        removed = delete_statements(cursor, low, high, BENCH_PERIOD)
-    if removed:
-        print(f"      deleted {removed:,} statements of {BENCH_PERIOD:%Y-%m} left by an earlier run", flush=True)
-    _, end = period_bounds(BENCH_PERIOD)
-    now = end + timedelta(days=2)
     queries = [0]
 
     def count(execute, sql, params, many, context):
@@ -235,21 +235,19 @@ def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, 
     def progress(done: int, total: int) -> None:
         nonlocal meter
         if meter is None:
-            meter = Meter("closing", total, "workspaces")
+            meter = Meter(label, total, "workspaces")
         meter.update(done, force=True)
         if time.monotonic() - started > timeout:
-            raise CloseTimeout(f"period_close still running after {timeout:.0f} s (--close-timeout): abandoned "
-                               f"at {done:,}/{total:,} workspaces")
+            raise CloseTimeout(f"period_close still running after {timeout:.0f} s: abandoned at {done:,}/{total:,} "
+                               f"workspaces")
 
-    profiler = cProfile.Profile() if profile_path else None
-    say(3, "close", f"billing.close.period_close({BENCH_PERIOD:%Y-%m}, now={now:%Y-%m-%d %H:%M}Z), in process, "
-                    f"no Stripe" + (" (under cProfile: slower)" if profiler else ""))
+    captured = CaptureQueriesContext(connection) if capture is not None else contextlib.nullcontext()
     try:
-        with connection.execute_wrapper(count):
+        with connection.execute_wrapper(count), captured:
             if profiler:
                 profiler.enable()
             try:
-                report = period_close(BENCH_PERIOD, now=now, progress=progress)
+                report = period_close(period, now=now, progress=progress)
             finally:
                 if profiler:
                     profiler.disable()
@@ -257,6 +255,28 @@ def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, 
         elapsed = time.monotonic() - started
         if meter is not None:
             print(flush=True)  # end the progress line
+    if capture is not None:
+        capture.extend(captured.captured_queries)
+    return report, elapsed, queries[0]
+
+
+def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, results: CloseResults):
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        removed = delete_statements(cursor, low, high, BENCH_PERIOD)
+    if removed:
+        print(f"      deleted {removed:,} statements of {BENCH_PERIOD:%Y-%m} left by an earlier run", flush=True)
+    _, end = period_bounds(BENCH_PERIOD)
+    now = end + timedelta(days=2)
+    profiler = cProfile.Profile() if profile_path else None
+    say(3, "close", f"billing.close.period_close({BENCH_PERIOD:%Y-%m}, now={now:%Y-%m-%d %H:%M}Z), in process, "
+                    f"no Stripe" + (" (under cProfile: slower)" if profiler else ""))
+    try:
+        report, elapsed, queries = timed_close(BENCH_PERIOD, now, timeout=timeout, profiler=profiler)
+    except CloseTimeout as exc:
+        raise CloseTimeout(f"{exc} (--close-timeout)") from exc
+    finally:
         if profiler:
             profiler.dump_stats(profile_path)
             out = io.StringIO()
@@ -265,10 +285,10 @@ def run_close(low: int, high: int, *, timeout: float, profile_path: str | None, 
     results.close_seconds = elapsed
     results.closed = report.workspaces
     results.created = report.created
-    results.queries = queries[0]
+    results.queries = queries
     say(3, "close", f"{report.created:,} statements created, {report.already_closed:,} already closed, "
                     f"{report.empty:,} empty, of {report.workspaces:,} workspaces in {elapsed:.1f} s "
-                    f"({queries[0]:,} queries)")
+                    f"({queries:,} queries)")
     return report
 
 

@@ -203,9 +203,11 @@ def write_rows(vendor: str, rows, count: int, *, chunk: int = 50_000) -> None:
     meter.finish(written)
 
 
-def build_rollups(vendor: str, low: int, high: int) -> int:
+def build_rollups(vendor: str, low: int, high: int, *, arrived: tuple[datetime, datetime] | None = None) -> int:
     """The daily rollups of the events of workspaces low..high, replacing theirs, as ingestion
-    keeps them (usage.services: money in micro-dollars); the rows written."""
+    keeps them (usage.services: money in micro-dollars); the rows written. With `arrived` (start,
+    end): only the events that arrived in [start, end) (PostgreSQL reads that month's partition
+    alone), added to the rollups already there, as ingestion adds each batch: a month at a time."""
     from django.db import connection, transaction
 
     if vendor == "postgresql":
@@ -216,14 +218,26 @@ def build_rollups(vendor: str, low: int, high: int) -> int:
                                "CAST(round(sum(amount) * 1000000) AS INTEGER)")  # fmt: skip
     dims = (f"workspace_id, {day}, api_key_id, feature, model, coalesce(steps, 0), coalesce(width, 0), "
             f"coalesce(height, 0), composition_control, spot, {micros}")  # fmt: skip
+    where, params = "workspace_id BETWEEN %s AND %s", [low, high]
+    upsert = ""
+    if arrived is not None:
+        where += " AND received_at >= %s AND received_at < %s"
+        params += list(arrived)
+        upsert = (" ON CONFLICT ON CONSTRAINT dailyrollup_unique_key DO UPDATE SET "
+                  "quantity = usage_dailyrollup.quantity + excluded.quantity, "
+                  "amount_micros = usage_dailyrollup.amount_micros + excluded.amount_micros, "
+                  "events = usage_dailyrollup.events + excluded.events")  # fmt: skip
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("DELETE FROM usage_dailyrollup WHERE workspace_id BETWEEN %s AND %s", [low, high])
+        if vendor == "postgresql":
+            cursor.execute("SET LOCAL work_mem = '256MB'")  # one GROUP BY of millions of rows: in memory
+        if arrived is None:
+            cursor.execute("DELETE FROM usage_dailyrollup WHERE workspace_id BETWEEN %s AND %s", [low, high])
         cursor.execute(
             "INSERT INTO usage_dailyrollup (workspace_id, day, api_key_id, feature, model, steps, width, height, "
             "composition_control, spot, unit_price_micros, quantity, amount_micros, events) "
             f"SELECT {dims}, sum(quantity), {amount}, count(*) FROM usage_usageevent "
-            f"WHERE workspace_id BETWEEN %s AND %s GROUP BY {dims}",
-            [low, high],
+            f"WHERE {where} GROUP BY {dims}{upsert}",
+            params,
         )
         return cursor.rowcount
 

@@ -32,6 +32,10 @@ class DatabaseError(RuntimeError):
     pass
 
 
+class NeedsPostgres(DatabaseError):
+    """A PostgreSQL-only benchmark found no PostgreSQL to run on (the message says what to set)."""
+
+
 @dataclass
 class Target:
     url: str
@@ -98,9 +102,10 @@ def _allowed(name: str) -> bool:
     return name.startswith("test_") and os.environ.get(ALLOW_VARIABLE) == name
 
 
-def choose(environ_url: str | None, var_dir: Path, *, fresh: bool = False) -> Target:
-    """DATABASE_URL when set; else meterboard_bench on the local PostgreSQL when it answers
-    (created if missing; dropped and created again when `fresh`); else a SQLite file under
+def choose(environ_url: str | None, var_dir: Path, *, fresh: bool = False,
+           default_url: str = DEFAULT_POSTGRES_URL) -> Target:
+    """DATABASE_URL when set; else `default_url` (meterboard_bench) on the local PostgreSQL when it
+    answers (created if missing; dropped and created again when `fresh`); else a SQLite file under
     `var_dir` (deleted first when `fresh`)."""
     if environ_url:
         if fresh:
@@ -108,10 +113,10 @@ def choose(environ_url: str | None, var_dir: Path, *, fresh: bool = False) -> Ta
                 "--fresh-db only drops the bench's own database: unset DATABASE_URL to use it."
             )
         target = Target(environ_url, _vendor(environ_url), database_name(environ_url), "from DATABASE_URL")
-    elif _postgres_answers(DEFAULT_POSTGRES_URL):
-        created = _ensure_postgres_database(DEFAULT_POSTGRES_URL, fresh=fresh)
+    elif _postgres_answers(default_url):
+        created = _ensure_postgres_database(default_url, fresh=fresh)
         note = "local PostgreSQL, database created" if created else "local PostgreSQL"
-        target = Target(DEFAULT_POSTGRES_URL, "postgresql", database_name(DEFAULT_POSTGRES_URL), note)
+        target = Target(default_url, "postgresql", database_name(default_url), note)
     else:
         path = var_dir / "bench.sqlite3"
         if fresh:
@@ -232,6 +237,39 @@ def select(*, fresh: bool = False, **extra: str) -> Bench:
     var_dir = scratch_dir()
     target = choose(os.environ.get("DATABASE_URL"), var_dir, fresh=fresh)
     return Bench(target, environment(target.url, var_dir, **extra), var_dir)
+
+
+def select_postgres(database: str, *, reset: bool = False, **extra: str) -> Bench:
+    """For the benchmarks that need PostgreSQL: DATABASE_URL when set (it must name PostgreSQL, and
+    is never dropped), else `database` on the local PostgreSQL (dropped and created again when
+    `reset`). NeedsPostgres, saying what to set, when there is none: never a SQLite file."""
+    url = os.environ.get("DATABASE_URL")
+    own = urlunsplit(urlsplit(DEFAULT_POSTGRES_URL)._replace(path=f"/{database}"))
+    if url and _vendor(url) != "postgresql":
+        raise NeedsPostgres(f"This benchmark runs on PostgreSQL only, and DATABASE_URL names {_vendor(url)} "
+                            f"({masked(url)}): set DATABASE_URL=postgres://USER@HOST:5432/DATABASE (a scratch "
+                            f"database), or unset it to use {database} on the local PostgreSQL.")
+    if not url and not _postgres_answers(own):
+        raise NeedsPostgres("This benchmark runs on PostgreSQL only, and none answers at 127.0.0.1:5432: set "
+                            "DATABASE_URL=postgres://USER@HOST:5432/DATABASE (a scratch database).")
+    var_dir = scratch_dir()
+    target = choose(url, var_dir, fresh=reset and not url, default_url=own)
+    return Bench(target, environment(target.url, var_dir, **extra), var_dir)
+
+
+def drop_own_database(target: Target) -> bool:
+    """Drop the bench's own database (one it chose, never DATABASE_URL's): True when dropped."""
+    if target.note.startswith("from DATABASE_URL") or target.vendor != "postgresql":
+        return False
+    import psycopg
+    from psycopg import sql
+
+    if target.name in PROTECTED_DATABASES:
+        raise DatabaseError(f"Refusing to drop {target.name!r}.")
+    close_connections()
+    with psycopg.connect(_admin_url(target.url), connect_timeout=5, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.name)))
+    return True
 
 
 def django_setup() -> None:

@@ -185,6 +185,16 @@ def measure(data: Dataset, path: str, repeat: int) -> Timing:
     return Timing(data.events, path, statistics.median(times), p95, times[0], queries, data.rollup_rows)
 
 
+def production_pages():
+    """The settings the pages are timed under: production's (DEBUG off), except that static files
+    need no collectstatic manifest here."""
+    from django.test.utils import override_settings
+
+    storages = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # fmt: skip
+    return override_settings(STORAGES=storages, DEBUG=False)
+
+
 def summary(vendor: str, timings: list[Timing]) -> str:
     rows = [(f"overview server time on {vendor} ({cpu.cores()} cores)", "median", "p95", "best", "queries", "rollup rows", "")]
     for t in timings:
@@ -215,7 +225,6 @@ def main(args: argparse.Namespace) -> int:
     bench.migrate()
     bench.activate()
 
-    from django.test.utils import override_settings
     from django.utils import timezone
 
     now = timezone.now().astimezone(UTC)
@@ -229,10 +238,7 @@ def main(args: argparse.Namespace) -> int:
     environment.close_connections()
 
     timings = []
-    # Production settings (DEBUG off), except that static files need no collectstatic manifest here.
-    storages = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-                "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # fmt: skip
-    with override_settings(STORAGES=storages, DEBUG=False):
+    with production_pages():
         for data in datasets:
             for path in ("/", "/?period=last_12"):
                 say(f"[2/2] measure    GET {path} for {data.events:,} events × {args.repeat}")

@@ -110,29 +110,37 @@ def delete_statements(cursor, low: int, high: int, period: date | None = None) -
     return cursor.rowcount
 
 
-def bulk_delete(cursor, prefix: str) -> int:
-    """Remove every close-bench workspace and everything hanging off it. Returns events deleted."""
-    cursor.execute("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM workspaces_workspace WHERE slug LIKE %s",
-                   [prefix + "%"])
-    low, high = cursor.fetchone()
-    if not high:
-        return 0
+def bulk_clear(cursor, low: int, high: int) -> int:
+    """Empty the workspaces low..high of what they hold (statements, events, their receipts, rollups),
+    keeping the workspaces and their keys. Returns events deleted."""
     delete_statements(cursor, low, high)
-    # When the ledger holds nothing but the close dataset (the usual case in the bench's own
+    # When the ledger holds nothing but these workspaces' (the usual case in the bench's own
     # database), TRUNCATE: instant, where deleting 5 million rows takes minutes.
     cursor.execute("SELECT count(*) FROM usage_usageevent WHERE workspace_id BETWEEN %s AND %s", [low, high])
     deleted = cursor.fetchone()[0]
     cursor.execute(
         "SELECT EXISTS (SELECT 1 FROM usage_usageevent WHERE workspace_id NOT BETWEEN %s AND %s) "
-        "OR EXISTS (SELECT 1 FROM usage_dailyrollup WHERE workspace_id NOT BETWEEN %s AND %s)",
-        [low, high, low, high],
+        "OR EXISTS (SELECT 1 FROM usage_dailyrollup WHERE workspace_id NOT BETWEEN %s AND %s) "
+        "OR EXISTS (SELECT 1 FROM usage_eventreceipt WHERE workspace_id NOT BETWEEN %s AND %s)",
+        [low, high, low, high, low, high],
     )
     if cursor.fetchone()[0]:
-        cursor.execute("DELETE FROM usage_dailyrollup WHERE workspace_id BETWEEN %s AND %s", [low, high])
-        cursor.execute("DELETE FROM usage_usageevent WHERE workspace_id BETWEEN %s AND %s", [low, high])
-        cursor.execute("DELETE FROM usage_eventreceipt WHERE workspace_id BETWEEN %s AND %s", [low, high])
+        for table in ("usage_dailyrollup", "usage_eventreceipt", "usage_usageevent"):
+            cursor.execute(f"DELETE FROM {table} WHERE workspace_id BETWEEN %s AND %s", [low, high])
     else:
-        cursor.execute("TRUNCATE usage_dailyrollup, usage_usageevent, usage_eventreceipt")
+        cursor.execute("TRUNCATE usage_dailyrollup, usage_eventreceipt, usage_usageevent")
+    return deleted
+
+
+def bulk_delete(cursor, prefix: str) -> int:
+    """Remove every bench workspace whose slug starts with `prefix` and everything hanging off it.
+    Returns events deleted."""
+    cursor.execute("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM workspaces_workspace WHERE slug LIKE %s",
+                   [prefix + "%"])
+    low, high = cursor.fetchone()
+    if not high:
+        return 0
+    deleted = bulk_clear(cursor, low, high)
     # The range holds only bench workspaces (inserted in one statement), but go by slug to be sure.
     ids = f"SELECT id FROM workspaces_workspace WHERE slug LIKE %s AND id BETWEEN {int(low)} AND {int(high)}"
     for name in ("workspaces_apikey", "workspaces_membership", "billing_planassignment", "billing_discount"):
@@ -141,19 +149,20 @@ def bulk_delete(cursor, prefix: str) -> int:
     return deleted
 
 
-def bulk_insert(cursor, prefix: str, count: int) -> dict[int, int]:
-    """Workspaces and one API key each, bulk: workspace id -> API key id. The keys can never
-    authenticate (their hash is no SHA-256 of anything)."""
+def bulk_insert(cursor, prefix: str, count: int, *, label: str = "Close bench") -> dict[int, int]:
+    """Workspaces (named `label` n) and one API key each, bulk: workspace id -> API key id. The keys
+    can never authenticate (their hash is no SHA-256 of anything)."""
     cursor.execute(
         "INSERT INTO workspaces_workspace (name, slug, timezone, created_at) "
-        "SELECT 'Close bench ' || g, %s || lpad(g::text, 6, '0'), 'UTC', now() "
+        "SELECT %s || ' ' || g, %s || lpad(g::text, 6, '0'), 'UTC', now() "
         "FROM generate_series(1, %s) AS g ORDER BY g",
-        [prefix, count],
+        [label, prefix, count],
     )
+    key_prefix = label.lower().replace(" ", "")
     cursor.execute(
         "INSERT INTO workspaces_apikey (workspace_id, name, prefix, secret_hash, scopes, created_at) "
-        "SELECT id, 'close bench', 'closebench' || id, 'not-a-secret', '[\"usage:write\"]'::jsonb, now() "
+        "SELECT id, lower(%s), %s || id, 'not-a-secret', '[\"usage:write\"]'::jsonb, now() "
         "FROM workspaces_workspace WHERE slug LIKE %s ORDER BY id RETURNING workspace_id, id",
-        [prefix + "%"],
+        [label, key_prefix, prefix + "%"],
     )
     return dict(cursor.fetchall())

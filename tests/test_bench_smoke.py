@@ -37,7 +37,10 @@ TINY = {
     "allowance": ["--seconds", "0.5", "--cold", "3", "--usage-events", "50", "--rounds", "1", "--ignore-targets",
                   "--no-collectstatic"],
     "overview": ["--sizes", "30,60", "--repeat", "1", "--cleanup"],
+    "scale": ["--events", "3000", "--workspaces", "5", "--ingest-seconds", "0.5", "--batch-size", "100", "--repeat", "1"],
 }  # fmt: skip
+POSTGRES_ONLY = {"close": "the close benchmark needs PostgreSQL (COPY)",
+                 "scale": "the scale benchmark needs PostgreSQL (month partitions)"}  # fmt: skip
 
 N, MS, S = r"[\d,]+", r"[\d.]+ ms", r"[\d.]+ s"
 VERDICT = r"(ok|MISSED|\(target is for PostgreSQL\))"
@@ -79,6 +82,18 @@ FIGURES = {
           for size in (30, 60) for page in ("this month", "last 12 months")],
         r"60 / 30 events: 2× the events, [\d.]+× the time \(the overview reads rollups, not events\)",
         r"Bench workspaces deleted\.",
+    ],
+    "scale": [
+        r"at scale on postgresql \(\d+ cores\)\s+empty db\s+at scale\s+ratio\s+target",
+        rf"events in the database\s+{N}\s+{N}",
+        rf"ingestion: events_ingest in process, 100/call\s+{N} ev/s\s+{N} ev/s\s+[\d.]+×",
+        rf"overview: GET / of the busiest workspace\s+{MS}\s+{MS}\s+[\d.]+×\s+<= 2×\s+(ok|MISSED)",
+        rf"close of \d{{4}}-\d\d: 5 ws, {N} events\s+{S}\s+{S}\s+[\d.]+×\s+<= 2×\s+(ok|MISSED)",
+        r"close of \d{4}-\d\d reads its partition \+ edges\s+[\d.]+% of rows\s+ok",
+        rf"load: 3,000 events and their receipts in {S} \({N} events/s\); rollups {S}; VACUUM ANALYZE {S}; "
+        r"[\d.]+ min in all",
+        r"close of \d{4}-\d\d reads partition\(s\): \d{4}_\d\d \([\d,]+ rows\)(, \d{4}_\d\d \([\d,]+ rows\))*",
+        r"ratios: at scale / empty database, same run \(ingestion: below 1 is slower\)",
     ],
 }  # fmt: skip
 COPY_LINES = {
@@ -163,8 +178,8 @@ def scratch():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("command", list(TINY))
 def test_benchmark_runs_and_prints_its_figures(command, scratch, migrated_data):
-    if command == "close" and connection.vendor != "postgresql":
-        pytest.skip("the close benchmark needs PostgreSQL (COPY); this suite runs on SQLite")
+    if command in POSTGRES_ONLY and connection.vendor != "postgresql":
+        pytest.skip(f"{POSTGRES_ONLY[command]}; this suite runs on SQLite")
     static_before = set(os.listdir(settings.STATIC_ROOT)) if os.path.isdir(settings.STATIC_ROOT) else set()
 
     done = run_bench(command, scratch)
@@ -179,6 +194,18 @@ def test_benchmark_runs_and_prints_its_figures(command, scratch, migrated_data):
         assert any(re.fullmatch(pattern, line) for line in lines), f"no line matches {pattern!r}\n{output}"
     static_after = set(os.listdir(settings.STATIC_ROOT)) if os.path.isdir(settings.STATIC_ROOT) else set()
     assert static_after <= static_before, f"{command} wrote {sorted(static_after - static_before)} into staticfiles/"
+
+
+def test_scale_refuses_sqlite_saying_what_to_set(scratch):
+    """The scale benchmark is PostgreSQL's: on SQLite it says to set DATABASE_URL, exits 2 and
+    makes no database file."""
+    database = scratch / "scale.sqlite3"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "MB_BENCH_VAR_DIR": str(scratch)}
+    done = subprocess.run([sys.executable, "-m", "bench", "scale", *TINY["scale"]], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2, done
+    assert "PostgreSQL only" in done.stderr and "set DATABASE_URL=postgres://" in done.stderr, done.stderr
+    assert not database.exists()
 
 
 def test_all_runs_the_four_in_order_with_the_makefile_arguments(capsys):

@@ -142,6 +142,39 @@ def archived_arrivals(since: datetime | None, until: datetime) -> list[ArchivedM
     return list(months.order_by("month"))
 
 
+def partitions_in_plan(sql: str, *, analyze: bool = False) -> dict[str, int]:
+    """The events tables (its partitions; the table itself where not partitioned) a SELECT's plan reads,
+    each with its rows. Plain EXPLAIN (the query is not run): every partition in the plan, with the
+    rows it is estimated to return. analyze=True runs the query (EXPLAIN ANALYZE): the partitions
+    the executor actually scanned (a node never executed, pruned at run time, is left out), each
+    with the rows it read, those returned plus those its filters removed, over all loops."""
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN ({options}) " + sql)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    found: dict[str, int] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            name = node.get("Relation Name", "")
+            if name.startswith(PARENT):
+                if not analyze:
+                    found[name] = found.get(name, 0) + int(node.get("Plan Rows", 0))
+                elif node.get("Actual Loops", 0):
+                    per_loop = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+                                + node.get("Rows Removed by Index Recheck", 0))
+                    found[name] = found.get(name, 0) + round(per_loop * node["Actual Loops"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(plan)
+    return found
+
+
 # --- Archive --------------------------------------------------------------------------------------
 
 _COLUMNS = [field.column for field in UsageEvent._meta.concrete_fields]

@@ -69,25 +69,7 @@ def needs_postgres():
 
 def scanned(sql: str) -> set[str]:
     """The events partitions a query's plan reads (EXPLAIN, not run)."""
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql)
-        plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    found: set[str] = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            name = node.get("Relation Name", "")
-            if name.startswith("usage_usageevent"):
-                found.add(name)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(plan)
-    return found
+    return set(partitions.partitions_in_plan(sql))
 
 
 def partitions_read(queries) -> set[str]:

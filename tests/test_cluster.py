@@ -3,8 +3,8 @@ a streaming replica (initdb + pg_basebackup), PgBouncer in transaction mode in f
 primary, Redis, two gunicorn nodes reading from the replica where they may, two workers and two
 beats, and localstripe. Clients spread single events and batches over both nodes, retrying on
 connection errors and 5xx, while one web node, one worker and one beat are killed (SIGKILL) and
-started again: the node 1.5 s into the traffic, mid-request; the worker while it runs last
-month's close and is charging; the beat that holds the schedule's lock at that moment. Then:
+started again: the worker while it runs last month's close and is charging, with the beat that
+holds the schedule's lock; then the node, at least 1.5 s into the traffic, mid-request. Then:
 
 - every event is stored once, the rollups equal the events, and every answer was truthful (an
   event answered `accepted` twice would be a double count);
@@ -277,21 +277,6 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
 
         clients = [threading.Thread(target=singles, args=(number,)) for number in range(THREADS)]
         clients.append(threading.Thread(target=batches))
-        deadline_clients = time.monotonic() + 150
-        for client in clients:
-            client.start()
-        # Last month's close, sent twice at once (two beats, or two nodes' operators): two runs,
-        # overlapping on most statements, each Stripe call taking a while (the charges of nine
-        # workspaces take seconds, not a blink), so that a worker can be killed mid-way.
-        stripe.latency = 0.2
-        sender = Celery("cluster-test", broker=redis.url(0))
-        for _ in range(2):
-            sender.send_task(CLOSE_TASK)
-
-        time.sleep(1.5)
-        os.killpg(nodes[0].process.pid, signal.SIGKILL)  # a web node dies mid-request
-        nodes[0].process.wait(10)
-        nodes[0].process = None
         # A worker dies in the middle of the close: one running it once it is charging (a payment
         # attempt saved), with statements still to pay.
         def running_the_close(name: str) -> bool:
@@ -304,6 +289,17 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
                              "ON s.id = a.statement_id WHERE s.period = %s", [period])[0][0]  # fmt: skip
             return attempts and [name for name in fleet.alive("worker-") if running_the_close(name)]
 
+        started = time.monotonic()
+        deadline_clients = started + 150
+        for client in clients:
+            client.start()
+        # Last month's close, sent twice at once (two beats, or two nodes' operators): two runs,
+        # overlapping on most statements, each Stripe call taking a while (the charges of nine
+        # workspaces take seconds, not a blink), so that a worker can be killed mid-way.
+        stripe.latency = 0.5
+        sender = Celery("cluster-test", broker=redis.url(0))
+        for _ in range(2):
+            sender.send_task(CLOSE_TASK)
         victim = wait("a worker charging last month", 60, charging)[0]
         paid_at_kill = query(primary.url(DATABASE), "SELECT count(*) FROM billing_statement WHERE period = %s "
                              "AND status = 'paid'", [period])[0][0]  # fmt: skip
@@ -314,6 +310,10 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
         fleet.kill(running_beat)
         killed_at = time.monotonic()
         assert paid_at_kill < len(slugs)  # the close was killed mid-way
+        time.sleep(max(0.0, started + 1.5 - time.monotonic()))
+        os.killpg(nodes[0].process.pid, signal.SIGKILL)  # a web node dies mid-request
+        nodes[0].process.wait(10)
+        nodes[0].process = None
         restarted = Gunicorn(env=env, workers=2, log_path=tmp_path / "node-0b.log", ready_path="/healthz")
         restarted.start()
         nodes[0] = restarted

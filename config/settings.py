@@ -109,11 +109,39 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so that the concurrency tests' threads share one database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-meterboard.sqlite3")}
+# Bounded waits on PostgreSQL (or a pooler in front of it), for every alias: connecting gives up
+# after DATABASE_CONNECT_TIMEOUT seconds (libpq would wait for the kernel's own SYN retries, more than
+# two minutes, psycopg for 130 s: longer than gunicorn's worker timeout); and TCP keepalives with a
+# user timeout find a server that vanished without a word (a lost machine, a cut network) while a
+# query waits, within about DATABASE_DEAD_PEER_SECONDS. Neither cuts a slow query on a live server,
+# whose kernel answers the keepalives (a long month-end close is fine).
+DATABASE_CONNECT_TIMEOUT = max(2, int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5")))  # libpq's minimum is 2
+DATABASE_DEAD_PEER_SECONDS = max(3, int(os.environ.get("DATABASE_DEAD_PEER_SECONDS", "30")))
+_POSTGRES_TIMEOUTS = {
+    "connect_timeout": DATABASE_CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": DATABASE_DEAD_PEER_SECONDS // 2,  # quiet this long, then 3 probes in the other half
+    "keepalives_interval": max(1, DATABASE_DEAD_PEER_SECONDS // 6),
+    "keepalives_count": 3,
+    "tcp_user_timeout": DATABASE_DEAD_PEER_SECONDS * 1000,  # ms: data sent and never acknowledged
+}
+
+
+def postgres_timeouts(database: dict) -> dict:
+    """`database` (a DATABASES entry) with the bounded waits above, when it is PostgreSQL."""
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        database["OPTIONS"] = {**_POSTGRES_TIMEOUTS, **database.get("OPTIONS", {})}
+    return database
+
+
+postgres_timeouts(DATABASES["default"])
 # Read replicas (core.replicas): the read-only pages and the usage API read from them while their
 # lag is within REPLICA_MAX_LAG_SECONDS; everything else uses the primary (DATABASE_URL).
 DATABASE_REPLICAS: list[str] = []  # the aliases reads may go to
 for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", ""), start=1):
-    DATABASES[f"replica_{_number}"] = {**dj_database_url.parse(_url, conn_max_age=60), "TEST": {"MIRROR": "default"}}
+    DATABASES[f"replica_{_number}"] = postgres_timeouts(
+        {**dj_database_url.parse(_url, conn_max_age=60), "TEST": {"MIRROR": "default"}}
+    )
     DATABASE_REPLICAS.append(f"replica_{_number}")
 REPLICA_MAX_LAG_SECONDS = float(os.environ.get("REPLICA_MAX_LAG_SECONDS", "5"))
 DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"]
@@ -131,12 +159,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache and Celery ------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Every Redis client (the cache with the throttles, the broker as web processes publish to it, the
+# beat's lock and schedule) gives up connecting and waiting for an answer after this many seconds,
+# so that a Redis that stopped answering costs a request an error, not a worker held until
+# gunicorn's timeout. (The hard limit's counters wait 1 s at most: budgets.counters.)
+REDIS_TIMEOUT_SECONDS = float(os.environ.get("REDIS_TIMEOUT_SECONDS", "5"))
+_REDIS_TIMEOUTS = {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "mb",
+            "OPTIONS": _REDIS_TIMEOUTS,
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -149,7 +184,7 @@ if REDIS_URL:
     # (its backoff reaches 3 h) and is then handed out again, which idempotence makes harmless.
     # An hour, kombu's default, made explicit. Alerts never wait for it: what a dead worker held
     # is found again from the database within 2 minutes (budgets.tasks).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, **_REDIS_TIMEOUTS}
     # Beat on any number of nodes (issue 13): celery-redbeat keeps the schedule's state in Redis and
     # lets one beat at a time run it, under a lock the others wait for. The running beat renews the
     # lock at least every CELERY_BEAT_MAX_LOOP_INTERVAL seconds; when it dies, the lock expires
@@ -157,11 +192,16 @@ if REDIS_URL:
     # meanwhile runs then; each is safe to run late: config/schedule.py).
     CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
     CELERY_REDBEAT_REDIS_URL = REDIS_URL
+    CELERY_REDBEAT_REDIS_OPTIONS = _REDIS_TIMEOUTS
     CELERY_REDBEAT_KEY_PREFIX = os.environ.get("MB_REDBEAT_PREFIX") or (
         f"mb:redbeat:{zlib.crc32(str(DATABASES['default']['NAME']).encode()):08x}"
     )
-    CELERY_REDBEAT_LOCK_TIMEOUT = int(os.environ.get("BEAT_LOCK_SECONDS", "30"))
-    CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+    CELERY_REDBEAT_LOCK_TIMEOUT = max(2, int(os.environ.get("BEAT_LOCK_SECONDS", "30")))
+    # The running beat renews its lock only as it ticks, so the lock must outlive several ticks: with
+    # the tick as long as the lock (5 s and 5 s, as the cluster test had it), a tick a moment late on
+    # a busy machine found the lock expired and the beat exited (LockNotOwnedError), leaving the
+    # schedule to nobody until another beat started. A fifth of the lock, 1 to 5 s.
+    CELERY_BEAT_MAX_LOOP_INTERVAL = max(1, min(5, CELERY_REDBEAT_LOCK_TIMEOUT // 5))
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # The embedded broker: kombu's filesystem transport, shared by web, worker and beat through

@@ -92,6 +92,8 @@ class Postgres:
         if (self.data / "postmaster.pid").exists():
             subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
                            capture_output=True, timeout=60, check=False)  # fmt: skip
+        if not (self.data / "postmaster.pid").exists():  # stopped: its 60 MB under /tmp go too
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
@@ -115,6 +117,7 @@ class PgBouncer:
             f"auth_type = trust\nauth_file = {self.folder / 'users.txt'}\n"
             f"pool_mode = transaction\ndefault_pool_size = {self.pool_size}\nmax_client_conn = 200\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
+            "admin_users = postgres\n"  # its console (database `pgbouncer`): SHOW POOLS when a test fails
             f"logfile = {self.folder / 'pgbouncer.log'}\n"
         )
         for path in self.folder.iterdir():
@@ -122,13 +125,32 @@ class PgBouncer:
         command = [PGBOUNCER, str(self.folder / "pgbouncer.ini")]
         if os.geteuid() == 0:
             command[1:1] = ["-u", "postgres"]  # it refuses to run as root
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # In the foreground pgbouncer writes every log line to stderr too (a line per client login
+        # and logout), and it is one thread: were its output a pipe nobody reads, it would block in
+        # write() once 64 KiB were pending and stop serving everyone. That was the cluster test's
+        # hang. A file never fills up; it keeps what pgbouncer says before its logfile is open.
+        with (self.folder / "stderr.txt").open("wb") as output:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
         try:
             wait_for_port(self.port, self.process, seconds=15)
         except RuntimeError as exc:
-            log = (self.folder / "pgbouncer.log").read_text() if (self.folder / "pgbouncer.log").exists() else ""
-            raise RuntimeError(f"pgbouncer did not start: {exc}\n{log}") from None
+            raise RuntimeError(f"pgbouncer did not start: {exc}\n{self.log()}") from None
         return self
+
+    def log(self) -> str:
+        """What it has said: its stderr before the logfile opened, then the logfile."""
+        assert self.folder is not None
+        return "".join(path.read_text(errors="replace") for path in (self.folder / "stderr.txt", self.folder / "pgbouncer.log")
+                       if path.exists())  # fmt: skip
+
+    def show(self, what: str) -> list[tuple]:
+        """`SHOW POOLS`, `SHOW CLIENTS`… from its console, waiting at most 3 s (it may be the one stuck)."""
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/pgbouncer", autocommit=True,
+                             connect_timeout=3) as console:  # fmt: skip
+            cursor = console.execute(f"SHOW {what}")
+            return [tuple(column.name for column in cursor.description), *cursor.fetchall()]
 
     def url(self, database: str) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"

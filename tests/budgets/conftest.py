@@ -175,6 +175,19 @@ def database_url_for_tests() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def mails_in(folder: Path) -> list[str]:
+    """Every message Django's file e-mail backend wrote in `folder` (it may append several to one
+    file): what a worker with MB_TEST_EMAIL_DIR sent."""
+    messages = []
+    for path in sorted(folder.glob("*.log")):
+        messages += [m for m in path.read_text().split("-" * 79 + "\n") if m.strip()]
+    return messages
+
+
+def subjects_in(folder: Path) -> list[str]:
+    return sorted(line.removeprefix("Subject: ") for m in mails_in(folder) for line in m.splitlines() if line.startswith("Subject: "))
+
+
 WORKER_WEBHOOK_TIMEOUT = 1.5  # seconds: the worker's WEBHOOK_TIMEOUT_SECONDS
 
 
@@ -189,14 +202,10 @@ class Worker:
     webhooks_log: Path
 
     def mails(self) -> list[str]:
-        """Every message written (the file backend may append several to one file)."""
-        messages = []
-        for path in sorted(self.mail_dir.glob("*.log")):
-            messages += [m for m in path.read_text().split("-" * 79 + "\n") if m.strip()]
-        return messages
+        return mails_in(self.mail_dir)
 
     def subjects(self) -> list[str]:
-        return sorted(line.removeprefix("Subject: ") for m in self.mails() for line in m.splitlines() if line.startswith("Subject: "))
+        return subjects_in(self.mail_dir)
 
     def forget_mails(self) -> None:
         for path in self.mail_dir.glob("*.log"):

@@ -16,7 +16,8 @@ holds the schedule's lock; then the node, at least 1.5 s into the traffic, mid-r
   killed while it charges: one finalized statement and one successful PaymentIntent of its
   amount per workspace-month (a charge cut short is reconciled by the every-minute job once its
   lease ends, which is most of this test's 3 to 4 minutes);
-- the replica caught up, and the usage API was served from it.
+- the replica caught up, and the usage API and the dashboard (a person signed in, past the
+  moment their own write pins them to the primary) were served from it.
 
 An intermittent hang (3 runs of 10, while this test was opt-in) was the harness's: PgBouncer ran
 with its stderr piped to this process, which never read it. It logs every client's login and
@@ -70,6 +71,7 @@ pytestmark = pytest.mark.slow
 SETUP = """
 import json
 from datetime import datetime, timezone
+from django.contrib.auth import get_user_model
 from usage.services import events_ingest
 from workspaces.services import api_key_create, workspace_create
 
@@ -84,8 +86,12 @@ for slug in slugs:
               "model": "sd15", "steps": 30, "width": 512, "height": 512, "quantity": 500}}
     [result] = events_ingest(workspace=workspace, api_key=issued.api_key, raw_events=[usage], now=received).results
     assert result.status == "accepted", result
+owner = get_user_model().objects.get(email="cluster@test.example")
+owner.set_password("{password}")
+owner.save()
 print("SECRETS " + json.dumps(secrets))
 """
+PASSWORD = "cluster-owner-pass-1"
 
 
 def needed() -> None:
@@ -219,7 +225,7 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
         }
         manage({**env, "DATABASE_URL": primary.url(DATABASE)}, "migrate", "--noinput")
         slugs = ["cluster", *(f"closing-{n}" for n in range(1, CLOSING + 1))]
-        out = manage(env, "shell", "-c", SETUP.format(slugs=slugs, month=period))
+        out = manage(env, "shell", "-c", SETUP.format(slugs=slugs, month=period, password=PASSWORD))
         keys = json.loads(next(line for line in out.splitlines() if line.startswith("SECRETS "))[len("SECRETS "):])
         secret = keys["cluster"]
 
@@ -402,6 +408,25 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
         served = query(replica.url("postgres"), "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
                        f"AND datname = '{DATABASE}' AND query ILIKE '%usage_dailyrollup%'")[0][0]  # fmt: skip
         assert served >= 1
+        # So does the dashboard: a person signs in through a node (a write: the primary), and once
+        # the cookie that keeps them on the primary for a moment after it is gone, the overview's
+        # reads run on the replica, the only statements it sees meanwhile (the clients are done).
+        import requests
+
+        base = f"http://127.0.0.1:{ports[1]}"
+        browser = requests.Session()
+        login = browser.get(f"{base}/login/", timeout=15)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)[1]
+        signed_in = browser.post(f"{base}/login/", data={"username": "cluster@test.example", "password": PASSWORD,
+                                 "csrfmiddlewaretoken": token}, allow_redirects=False, timeout=15)  # fmt: skip
+        assert signed_in.status_code == 302, signed_in.text[:300]
+        browser.cookies.pop("mb_primary", None)
+        [(before,)] = query(replica.url("postgres"), "SELECT clock_timestamp()")
+        overview = browser.get(f"{base}/", timeout=15)
+        assert overview.status_code == 200 and "cluster" in overview.text
+        [(ran,)] = query(replica.url("postgres"), "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                         "AND state_change >= %s", [DATABASE, before])  # fmt: skip
+        assert ran >= 1, "the overview read nothing from the replica"
     finally:
         if sender is not None:
             sender.close()

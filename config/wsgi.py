@@ -21,6 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 MACHINE_PATHS = frozenset({"/api/v1/events", "/api/v1/allowance"})
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})  # config.health: no session, no key
 MACHINE_MIDDLEWARE = (
+    "core.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

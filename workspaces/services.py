@@ -16,6 +16,8 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
+from core import logcontext
+
 from .models import ALL_SCOPES, ApiKey, Membership, Workspace
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ def api_key_authenticate(secret: str) -> ApiKey | None:
     if not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
         return None
     _touch_last_used(api_key)
+    logcontext.bind(workspace=api_key.workspace.slug, api_key=api_key.prefix)
     return api_key
 
 

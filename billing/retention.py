@@ -28,18 +28,23 @@ class Unbilled:
     events: int
 
 
-def unbilled_in(month: date) -> list[Unbilled]:
-    """The workspaces with events that arrived in `month` and that no live statement bills yet:
-    what a workspace's live statements bill together is every event that occurred before the last
-    one's end and arrived by its cutoff (selectors.unbilled_q)."""
+def arrivals_in(month: date) -> dict[int, dict]:
+    """Per workspace with events that arrived in `month`: the latest arrival and occurrence, and
+    how many. One read of the month: nothing arrives in a past month any more."""
     start, end = period_bounds(month)
-    latest = {
+    return {
         row["workspace_id"]: row
         for row in UsageEvent.objects.filter(received_at__gte=start, received_at__lt=end)
         .values("workspace_id")
         .annotate(received=Max("received_at"), occurred=Max("occurred_at"), events=Count("pk"))
         .order_by()
     }
+
+
+def unbilled_in(latest: dict[int, dict]) -> list[Unbilled]:
+    """Of `arrivals_in(month)`, the workspaces with events that no live statement bills yet: what a
+    workspace's live statements bill together is every event that occurred before the last one's
+    end and arrived by its cutoff (selectors.unbilled_q)."""
     priors = last_live(list(latest))
     unbilled = []
     for workspace_id, row in sorted(latest.items()):
@@ -62,13 +67,9 @@ def month_archive(
     commits: a reissue running meanwhile either finishes first (and its replacement is what is
     checked) or waits and then sees the month archived."""
     month = month_start(month)
-    start, end = period_bounds(month)
-    workspace_ids = list(
-        UsageEvent.objects.filter(received_at__gte=start, received_at__lt=end)
-        .values_list("workspace_id", flat=True).distinct().order_by()
-    )
-    _lock(workspace_ids)
-    unbilled = unbilled_in(month)
+    latest = arrivals_in(month)
+    _lock(sorted(latest))  # then the statements are read: a reissue or close may have just changed them
+    unbilled = unbilled_in(latest)
     if unbilled:
         listed = ", ".join(f"workspace {u.workspace_id} ({u.events} events)" for u in unbilled[:10])
         raise ArchiveRefused(

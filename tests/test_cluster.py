@@ -46,7 +46,7 @@ from django.utils import timezone
 from bench.server import Gunicorn
 from budgets.webhooks import signature_verify
 from core.periods import current_period, previous_month
-from tests.budgets.conftest import receiver, subjects_in  # noqa: F401 (receiver: a fixture, used by name)
+from tests.budgets.conftest import receiver, subjects_in, wait_until  # noqa: F401 (receiver: a fixture, used by name)
 from tests.cluster import PG_BIN, PGBOUNCER, PgBouncer, Postgres, Redis, scratch_folder
 from tests.faults import TcpProxy
 from tests.stripe_server import SECRET_KEY as STRIPE_KEY
@@ -178,17 +178,6 @@ class Fleet:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def wait(what: str, seconds: float, check):
-    """`check()` until it returns something true; fails with `what` after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"{what}: not within {seconds:.0f} s")
-
-
 def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_node_a_worker_and_a_beat_die(
     tmp_path, receiver, localstripe_server  # noqa: F811 (receiver: the fixture imported above)
 ):
@@ -306,7 +295,7 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
         sender = Celery("cluster-test", broker=redis.url(0))
         for _ in range(2):
             sender.send_task(CLOSE_TASK)
-        victim = wait("a worker charging last month", 60, charging)[0]
+        victim = wait_until(charging, 60, "a worker charging last month")[0]
         paid_at_kill = query(primary.url(DATABASE), "SELECT count(*) FROM billing_statement WHERE period = %s "
                              "AND status = 'paid'", [period])[0][0]  # fmt: skip
         # …and the beat running the schedule (the one holding the lock), at the same moment.
@@ -358,7 +347,7 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
             open_ = query(primary.url(DATABASE), "SELECT count(*) FROM budgets_alertdelivery WHERE status <> 'delivered'")
             return open_[0][0] == 0 and query(primary.url(DATABASE), "SELECT count(*) FROM budgets_alert")[0][0]
 
-        wait("every alert delivered", max(1.0, killed_at + ALERTS_WITHIN - time.monotonic()), settled)
+        wait_until(settled, max(1.0, killed_at + ALERTS_WITHIN - time.monotonic()), "every alert delivered")
         alerts = query(primary.url(DATABASE), "SELECT a.threshold, d.channel, d.id, count(t.id) FILTER (WHERE t.outcome <> 'ok') "
                        "FROM budgets_alert a JOIN budgets_alertdelivery d ON d.alert_id = a.id "
                        "LEFT JOIN budgets_deliveryattempt t ON t.delivery_id = d.id "
@@ -390,8 +379,8 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
             return statements if sorted(s[0] for s in statements) == sorted(slugs) and all(
                 s[1] == "paid" for s in statements) else None  # fmt: skip
 
-        statements = wait("every statement of last month paid", max(1.0, killed_at + PAID_WITHIN - time.monotonic()),
-                          all_paid)  # fmt: skip
+        statements = wait_until(all_paid, max(1.0, killed_at + PAID_WITHIN - time.monotonic()),
+                                "every statement of last month paid")
         for slug, _, amount_due_cents in statements:
             assert amount_due_cents > 0
             intents = localstripe_server.payment_intents(customer=customers[slug])
@@ -399,8 +388,8 @@ def test_a_cluster_stores_every_event_once_alerts_once_and_charges_once_while_a_
 
         # The replica catches up, and the usage API reads from it.
         total = query(primary.url(DATABASE), "SELECT count(*) FROM usage_usageevent")[0][0]
-        wait("the replica caught up", 30,
-             lambda: query(replica.url(DATABASE), "SELECT count(*) FROM usage_usageevent")[0][0] == total)  # fmt: skip
+        wait_until(lambda: query(replica.url(DATABASE), "SELECT count(*) FROM usage_usageevent")[0][0] == total,
+                   30, "the replica caught up")
         for port in ports:
             assert call(port, secret, "GET", "/api/v1/usage")[0] == 200
         # The nodes keep their connections (CONN_MAX_AGE): the replica shows them, and the last

@@ -50,7 +50,7 @@ def delete(workspace_id: int) -> None:
     millions), rollups, statements, budgets and alerts, keys, members."""
     from django.db import connection, transaction
 
-    from billing.models import Statement, StatementLine
+    from billing.models import Invoice, Statement, StatementLine
     from budgets.models import Budget
     from usage.models import DailyRollup
     from workspaces.models import ApiKey, Membership, Workspace
@@ -61,6 +61,8 @@ def delete(workspace_id: int) -> None:
             cursor.execute("DELETE FROM usage_eventreceipt WHERE workspace_id = %s", [workspace_id])
         DailyRollup.objects.filter(workspace_id=workspace_id).delete()
         StatementLine.objects.filter(statement__workspace_id=workspace_id).delete()
+        for kind in ("credit_note", "invoice"):  # a credit note protects the invoice it cancels
+            Invoice.objects.filter(statement__workspace_id=workspace_id, kind=kind).delete()
         Statement.objects.filter(workspace_id=workspace_id).delete()
         Budget.objects.filter(workspace_id=workspace_id).delete()
         ApiKey.objects.filter(workspace_id=workspace_id).delete()
@@ -106,6 +108,8 @@ def delete_statements(cursor, low: int, high: int, period: date | None = None) -
     cursor.execute(f"DELETE FROM billing_statementline WHERE statement_id IN ({scope})", params)
     cursor.execute(f"DELETE FROM billing_statementaudit WHERE statement_id IN ({scope})", params)
     cursor.execute(f"DELETE FROM billing_paymentattempt WHERE statement_id IN ({scope})", params)
+    for kind in ("credit_note", "invoice"):  # a credit note protects the invoice it cancels
+        cursor.execute(f"DELETE FROM billing_invoice WHERE kind = %s AND statement_id IN ({scope})", [kind, *params])
     cursor.execute(f"DELETE FROM billing_statement WHERE {where}", params)
     return cursor.rowcount
 

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef
 
@@ -7,6 +8,9 @@ from usage.models import UsageEvent
 
 from .models import (
     BalanceAdjustment,
+    BillingProfile,
+    Invoice,
+    TaxRate,
     CloseRun,
     Discount,
     Plan,
@@ -167,3 +171,49 @@ class BalanceAdjustmentAdmin(ReadOnlyAdmin):
 class CloseRunAdmin(ReadOnlyAdmin):
     list_display = ["period", "status", "attempts", "started_at", "finished_at", "statements_created", "months_closed"]
     list_filter = ["status"]
+
+
+class TaxRateForm(forms.ModelForm):
+    class Meta:
+        model = TaxRate
+        fields = ["workspace", "country", "name", "percent"]
+
+    def clean_country(self):
+        from .profiles import country_code
+
+        try:
+            return country_code(self.cleaned_data.get("country", ""))
+        except Exception as exc:  # a DRF ValidationError: its message
+            raise forms.ValidationError(str(getattr(exc, "detail", [exc])[0])) from None
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("workspace")) == bool(data.get("country")):
+            raise forms.ValidationError("Set either a workspace or a country, not both.")
+        return data
+
+
+@admin.register(TaxRate)
+class TaxRateAdmin(admin.ModelAdmin):
+    """Tax on statements closed from now on (a workspace's own rate wins over its country's)."""
+
+    form = TaxRateForm
+    list_display = ["__str__", "workspace", "country", "name", "percent", "updated_at"]
+    search_fields = ["workspace__slug", "country", "name"]
+    autocomplete_fields = ["workspace"]
+
+
+@admin.register(BillingProfile)
+class BillingProfileAdmin(admin.ModelAdmin):
+    list_display = ["workspace", "legal_name", "country", "tax_id", "updated_at"]
+    search_fields = ["workspace__slug", "legal_name", "tax_id"]
+    readonly_fields = ["updated_at"]
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    """Issued invoices and credit notes never change: a correction is a void and reissue."""
+
+    list_display = ["number", "kind", "statement", "issued_at", "emails_enqueued_at"]
+    list_filter = ["kind", "year"]
+    search_fields = ["number", "statement__workspace__slug"]

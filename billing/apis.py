@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,7 +17,10 @@ from workspaces.access import WorkspaceAccess
 from workspaces.models import Scope
 
 from .drafts import statement_preview
-from .models import Statement
+from .invoice_pdf import invoice_pdf, pdf_filename
+from .invoices import credit_note_of, invoice_of
+from .models import Invoice, Statement
+from .profiles import BillingProfileSerializer, billing_profile_of, billing_profile_update
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -33,6 +39,14 @@ class LineSerializer(serializers.Serializer):
     amount = serializers.DecimalField(max_digits=18, decimal_places=6)
 
 
+class InvoiceRefSerializer(serializers.Serializer):
+    """An invoice or credit note of a statement; `pdf` downloads it (same credentials)."""
+
+    number = serializers.CharField(help_text="Gap-free per year, e.g. MB-2026-000123 (credit notes MB-CN-2026-000007)")
+    issued_at = serializers.DateTimeField()
+    pdf = serializers.CharField(help_text="Path of the PDF under the API")
+
+
 class StatementSerializer(serializers.Serializer):
     """Of a Statement (with its plan and lines fetched)."""
 
@@ -46,7 +60,26 @@ class StatementSerializer(serializers.Serializer):
     finalized_at = serializers.DateTimeField(allow_null=True)
     paid_at = serializers.DateTimeField(allow_null=True)
     reissue_of = serializers.IntegerField(source="reissue_of_id", allow_null=True)
+    tax = serializers.DecimalField(max_digits=18, decimal_places=6, help_text="The tax line's amount (0: no tax)")
+    tax_name = serializers.CharField(help_text="e.g. VAT; empty when no tax applies")
+    tax_percent = serializers.DecimalField(max_digits=6, decimal_places=3)
+    invoice = serializers.SerializerMethodField(help_text="The statement's invoice; null only for a draft")
+    credit_note = serializers.SerializerMethodField(help_text="The credit note cancelling a voided statement's invoice")
     lines = LineSerializer(source="lines.all", many=True)
+
+    @extend_schema_field(InvoiceRefSerializer(allow_null=True))
+    def get_invoice(self, statement):
+        return _invoice_ref(statement, invoice_of(statement), "invoice")
+
+    @extend_schema_field(InvoiceRefSerializer(allow_null=True))
+    def get_credit_note(self, statement):
+        return _invoice_ref(statement, credit_note_of(statement), "credit-note")
+
+
+def _invoice_ref(statement, invoice, name: str) -> dict | None:
+    if invoice is None:
+        return None
+    return {"number": invoice.number, "issued_at": invoice.issued_at, "pdf": f"/api/v1/statements/{statement.pk}/{name}.pdf"}
 
 
 class DraftSerializer(StatementSerializer):
@@ -60,7 +93,22 @@ class DraftSerializer(StatementSerializer):
     finalized_at = serializers.DateTimeField(source="stored_finalized_at", allow_null=True)
     paid_at = serializers.DateTimeField(source="stored_paid_at", allow_null=True)
     reissue_of = serializers.IntegerField(source="stored_reissue_of", allow_null=True)
+    tax = serializers.DecimalField(source="built.tax", max_digits=18, decimal_places=6)
+    tax_name = serializers.SerializerMethodField()
+    tax_percent = serializers.DecimalField(source="built.tax_rate.percent", max_digits=6, decimal_places=3)
     lines = LineSerializer(source="built.lines", many=True)
+
+    @extend_schema_field(InvoiceRefSerializer(allow_null=True))
+    def get_invoice(self, draft):
+        return None
+
+    @extend_schema_field(InvoiceRefSerializer(allow_null=True))
+    def get_credit_note(self, draft):
+        return None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_tax_name(self, draft) -> str:
+        return draft.built.tax_rate.name if draft.built.tax else ""
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_status(self, draft) -> str:
@@ -76,7 +124,7 @@ class StatementListApi(APIView):
         statements = (
             Statement.objects.filter(workspace=self.workspace)
             .select_related("plan")
-            .prefetch_related("lines")
+            .prefetch_related("lines", "invoices")
             .order_by("-period", "-pk")
         )
         return Response(StatementSerializer(statements, many=True).data)
@@ -91,7 +139,7 @@ class StatementDetailApi(APIView):
         statement = (
             Statement.objects.filter(workspace=self.workspace, pk=statement_id)
             .select_related("plan")
-            .prefetch_related("lines")
+            .prefetch_related("lines", "invoices")
             .first()
         )
         if statement is None:
@@ -124,3 +172,81 @@ class StatementPreviewApi(APIView):
     )
     def get(self, request):
         return Response(PreviewSerializer(statement_preview(self.workspace, now=timezone.now())).data)
+
+
+class PdfRenderer(BaseRenderer):
+    """Lets a client ask for `Accept: application/pdf`; errors are still JSON."""
+
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes) else JSONRenderer().render(data)
+
+
+class _DocumentApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.USAGE_READ
+    renderer_classes = [JSONRenderer, PdfRenderer]
+    kind = Invoice.Kind.INVOICE
+
+    def get(self, request, statement_id: int):
+        invoice = (
+            Invoice.objects.filter(statement__workspace=self.workspace, statement_id=statement_id, kind=self.kind)
+            .select_related("statement__workspace", "cancels")
+            .first()
+        )
+        if invoice is None:
+            what = "credit note" if self.kind == Invoice.Kind.CREDIT_NOTE else "invoice"
+            raise NotFound(f"No {what} for this statement in this workspace.")
+        response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
+        return response
+
+
+PDF_RESPONSE = {(200, "application/pdf"): OpenApiTypes.BINARY}
+
+
+class InvoicePdfApi(_DocumentApi):
+    @extend_schema(operation_id="statements_invoice_pdf", summary="The statement's invoice as a PDF", responses=PDF_RESPONSE)
+    def get(self, request, statement_id: int):
+        return super().get(request, statement_id)
+
+
+class CreditNotePdfApi(_DocumentApi):
+    kind = Invoice.Kind.CREDIT_NOTE
+
+    @extend_schema(
+        operation_id="statements_credit_note_pdf", summary="The credit note of a voided statement as a PDF", responses=PDF_RESPONSE
+    )
+    def get(self, request, statement_id: int):
+        return super().get(request, statement_id)
+
+
+class BillingProfileApi(APIView):
+    """Reads: usage:read (or a member's session); changes: billing:write (or an owner's/admin's session)."""
+
+    permission_classes = [WorkspaceAccess]
+
+    @property
+    def required_scope(self) -> str:
+        return Scope.USAGE_READ if self.request.method in SAFE_METHODS else Scope.BILLING_WRITE
+
+    @extend_schema(operation_id="billing_profile_read", summary="Who the invoices are addressed to", responses={200: BillingProfileSerializer})
+    def get(self, request):
+        return Response(BillingProfileSerializer(billing_profile_of(self.workspace)).data)
+
+    @extend_schema(
+        operation_id="billing_profile_replace", summary="Set the billing profile (fields not sent are emptied)",
+        request=BillingProfileSerializer, responses={200: BillingProfileSerializer},
+    )
+    def put(self, request):
+        return Response(BillingProfileSerializer(billing_profile_update(self.workspace, request.data)).data)
+
+    @extend_schema(
+        operation_id="billing_profile_update", summary="Change the fields sent",
+        request=BillingProfileSerializer, responses={200: BillingProfileSerializer},
+    )
+    def patch(self, request):
+        return Response(BillingProfileSerializer(billing_profile_update(self.workspace, request.data, partial=True)).data)

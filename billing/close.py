@@ -23,6 +23,7 @@ from workspaces.models import Workspace
 from . import statement as engine
 from .drafts import Draft, credit_left_over, statement_drafts
 from .errors import CloseRefused
+from .invoices import invoices_issue
 from .models import BalanceAdjustment, Plan, Statement, StatementAudit, StatementLine
 from .selectors import DEFAULT_PLAN_NAME, LIVE, first_open_months
 
@@ -187,6 +188,9 @@ def _store_many(
             amount_due_cents=draft.built.amount_due_cents,
             carried_forward=draft.built.carried_forward,
             carried_in=draft.prior.carried,
+            tax_name=draft.built.tax_rate.name if draft.built.tax else "",
+            tax_percent=draft.built.tax_rate.percent if draft.built.tax else 0,
+            tax=draft.built.tax,
             usage_cutoff=draft.cutoff,
             prior_period=draft.prior.period,
             prior_cutoff=draft.prior.cutoff,
@@ -228,4 +232,5 @@ def _store_many(
             note += f", {built.unapplied_credit} of credit left for the next statement"
         audits.append(StatementAudit(statement=statement, actor=actor, action="finalized", note=note))
     StatementAudit.objects.bulk_create(audits)
+    invoices_issue(statements, now=now)  # last: the numbers stay locked until the commit
     return statements

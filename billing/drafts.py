@@ -47,6 +47,7 @@ from .selectors import (
     plan_terms,
     plans_by_workspace,
     priors_of,
+    taxes_by_workspace,
     usage_by_workspace,
 )
 
@@ -123,6 +124,7 @@ def statement_drafts(
     terms = {plan.pk: plan_terms(plan) for plan in {p.pk: p for p in plans.values()}.values()}
     coupons = coupons_by_workspace(ids, period)
     usage = usage_by_workspace(ids, period, cutoffs=cutoffs, priors=priors)
+    taxes = taxes_by_workspace(ids)
     drafts = {}
     for workspace in workspaces:
         prior = priors.get(workspace.pk, NO_PRIOR)
@@ -134,6 +136,7 @@ def statement_drafts(
             coupons=coupons.get(workspace.pk, []),
             carried_balance=prior.carried,
             adjustments=[engine.Adjustment(a.description, a.amount) for a in owed],
+            tax=taxes[workspace.pk],
         )
         drafts[workspace.pk] = Draft(workspace, period, plan, cutoffs[workspace.pk], built, prior, owed)
     return drafts

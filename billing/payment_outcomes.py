@@ -24,6 +24,7 @@ from django.db import transaction
 
 from core.money import usd_cents
 
+from .invoices import receipt_emails_after_commit
 from .models import PaymentAttempt, Statement, StatementAudit
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def _statement_paid(statement: Statement, attempt: PaymentAttempt, *, now: datet
         statement.paid_at = now
         statement.next_retry_at = None
         statement.save(update_fields=["status", "paid_at", "next_retry_at"])
+        receipt_emails_after_commit(statement)
     else:
         note += f"; the statement is {statement.status} and stays so: refund or apply the payment by hand"
     StatementAudit.objects.create(statement=statement, actor=actor, action="payment_succeeded", note=note)

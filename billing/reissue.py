@@ -15,6 +15,7 @@ from . import statement as engine
 from .close import _lock, _store
 from .drafts import statement_drafts
 from .errors import CloseRefused
+from .invoices import credit_note_issue
 from .models import BalanceAdjustment, Statement, StatementAudit
 from .selectors import LIVE, Prior
 
@@ -49,7 +50,9 @@ def statement_void_and_reissue(statement: Statement, *, actor: str, reason: str,
     statement.status = Statement.Status.VOID
     statement.voided_at = now
     statement.save(update_fields=["status", "voided_at"])
-    StatementAudit.objects.create(statement=statement, actor=actor, action="voided", note=reason)
+    credit_note = credit_note_issue(statement, now=now)
+    note = reason if credit_note is None else f"{reason} (credit note {credit_note.number} cancels invoice {credit_note.cancels.number})"
+    StatementAudit.objects.create(statement=statement, actor=actor, action="voided", note=note)
     workspace = statement.workspace
     applied = list(statement.adjustments_applied.all())
     draft = statement_drafts(

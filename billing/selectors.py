@@ -17,7 +17,7 @@ from usage.validation import MAX_FUTURE
 from workspaces.models import Workspace
 
 from . import statement as engine
-from .models import BalanceAdjustment, Discount, Plan, PlanAssignment, Statement
+from .models import BalanceAdjustment, BillingProfile, Discount, Plan, PlanAssignment, Statement, TaxRate
 
 # --- Inputs of a statement ---------------------------------------------------------------------
 # Which plan prices a month: the plan in force at the period's last instant prices the whole month
@@ -97,6 +97,21 @@ def coupons_by_workspace(workspace_ids: list[int], period: date) -> dict[int, li
         if discount_applies(d, period):
             coupons[d.workspace_id].append(engine.Coupon(d.name, d.kind, d.value, frozenset(d.features or ())))
     return coupons
+
+
+def taxes_by_workspace(workspace_ids: list[int]) -> dict[int, engine.Tax]:
+    """The tax each workspace is charged: its own rate, else its billing profile's country's, else
+    none (engine.NO_TAX). Three queries however many workspaces."""
+    own = {rate.workspace_id: rate for rate in TaxRate.objects.filter(workspace_id__in=workspace_ids)}
+    countries = dict(
+        BillingProfile.objects.filter(workspace_id__in=workspace_ids).exclude(country="").values_list("workspace_id", "country")
+    )
+    by_country = {rate.country: rate for rate in TaxRate.objects.filter(country__in=set(countries.values()))} if countries else {}
+    taxes = {}
+    for workspace_id in workspace_ids:
+        rate = own.get(workspace_id) or by_country.get(countries.get(workspace_id, ""))
+        taxes[workspace_id] = engine.NO_TAX if rate is None else engine.Tax(rate.name, rate.percent)
+    return taxes
 
 
 def _group(row: dict, late_for: date | None) -> engine.UsageGroup:

@@ -12,8 +12,12 @@ The order is the money flow of docs/money-flow.md, each step a visible line:
    before the free tier), when positive;
 7. fixed fees (reserved capacity), less the usage the fee includes (never more than the usage
    left after the free tier);
-8. the balance carried from earlier months (a total below Stripe's minimum charge);
-9. adjustments from corrected statements: when staff reissue a statement whose carried balance a
+8. tax: the workspace's rate (staff set it per workspace or per country; none is 0) on the month's
+   own charges, i.e. the running total after steps 1-7, every discount and credit included,
+   rounded half-up to whole cents, as its own line. The carried balance and the corrections below
+   were taxed on the statements they come from, so they come after it and are not taxed again;
+9. the balance carried from earlier months (a total below Stripe's minimum charge);
+10. adjustments from corrected statements: when staff reissue a statement whose carried balance a
    later statement had already billed, the difference is owed (or credited) here, once. A credit
    never takes the total below zero; what it cannot take is returned as `unapplied_credit`, to
    be applied on the next statement.
@@ -28,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from core.money import MONEY, ZERO, cents, money, percent_of
+from core.money import CENT, MONEY, ZERO, cents, money, percent_of
 
 MINIMUM_CHARGE = Decimal("0.50")  # Stripe's minimum for USD; below it the total is carried
 
@@ -98,6 +102,15 @@ class Coupon:
 
 
 @dataclass(frozen=True)
+class Tax:
+    name: str  # as on the invoice, e.g. "VAT"
+    percent: Decimal
+
+
+NO_TAX = Tax("Tax", Decimal(0))
+
+
+@dataclass(frozen=True)
 class Adjustment:
     description: str
     amount: Decimal  # positive: owed; negative: a credit
@@ -119,6 +132,8 @@ class Built:
     amount_due_cents: int  # what is charged; 0 when carried
     carried_forward: Decimal  # a total below the minimum, owed next month
     unapplied_credit: Decimal = ZERO  # adjustment credit left over for a later statement (≥ 0)
+    tax: Decimal = ZERO  # the tax line's amount (whole cents)
+    tax_rate: Tax = NO_TAX
 
 
 def _describe(group: UsageGroup) -> str:
@@ -210,6 +225,7 @@ def build(
     coupons: Sequence[Coupon] = (),
     carried_balance: Decimal = ZERO,
     adjustments: Sequence[Adjustment] = (),
+    tax: Tax = NO_TAX,
 ) -> Built:
     """The statement of a month, the steps of the money flow in order (the module docstring)."""
     statement = _Statement()
@@ -220,9 +236,10 @@ def build(
     _free_tier(statement, plan)  # 5
     _commitment_shortfall(statement, plan)  # 6
     _fixed_fees(statement, plan)  # 7
-    _carried_balance(statement, carried_balance)  # 8
-    unapplied = _adjustments(statement, adjustments)  # 9
-    return _amount_due(statement, unapplied)
+    taxed = _tax(statement, tax)  # 8
+    _carried_balance(statement, carried_balance)  # 9
+    unapplied = _adjustments(statement, adjustments)  # 10
+    return _amount_due(statement, unapplied, taxed, tax)
 
 
 def _usage(statement: _Statement, usage: Sequence[UsageGroup], plan: PlanTerms) -> None:
@@ -293,6 +310,16 @@ def _fixed_fees(statement: _Statement, plan: PlanTerms) -> None:
             statement.charge("fixed_fee", "Usage included with reserved capacity", -included)
 
 
+def _tax(statement: _Statement, tax: Tax) -> Decimal:
+    """The month's own charges so far, taxed at the rate, in whole cents (half up)."""
+    if tax.percent <= 0 or statement.running <= 0:
+        return ZERO
+    amount = money((statement.running * tax.percent / 100).quantize(CENT, rounding=ROUND_HALF_UP))
+    if amount:
+        statement.charge("tax", f"{tax.name} {tax.percent.normalize():f}%", amount, 1, amount)
+    return amount
+
+
 def _carried_balance(statement: _Statement, carried_balance: Decimal) -> None:
     if carried_balance:
         statement.charge("carried_balance", "Balance carried from earlier months", money(carried_balance))
@@ -312,7 +339,7 @@ def _adjustments(statement: _Statement, adjustments: Sequence[Adjustment]) -> De
     return unapplied
 
 
-def _amount_due(statement: _Statement, unapplied: Decimal) -> Built:
+def _amount_due(statement: _Statement, unapplied: Decimal, taxed: Decimal, tax: Tax) -> Built:
     """The total, and what is charged: cents rounded once, or nothing below the minimum charge
     (the total is carried forward)."""
     total = money(sum((line.amount for line in statement.lines), ZERO))
@@ -320,5 +347,5 @@ def _amount_due(statement: _Statement, unapplied: Decimal) -> Built:
         raise ArithmeticError(f"Statement arithmetic broke: lines sum to {total}, running {statement.running}")
     lines = tuple(statement.lines)
     if total < MINIMUM_CHARGE:
-        return Built(lines, total, 0, total, unapplied)
-    return Built(lines, total, cents(total), ZERO, unapplied)
+        return Built(lines, total, 0, total, unapplied, taxed, tax)
+    return Built(lines, total, cents(total), ZERO, unapplied, taxed, tax)

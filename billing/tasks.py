@@ -12,7 +12,7 @@ from django.utils import timezone as dj_timezone
 
 from core.periods import current_period, previous_month
 
-from . import emails, payments
+from . import emails, invoice_emails, payments
 from .errors import CloseRefused
 from .month_end import period_close_and_charge
 from .stripe_api import PaymentsNotConfigured
@@ -74,3 +74,27 @@ def payments_retry_workspace(workspace_id: int) -> dict:
 def payment_failed_email_send(statement_id: int, attempt_id: int, address: str) -> bool:
     """Tell one owner or admin that a statement could not be charged (unless paid since)."""
     return emails.payment_failed_email_send(statement_id, attempt_id, address)
+
+
+# Invoice e-mails: one to one address, enqueued after the invoice (or the payment) is committed
+# (billing.invoices). Retried like the payment-failure e-mails.
+@shared_task(
+    acks_late=True, autoretry_for=(smtplib.SMTPException, OSError), retry_backoff=60, retry_backoff_max=30 * 60, max_retries=6
+)
+def invoice_email_send(invoice_id: int, address: str) -> bool:
+    """"Your statement is ready", with the invoice PDF (unless the statement was voided since)."""
+    return invoice_emails.invoice_email_send(invoice_id, address)
+
+
+@shared_task(
+    acks_late=True, autoretry_for=(smtplib.SMTPException, OSError), retry_backoff=60, retry_backoff_max=30 * 60, max_retries=6
+)
+def receipt_email_send(invoice_id: int, address: str) -> bool:
+    """The receipt of a paid statement, with its invoice marked paid."""
+    return invoice_emails.receipt_email_send(invoice_id, address)
+
+
+# Hourly (config/schedule.py): the statement e-mails of invoices whose enqueueing failed.
+@shared_task(acks_late=True)
+def invoice_emails_sweep() -> int:
+    return invoice_emails.invoice_emails_sweep()

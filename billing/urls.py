@@ -6,4 +6,6 @@ urlpatterns = [
     path("statements", apis.StatementListApi.as_view(), name="statements-list"),
     path("statements/preview", apis.StatementPreviewApi.as_view(), name="statements-preview"),
     path("statements/<int:statement_id>", apis.StatementDetailApi.as_view(), name="statements-detail"),
+    path("statements/<int:statement_id>/invoice.pdf", apis.InvoicePdfApi.as_view(), name="statements-invoice-pdf"),
+    path("statements/<int:statement_id>/credit-note.pdf", apis.CreditNotePdfApi.as_view(), name="statements-credit-note-pdf"),
 ]

@@ -80,4 +80,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(),
         "options": {"expires": 55},
     },
+    # Hourly: the "statement ready" e-mails (invoice attached) of invoices whose e-mails could not
+    # be enqueued when they committed (the broker was down), issued 10 minutes to 7 days ago.
+    # Idempotent: an invoice is marked once its e-mails are enqueued. Stale after an hour.
+    "billing-invoice-emails-sweep": {
+        "task": "billing.tasks.invoice_emails_sweep",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 3600},
+    },
 }

@@ -7,6 +7,7 @@ production default. The README lists every variable.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -284,6 +285,18 @@ SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000" if DEBUG else "").
 if not SITE_URL:
     raise RuntimeError("SITE_URL is not set: outside DEBUG, set it to where people reach Meterboard, e.g. "
                        "https://meterboard.example.com (links in e-mails are built on it).")
+
+# --- Invoices ---------------------------------------------------------------------------------
+# Who issues the invoices (billing.invoices): printed on each one, copied into it when issued.
+INVOICE_SELLER = {
+    "legal_name": os.environ.get("INVOICE_SELLER_NAME", "Meterboard Demo Ltd"),
+    "address": os.environ.get("INVOICE_SELLER_ADDRESS", "1 Example Street\nLondon EC1A 1AA\nUnited Kingdom").replace("\\n", "\n"),
+    "tax_id": os.environ.get("INVOICE_SELLER_TAX_ID", ""),
+    "email": os.environ.get("INVOICE_SELLER_EMAIL", "billing@meterboard.local"),
+}
+INVOICE_NUMBER_PREFIX = os.environ.get("INVOICE_NUMBER_PREFIX", "MB")
+if not re.fullmatch(r"[A-Z0-9]{1,8}", INVOICE_NUMBER_PREFIX):
+    raise RuntimeError("INVOICE_NUMBER_PREFIX must be 1-8 capital letters or digits, e.g. MB.")
 
 # --- Stripe -----------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")

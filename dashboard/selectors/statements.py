@@ -40,7 +40,7 @@ def statement_of(workspace: Workspace, statement_id: int) -> Statement | None:
     return (
         Statement.objects.filter(workspace=workspace, pk=statement_id)
         .select_related("plan", "reissue_of")
-        .prefetch_related("lines", "payment_attempts", "audit", "reissues")
+        .prefetch_related("lines", "payment_attempts", "audit", "reissues", "invoices")
         .first()
     )
 

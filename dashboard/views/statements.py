@@ -10,7 +10,9 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.models import Statement
+from billing.invoice_pdf import invoice_pdf, pdf_filename
+from billing.invoices import credit_note_of, invoice_of
+from billing.models import Invoice, Statement
 from billing.payment_report import State as ChargeState
 from billing.payments import statement_charge
 from billing.stripe_api import PaymentsNotConfigured
@@ -68,6 +70,8 @@ def statement_detail(request, statement_id: int):
             "summary": selectors.lines_summary(statement.lines.all()),
             "can_retry": _can_retry(request, statement),
             "failure": selectors.last_attempt_error(statement),
+            "invoice": invoice_of(statement),
+            "credit_note": credit_note_of(statement),
         },
     )
 
@@ -95,6 +99,30 @@ def statement_csv(request, statement_id: int):
     name = f"meterboard-{request.access.workspace.slug}-statement-{statement.period:%Y-%m}-{statement.pk}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def _document(request, statement_id: int, kind: str) -> HttpResponse:
+    statement = _statement(request, statement_id)
+    invoice = statement.invoices.filter(kind=kind).select_related("cancels").first()
+    if invoice is None:
+        raise Http404("This statement has no such document.")
+    response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
+    return response
+
+
+@require_GET
+@replica_reads
+@workspace_page()
+def statement_invoice_pdf(request, statement_id: int):
+    return _document(request, statement_id, Invoice.Kind.INVOICE)
+
+
+@require_GET
+@replica_reads
+@workspace_page()
+def statement_credit_note_pdf(request, statement_id: int):
+    return _document(request, statement_id, Invoice.Kind.CREDIT_NOTE)
 
 
 @require_POST

@@ -129,6 +129,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.versions = [(datetime(2020, 1, 1, tzinfo=UTC), 1, Decimal("0.004"), Decimal("0.030"))]
         self.plans: list[list[tuple[datetime, MPlan]]] = [[], []]
         self.live: list[dict[date, datetime]] = [{}, {}]  # month → cutoff, per workspace
+        self.tax: list[list[tuple[datetime, Decimal]]] = [[(START, Decimal(0))], [(START, Decimal(0))]]  # (from, percent)
         self.ids = itertools.count()
         self.archived: set[date] = set()
         self.archive_dir = tempfile.mkdtemp(prefix="mb-money-archive-")
@@ -488,6 +489,15 @@ class MoneyMachine(RuleBasedStateMachine):
             duration_months=2 if duration == "repeating" else None, features=features, starts_on=month,
             ends_on=None if ends is None else month + timedelta(days=14 + 31 * ends))
 
+    @rule(n=st.integers(0, 1), percent=st.sampled_from([None, Decimal(0), Decimal("7.5"), Decimal(20)]))
+    def set_tax(self, n, percent):
+        from billing.models import TaxRate
+
+        TaxRate.objects.filter(workspace=self.ws[n]).delete()
+        if percent is not None:
+            TaxRate.objects.create(workspace=self.ws[n], name="VAT", percent=percent)
+        self.tax[n].append((self.now, percent or Decimal(0)))
+
     @rule(n=st.integers(0, 1))
     def remove_a_coupon(self, n):
         from billing.models import Discount
@@ -621,6 +631,41 @@ class MoneyMachine(RuleBasedStateMachine):
             owed = sum((a.amount for a in BalanceAdjustment.objects.filter(workspace=self.ws[n], applied_to=None)),
                        Decimal(0))
             assert own == charged + live[-1].carried_forward + owed, (own, charged, live[-1].carried_forward, owed)
+
+
+    @invariant()
+    def invoices_numbered_without_gaps_and_taxed_at_the_rate(self):  # E7
+        from billing.models import Invoice, Statement
+
+        if not hasattr(self, "ws"):
+            return
+        for (kind, year), numbers in _series(Invoice.objects.values_list("kind", "year", "sequence")).items():
+            assert numbers == list(range(1, len(numbers) + 1)), (kind, year, numbers)
+        for n in range(2):
+            for statement in Statement.objects.filter(workspace=self.ws[n]).prefetch_related("lines", "invoices"):
+                kinds = sorted(i.kind for i in statement.invoices.all())
+                assert kinds == (["credit_note", "invoice"] if statement.status == "void" else ["invoice"]), (statement, kinds)
+                # The rate in force when it was finalized; a change at that very instant may have come
+                # just before or just after the close.
+                at = statement.finalized_at
+                rates = {[p for since, p in self.tax[n] if since < at][-1]} | {p for since, p in self.tax[n] if since == at}
+                lines = list(statement.lines.all())
+                taxed = [x for x in lines if x.kind == "tax"]
+                end = lines.index(taxed[0]) if taxed else len(lines)
+                own = sum((x.amount for x in lines[:end] if x.kind not in ("carried_balance", "adjustment")), Decimal(0))
+                assert not any(x.kind in ("carried_balance", "adjustment") for x in lines[:end]) or not taxed
+                options = {(own * rate / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) for rate in rates}
+                assert statement.tax in options and (taxed[0].amount if taxed else Decimal(0)) == statement.tax, (
+                    statement, own, rates, statement.tax)
+                if taxed:
+                    assert statement.tax_percent in rates
+
+
+def _series(rows) -> dict[tuple[str, int], list[int]]:
+    series: dict[tuple[str, int], list[int]] = {}
+    for kind, year, sequence in rows:
+        series.setdefault((kind, year), []).append(sequence)
+    return {key: sorted(numbers) for key, numbers in series.items()}
 
 
 MoneyMachine.TestCase.settings = settings(

@@ -198,6 +198,7 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
     member(workspace, "admin@acme.test", Membership.Role.ADMIN)
     member(workspace, "viewer@acme.test", Membership.Role.VIEWER)
     cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
+    mail.outbox.clear()  # the statement's "ready" e-mail (tests/billing/test_invoices.py)
     with django_capture_on_commit_callbacks(execute=True):
         report = payments.statements_charge_due(OCT, now=CLOSED)
     assert report.as_dict() == {"paid": 0, "declined": 1}
@@ -240,7 +241,10 @@ def test_a_declined_card_fails_mails_owners_and_admins_and_a_new_card_pays(
     assert paid["amount"] == 488 and paid["metadata"]["attempt"] == "2"
     assert paid["payment_method"] == response.json()["payment_method"]
     assert list(PaymentAttempt.objects.values_list("number", "status")) == [(1, "failed"), (2, "succeeded")]
-    assert len(mail.outbox) == 2
+    # No second failure e-mail; a receipt to each owner and admin.
+    receipts = sorted(m.to[0] for m in mail.outbox[2:])
+    assert len(mail.outbox) == 4 and receipts == ["admin@acme.test", "owner@acme.test"]
+    assert all(m.subject.startswith("Receipt: $4.88 paid for invoice MB-") for m in mail.outbox[2:])
 
 
 def test_retries_follow_the_schedule_and_then_stop(

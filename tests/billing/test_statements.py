@@ -266,7 +266,12 @@ def test_void_and_reissue_keeps_both_with_an_audit_trail(october):
     assert replacement.reissue_of == original
     assert replacement.total == original.total - 1
     assert [a.action for a in original.audit.all()] == ["finalized", "voided"]
-    assert original.audit.get(action="voided").note == "goodwill credit"
+    credit_note = original.invoices.get(kind="credit_note")
+    assert credit_note.cancels == original.invoices.get(kind="invoice")
+    assert original.audit.get(action="voided").note == (
+        f"goodwill credit (credit note {credit_note.number} cancels invoice {credit_note.cancels.number})"
+    )
+    assert replacement.invoices.get(kind="invoice").number != credit_note.cancels.number
     assert replacement.audit.filter(action="reissued").exists()
     assert lines(replacement)[:5] == lines(original)[:5]  # the same usage, up to the same cutoff
 

@@ -9,16 +9,16 @@ from usage.models import UsageEvent
 from .models import (
     BalanceAdjustment,
     BillingProfile,
-    Invoice,
-    TaxRate,
     CloseRun,
     Discount,
+    Invoice,
     Plan,
     PlanAssignment,
     PlanRate,
     Statement,
     StatementAudit,
     StatementLine,
+    TaxRate,
     VolumeTier,
 )
 

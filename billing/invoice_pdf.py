@@ -13,7 +13,9 @@ import io
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 
+import pycountry
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
@@ -22,9 +24,6 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-from xml.sax.saxutils import escape
-
-import pycountry
 
 from core.money import ZERO, usd_cents, usd_precise
 

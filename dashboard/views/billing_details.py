@@ -3,12 +3,11 @@ billing profile), and the tax that applies. Members read it; owners and admins c
 
 from __future__ import annotations
 
+import pycountry
 from django.contrib import messages
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError
-
-import pycountry
 
 from billing.invoice_pdf import country_name
 from billing.profiles import FIELDS, billing_profile_of, billing_profile_update

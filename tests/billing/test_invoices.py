@@ -327,7 +327,7 @@ def test_emails_lost_with_the_broker_are_sent_by_the_sweep(workspace, api_key, p
     assert invoice_emails_sweep(now=later) == 0  # once
 
 
-def test_a_reissue_issues_a_credit_note_and_mails_both(api, 
+def test_a_reissue_issues_a_credit_note_and_mails_both(api,
     workspace, api_key, profiled, django_capture_on_commit_callbacks, celery_eager
 ):
     october(workspace, api_key)

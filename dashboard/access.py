@@ -21,6 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from core import logcontext
 from workspaces.access import (
     MANAGE,
     OWNER,
@@ -111,10 +112,12 @@ def workspace_page(needs: str = READ):
         def wrapper(request, *args, **kwargs):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), reverse("login"))
+            logcontext.bind(user=request.user.pk)  # the id, never the e-mail address
             try:
                 request.access = _choose(request, needs)
             except (InvalidSlug, NotAMember, NoWorkspace, RoleRefused) as exc:
                 return _refused(request, exc)
+            logcontext.bind(workspace=request.access.workspace.slug)
             with timezone.override(_zone(request.access)):
                 return view(request, *args, **kwargs)
 

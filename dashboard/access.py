@@ -77,8 +77,10 @@ def _choose(request, needs: str) -> PageAccess:
         )
     except RoleRefused as exc:
         _remember(request, exc.choice)  # chosen, even if this page is not for this role
+        logcontext.bind(workspace=exc.choice.workspace.slug)
         raise
     _remember(request, choice)
+    logcontext.bind(workspace=choice.workspace.slug)
     return PageAccess(choice.workspace, choice.role, choice.memberships)
 
 
@@ -117,7 +119,6 @@ def workspace_page(needs: str = READ):
                 request.access = _choose(request, needs)
             except (InvalidSlug, NotAMember, NoWorkspace, RoleRefused) as exc:
                 return _refused(request, exc)
-            logcontext.bind(workspace=request.access.workspace.slug)
             with timezone.override(_zone(request.access)):
                 return view(request, *args, **kwargs)
 

@@ -18,7 +18,15 @@ from django.utils import timezone
 
 from core import metrics
 from core.errors import ServiceError
-from pricing.rules import FEATURES, Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
+from pricing.rules import (
+    FEATURES,
+    Price,
+    PriceBookHistory,
+    PriceBookSnapshot,
+    PricingError,
+    UsageItem,
+    price_item,
+)
 from pricing.selectors import price_book_history
 from workspaces.models import ApiKey, Workspace
 

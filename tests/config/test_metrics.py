@@ -25,6 +25,7 @@ from billing.models import Statement
 from budgets.models import AlertDelivery
 from config.wsgi import Application
 from core.periods import current_period, previous_month
+
 # The local webhook receiver, and the budgets' counters emptied before each test (autouse).
 from tests.budgets.conftest import _fresh_counters, receiver  # noqa: F401
 from tests.conftest import client_with, event, ingest, wsgi_call

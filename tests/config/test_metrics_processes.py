@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

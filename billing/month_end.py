@@ -4,12 +4,14 @@ the staff page lists every run; staff are e-mailed when the scheduled one fails 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.utils import timezone
 
+from core import metrics
 from workspaces.models import Workspace
 
 from .close import CloseReport, period_close
@@ -42,13 +44,23 @@ def period_close_and_charge(
     e-mailed about a final failure (not when a person ran it and sees the error)."""
     now = now or timezone.now()
     run = close_run_started(period, now=now) if only is None else None
+    started = time.monotonic()
+    metrics.close_progress(0, 0)
+
+    def progress_reported(done: int, total: int) -> None:
+        metrics.close_progress(done, total)
+        if progress is not None:
+            progress(done, total)
+
     try:
-        closed = period_close(period, only=only, now=now, progress=progress)
+        closed = period_close(period, only=only, now=now, progress=progress_reported)
         charged = statements_charge_due(period, only=only, now=now) if charge else None
     except Exception as exc:
+        metrics.CLOSE_SECONDS.labels("failed").observe(time.monotonic() - started)
         if run is not None:
             close_run_failed(run, exc, final=failure_is_final(exc), notify=notify)
         raise
+    metrics.CLOSE_SECONDS.labels("succeeded").observe(time.monotonic() - started)
     if run is not None:
         close_run_succeeded(run, months=closed.months, created=closed.created)
     return MonthEnd(closed, charged)

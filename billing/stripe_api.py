@@ -10,7 +10,9 @@ know the `stripe` library.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import stripe
@@ -18,6 +20,7 @@ import urllib3
 from django.conf import settings
 
 from core.errors import ServiceError
+from core.metrics import STRIPE_CALLS
 
 # Seconds to open a connection to Stripe; the wait for its answer is STRIPE_TIMEOUT_SECONDS.
 CONNECT_TIMEOUT = 10.0
@@ -44,13 +47,51 @@ def stripe_timeout() -> float:
     return min(max(float(getattr(settings, "STRIPE_TIMEOUT_SECONDS", 30)), 1.0), 80.0)
 
 
+# An object id in a path (cus_…, pi_…, pm_…, seti_…: a digit or a capital after the prefix, which
+# no resource name has): left out of the operation's name.
+_OBJECT_ID = re.compile(r"^[a-z]+_[A-Za-z0-9]*[A-Z0-9][A-Za-z0-9]*$")
+_VERBS = {("GET", False): "list", ("GET", True): "retrieve", ("POST", False): "create", ("POST", True): "update",
+          ("DELETE", True): "delete"}  # fmt: skip
+
+
+def stripe_operation(method: str, url: str) -> str:
+    """A request's operation, as the metrics name it: `POST /v1/payment_intents` is
+    payment_intents.create, `GET /v1/customers/cus_1` customers.retrieve, `POST
+    /v1/payment_intents/pi_1/confirm` payment_intents.confirm, `GET /v1/payment_intents/search`
+    payment_intents.search."""
+    parts = [part for part in urlsplit(url).path.split("/") if part][1:]  # without the version
+    has_id = any(_OBJECT_ID.match(part) for part in parts)
+    words = [part for part in parts if not _OBJECT_ID.match(part)]
+    if not words:
+        return "other"
+    if len(words) > 1:
+        return ".".join(words)
+    return f"{words[0]}.{_VERBS.get((method.upper(), has_id), method.lower())}"
+
+
+class CountingRequestsClient(stripe.RequestsClient):
+    """The stripe library's HTTP client, counting each request it makes (a retry is a request) by
+    operation and outcome (meterboard_stripe_calls_total)."""
+
+    def request(self, method, url, headers, post_data=None):
+        operation = stripe_operation(method, url)
+        try:
+            content, status, answer_headers = super().request(method, url, headers, post_data)
+        except Exception:
+            STRIPE_CALLS.labels(operation, "unreachable").inc()
+            raise
+        outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        STRIPE_CALLS.labels(operation, outcome).inc()
+        return content, status, answer_headers
+
+
 @functools.lru_cache(maxsize=4)
 def _client(api_key: str, api_base: str, timeout: float) -> stripe.StripeClient:
     # Retried requests reuse the idempotency key, so a retry never makes a second object. Charges
     # are not retried by the library (max_network_retries=0 on them): see billing.payment_intents.payment_intent_create.
     return stripe.StripeClient(
         api_key=api_key, base_addresses={"api": api_base}, max_network_retries=2,
-        http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, timeout)),
+        http_client=CountingRequestsClient(timeout=(CONNECT_TIMEOUT, timeout)),
     )  # fmt: skip
 
 

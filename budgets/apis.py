@@ -18,6 +18,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.metrics import ALLOWANCE_ANSWERS
 from usage.serializers import DetailErrorSerializer
 from workspaces.access import WorkspaceAccess
 from workspaces.authentication import ApiKeyAuthentication
@@ -188,4 +189,6 @@ class AllowanceApi(APIView):
 
     @extend_schema(operation_id="allowance", summary="May this key still spend this month? (hard limits)", responses={200: serializers.AllowanceSerializer})
     def get(self, request):
-        return Response(serializers.AllowanceSerializer(allowance_for(request.auth)).data)
+        allowance = allowance_for(request.auth)
+        ALLOWANCE_ANSWERS.labels("allowed" if allowance.allowed else "denied", allowance.why).inc()
+        return Response(serializers.AllowanceSerializer(allowance).data)

@@ -39,6 +39,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core import metrics
 from core.jobs import enqueue
 from core.money import CURRENCY, decimal_text
 from workspaces.contacts import dashboard_url
@@ -199,6 +200,7 @@ def _claim(delivery_id: int, now: datetime, time_limit: float | None):
             due.update(status=AlertDelivery.Status.FAILED, next_attempt_at=None, claimed_until=None, requeue_at=None,
                        last_error="The worker stopped during the last attempt.")  # fmt: skip
             logger.warning("budgets: gave up delivery %s, its last attempt was abandoned", delivery_id)
+            metrics.ALERT_DELIVERIES_FAILED.labels(row["channel"]).inc()
             return None
         if row["channel"] == AlertDelivery.Channel.WEBHOOK:
             workspace_id = row["alert__workspace_id"]
@@ -307,7 +309,16 @@ def delivery_attempt(delivery_id: int, *, now: datetime | None = None, time_limi
         )
     if status == AlertDelivery.Status.FAILED:
         logger.warning("budgets: gave up delivering alert %s to %s: %s", delivery.alert_id, delivery.target, result.error)
+    _count(delivery.channel, result.outcome, status)
     return DeliveryResult(status, retry_at, give_up_at)
+
+
+def _count(channel: str, outcome: str, status: str) -> None:
+    metrics.ALERT_DELIVERY_ATTEMPTS.labels(channel, outcome).inc()
+    if status == AlertDelivery.Status.DELIVERED:
+        metrics.ALERTS_SENT.labels(channel).inc()
+    elif status in (AlertDelivery.Status.FAILED, AlertDelivery.Status.CANCELLED):
+        metrics.ALERT_DELIVERIES_FAILED.labels(channel).inc()
 
 
 def email_delivery_send(delivery_id: int, *, time_limit: float | None = None) -> str:

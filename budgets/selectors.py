@@ -146,6 +146,14 @@ class Allowance:
     budget: Decimal | None  # USD, the binding hard-limit budget
     remaining: Decimal | None  # USD, never negative
     reason: str | None
+    binding: str | None = None  # whose hard limit binds: "workspace", "api_key", or None (no hard limit)
+
+    @property
+    def why(self) -> str:
+        """The answer in one word, for the metrics: no_hard_limit, within_budget, or whose budget is reached."""
+        if self.binding is None:
+            return "no_hard_limit"
+        return "within_budget" if self.allowed else f"{self.binding}_budget_reached"
 
 
 def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
@@ -184,6 +192,7 @@ def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
         budget=from_micros(amount),
         remaining=from_micros(max(left, 0)),
         reason=reason,
+        binding="api_key" if key_id else "workspace",
     )
 
 

@@ -379,6 +379,24 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "stripe": {"level": "WARNING"}},
 }
 
+# --- Metrics and error reporting (issue 14; README "Metrics and error reports") -----------------
+# GET /metrics (config.metrics) answers a request carrying `Authorization: Bearer <METRICS_TOKEN>`
+# (when set), or one from an address in METRICS_ALLOWED_IPS (CIDRs; "" lets only the token in).
+# PROMETHEUS_MULTIPROC_DIR, read from the environment by prometheus_client itself, makes every
+# process of the machine write its metrics there for one scrape to add up (core.metrics).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1/32,::1/128")
+# Errors go to Sentry when SENTRY_DSN is set (config.sentry), with secrets cut as in the JSON logs.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = os.environ.get("SENTRY_ENVIRONMENT", "development" if DEBUG else "production")
+SENTRY_RELEASE = os.environ.get("SENTRY_RELEASE", "")
+SENTRY_TRACES_SAMPLE_RATE = float(os.environ.get("SENTRY_TRACES_SAMPLE_RATE", "0"))
+if SENTRY_DSN:
+    from config.sentry import sentry_init
+
+    sentry_init(SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=SENTRY_RELEASE or None,
+                traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)  # fmt: skip
+
 # --- Throttles (workspaces.throttling; README "Security") ---------------------------------------
 API_RATE_PER_KEY = os.environ.get("API_RATE_PER_KEY", "60000/min")
 API_RATE_ANONYMOUS = os.environ.get("API_RATE_ANONYMOUS", "120/min")
@@ -400,7 +418,7 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 X_FRAME_OPTIONS = "DENY"
 MIDDLEWARE.insert(1, "config.security.ContentSecurityPolicyMiddleware")
 if not DEBUG:

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from billing.webhooks import stripe_webhook
 from config.health import healthz, readyz
+from config.metrics import metrics_view
 from dashboard.forms import EmailAuthenticationForm, InviteAwarePasswordResetForm
 from dashboard.views import favicon
 from workspaces.auth_views import ThrottledLoginView, ThrottledPasswordResetView
@@ -12,6 +13,7 @@ from workspaces.auth_views import ThrottledLoginView, ThrottledPasswordResetView
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus: METRICS_TOKEN or METRICS_ALLOWED_IPS
     path("admin/", admin.site.urls),
     # Browsers ask for /favicon.ico on pages that name none (the admin, the API docs).
     path("favicon.ico", favicon),

@@ -7,7 +7,7 @@ check and Content-Length that CommonMiddleware would do. Sessions, CSRF, message
 static files and CommonMiddleware's slash redirect (an extra URL resolution per request) mean
 nothing to a call that authenticates with a key, and cost it 12 % of its instructions (issue 12).
 Both views authenticate only with keys: a Bearer header is answered by the key or with a 401,
-never by a session. The health endpoints (config.health) take it too. Everything else, the same
+never by a session. The health endpoints (config.health) and /metrics (config.metrics) take it too. Everything else, the same
 paths without a Bearer header included, takes the full chain (settings.MIDDLEWARE).
 """
 
@@ -19,7 +19,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 MACHINE_PATHS = frozenset({"/api/v1/events", "/api/v1/allowance"})
-HEALTH_PATHS = frozenset({"/healthz", "/readyz"})  # config.health: no session, no key
+# config.health and config.metrics: no session (the metrics take their own token or address).
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MACHINE_MIDDLEWARE = (
     "core.logcontext.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",

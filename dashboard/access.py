@@ -21,6 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from core import logcontext
 from workspaces.access import (
     MANAGE,
     OWNER,
@@ -76,8 +77,10 @@ def _choose(request, needs: str) -> PageAccess:
         )
     except RoleRefused as exc:
         _remember(request, exc.choice)  # chosen, even if this page is not for this role
+        logcontext.bind(workspace=exc.choice.workspace.slug)
         raise
     _remember(request, choice)
+    logcontext.bind(workspace=choice.workspace.slug)
     return PageAccess(choice.workspace, choice.role, choice.memberships)
 
 
@@ -111,6 +114,7 @@ def workspace_page(needs: str = READ):
         def wrapper(request, *args, **kwargs):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), reverse("login"))
+            logcontext.bind(user=request.user.pk)  # the id, never the e-mail address
             try:
                 request.access = _choose(request, needs)
             except (InvalidSlug, NotAMember, NoWorkspace, RoleRefused) as exc:

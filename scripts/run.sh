@@ -37,6 +37,11 @@ if "$PY" -c "import socket, sys; socket.create_connection((sys.argv[1], int(sys.
 fi
 
 mkdir -p "$LOG_DIR"
+# The web server's and the Celery workers' metrics (/metrics) are added up from files here
+# (core.metrics), emptied before any process of this run writes to it.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${MB_VAR_DIR:-var}/prometheus}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
 if [[ -n "${DATABASE_URL:-}" ]]; then
   echo "==> Database: ${DATABASE_URL%%:*}, from DATABASE_URL"
 else
@@ -124,6 +129,7 @@ cat <<EOF
     Demo login:   demo@meterboard.local / $DEMO_PASSWORD
     Staff login:  staff@meterboard.local / $DEMO_PASSWORD  (Django admin: ${URL}admin/)
     API docs:     ${URL}api/docs/
+    Metrics:      ${URL}metrics  (Prometheus; from this machine)
     Logs:         $LOG_DIR/worker.log, $LOG_DIR/webhooks-worker.log, $LOG_DIR/beat.log (the web server logs below)
   Ctrl-C stops everything.
 

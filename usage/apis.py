@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api import PayloadTooLarge, exception_handler
+from core.metrics import INGEST_SECONDS
 from core.replicas import PIN_COOKIE, reading_from_replica
 from workspaces.access import WorkspaceAccess
 from workspaces.authentication import ApiKeyAuthentication
@@ -93,13 +95,18 @@ class EventIngestApi(APIView):
     @classmethod
     def as_view(cls, **initkwargs):
         """The DRF view behind a fast path for the common call (`fast_ingest`); the wrapper keeps
-        the view's attributes (`cls` for the OpenAPI schema, `csrf_exempt`)."""
+        the view's attributes (`cls` for the OpenAPI schema, `csrf_exempt`) and times every answer,
+        either view's (meterboard_ingest_request_duration_seconds)."""
         drf_view = super().as_view(**initkwargs)
 
         @functools.wraps(drf_view)
         def view(request, *args, **kwargs):
-            response = fast_ingest(request)
-            return drf_view(request, *args, **kwargs) if response is None else response
+            started = time.perf_counter()
+            try:
+                response = fast_ingest(request)
+                return drf_view(request, *args, **kwargs) if response is None else response
+            finally:
+                INGEST_SECONDS.observe(time.perf_counter() - started)
 
         view.drf_view = drf_view
         return view

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -15,8 +16,17 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from core import metrics
 from core.errors import ServiceError
-from pricing.rules import Price, PriceBookHistory, PriceBookSnapshot, PricingError, UsageItem, price_item
+from pricing.rules import (
+    FEATURES,
+    Price,
+    PriceBookHistory,
+    PriceBookSnapshot,
+    PricingError,
+    UsageItem,
+    price_item,
+)
 from pricing.selectors import price_book_history
 from workspaces.models import ApiKey, Workspace
 
@@ -100,6 +110,7 @@ def events_ingest(
     results: list[EventResult | None] = [None] * len(raw_events)
     first_by_id: dict[str, Priced] = {}
     batch_repeats: list[Priced] = []
+    features: list[str] = [metrics.UNKNOWN_FEATURE] * len(raw_events)  # for the metrics, by index
     for index, raw in enumerate(raw_events):
         event, errors = parse_event(raw, now=now)
         book = price = None
@@ -113,7 +124,10 @@ def events_ingest(
         if event is None or book is None or price is None:
             event_id = echoable_event_id(raw.get("event_id")) if isinstance(raw, dict) else None
             results[index] = EventResult(index, event_id, REJECTED, errors=errors)
+            if isinstance(raw, dict) and raw.get("feature") in FEATURES:
+                features[index] = raw["feature"]
             continue
+        features[index] = event.item.feature
         priced = Priced(index, event, price, book.id, event.content_hash)
         if event.event_id in first_by_id:
             batch_repeats.append(priced)
@@ -131,7 +145,9 @@ def events_ingest(
                 spend.add(priced.event.occurred_at, priced.price.amount)
     for priced in batch_repeats:
         results[priced.index] = _outcome(priced, stored, first_in_batch=False)
-    return IngestResult(results=[result for result in results if result is not None])
+    done = [result for result in results if result is not None]
+    metrics.events_count(Counter(zip(features, (result.status for result in done), strict=True)))
+    return IngestResult(results=done)
 
 
 def _outcome(

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from rest_framework import exceptions, permissions
 
+from core import logcontext
+
 from .models import ApiKey, Membership, Scope, Workspace
 
 READ_SCOPES = {Scope.USAGE_READ}
@@ -194,7 +196,9 @@ class WorkspaceAccess(permissions.BasePermission):
         user = request.user
         if not user or not user.is_authenticated:
             return False
+        logcontext.bind(user=user.pk)  # the id, never the e-mail address
         view.workspace = self._session_workspace(request, user, reads_only=set(scopes) <= READ_SCOPES)
+        logcontext.bind(workspace=view.workspace.slug)
         return True
 
     def _session_workspace(self, request, user, *, reads_only: bool) -> Workspace:

@@ -98,3 +98,41 @@ def test_log_format_json_makes_every_line_json_in_a_real_process():
     assert done.returncode == 0, done.stderr
     [line] = [json.loads(text) for text in done.stderr.splitlines() if text.startswith("{")]
     assert (line["level"], line["logger"], line["message"]) == ("WARNING", "mb.check", "hello world")
+
+
+def signed_in(workspace, email: str, role: str) -> tuple[Client, object]:
+    from django.contrib.auth import get_user_model
+
+    from workspaces.models import Membership
+
+    person = get_user_model().objects.create(username=email, email=email)
+    Membership.objects.create(workspace=workspace, user=person, role=role)
+    browser = Client(HTTP_HOST="127.0.0.1")
+    browser.force_login(person)
+    return browser, person
+
+
+def test_a_dashboard_request_logs_the_workspace_viewed_and_the_user_id_never_the_email(workspace, other_workspace, json_lines):
+    from workspaces.models import Membership
+
+    browser, person = signed_in(workspace, "viewer@acme.test", Membership.Role.VIEWER)
+    Membership.objects.create(workspace=other_workspace, user=person, role=Membership.Role.VIEWER)
+    # A viewer may not create a budget: the page answers 403, which Django logs.
+    answer = browser.post(f"/budgets/new/?workspace={other_workspace.slug}", {"amount": "10"})
+    assert answer.status_code == 403
+    [line] = [line for line in json_lines() if line["logger"] == "django.request"]
+    assert line["message"].startswith("Forbidden")
+    assert (line["workspace"], line["user"]) == (other_workspace.slug, person.pk)
+    assert line["request_id"] == answer["X-Request-ID"]
+    assert "viewer@acme.test" not in json.dumps(json_lines())
+
+
+def test_an_api_call_in_a_session_logs_its_workspace_and_user_id(workspace, json_lines):
+    from workspaces.models import Membership
+
+    browser, person = signed_in(workspace, "owner2@acme.test", Membership.Role.OWNER)
+    answer = browser.post(f"/api/v1/budgets?workspace={workspace.slug}", {"amount": "-1"}, content_type="application/json")
+    assert answer.status_code == 400
+    [line] = [line for line in json_lines() if line["logger"] == "django.request"]
+    assert (line["workspace"], line["user"]) == (workspace.slug, person.pk)
+    assert "owner2@acme.test" not in json.dumps(json_lines())

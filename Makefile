@@ -6,6 +6,7 @@ REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
 VENV_STAMP := .venv/.installed-$(REQ_HASH)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+LOCALSTRIPE_PORT ?= 8420
 
 .PHONY: venv run test soak lint bench migrate screenshots
 
@@ -21,9 +22,11 @@ $(VENV_STAMP): requirements.txt
 venv: $(VENV_STAMP)
 
 # The demo: migrate, load demo data, then serve the app with a Celery worker and beat on the
-# embedded defaults (SQLite under var/, kombu filesystem broker). Ctrl-C stops everything.
+# embedded defaults (SQLite under var/, kombu filesystem broker), and without STRIPE_SECRET_KEY a
+# local Stripe simulator (localstripe on LOCALSTRIPE_PORT) that the demo's payments go to.
+# Ctrl-C stops everything.
 run: venv
-	@HOST=$(HOST) PORT=$(PORT) scripts/run.sh
+	@HOST=$(HOST) PORT=$(PORT) LOCALSTRIPE_PORT=$(LOCALSTRIPE_PORT) scripts/run.sh
 
 # The whole suite, on PostgreSQL + Redis when they answer (required when CI=true), else SQLite.
 # It includes the browser tests (Playwright driving Debian's /usr/bin/chromium; .ci/run installs it).

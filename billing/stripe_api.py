@@ -9,6 +9,7 @@ know the `stripe` library.
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 from typing import Any
@@ -40,6 +41,32 @@ class PaymentsUnavailable(ServiceError):
 
 def payments_configured() -> bool:
     return bool(settings.STRIPE_SECRET_KEY)
+
+
+class StripeMode(enum.StrEnum):
+    """What money a payment moves, for the banner, the payment page's test cards and the demo."""
+
+    OFF = "off"  # no STRIPE_SECRET_KEY: nothing is charged
+    SIMULATOR = "simulator"  # a test key against a Stripe look-alike (localstripe, `make run`)
+    TEST = "test"  # a test key against Stripe itself: Stripe's test mode
+    LIVE = "live"  # a live key (or one that does not say it is a test key): real money
+
+
+def _is_stripe_host(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "stripe.com" or host.endswith(".stripe.com")
+
+
+def stripe_mode() -> StripeMode:
+    """OFF without a key. Only a key that says it is a test key (`sk_test_…`, `rk_test_…`) is
+    ever taken for test mode, so a live key is LIVE whatever STRIPE_API_BASE says (a proxy in front
+    of Stripe, say); a test key against anything but *.stripe.com is the simulator."""
+    key = settings.STRIPE_SECRET_KEY
+    if not key:
+        return StripeMode.OFF
+    if not key.startswith(("sk_test_", "rk_test_")):
+        return StripeMode.LIVE
+    return StripeMode.TEST if _is_stripe_host(settings.STRIPE_API_BASE) else StripeMode.SIMULATOR
 
 
 def stripe_timeout() -> float:

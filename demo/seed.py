@@ -28,6 +28,7 @@ from django.db.models import Max
 from billing.close import period_close
 from billing.errors import CloseRefused
 from billing.models import Statement
+from billing.payment_report import Charge
 from budgets.models import Budget, default_thresholds
 from budgets.services import budget_create
 from core.money import ZERO
@@ -39,6 +40,7 @@ from usage.services import ACCEPTED, CONFLICT, DUPLICATE, MAX_BATCH, REJECTED, e
 from workspaces.models import Workspace
 
 from .accounts import DEMO_KEYS, DemoAccounts
+from .payments import demo_statement_charge
 from .traffic import DEMO_EVENT_PREFIX, demo_arrival, demo_events, growth_anchor
 
 # The beat's "billing-close-previous-month" (config/schedule.py): settings.BILLING_CLOSE_DAY, 02:00 UTC.
@@ -218,13 +220,15 @@ class DemoMonth:
     statement: Any = None  # its live statement; None when there was nothing to bill, or still open
     is_open: bool = False  # its close time is still to come: this month's preview shows it as pending
     refused: str = ""  # why billing refused to close it, if it did
+    charge: Charge | None = None  # what charging it did, when asked to charge
 
 
-def demo_history_close(*, workspace: Workspace, start: date, now: datetime) -> list[DemoMonth]:
+def demo_history_close(*, workspace: Workspace, start: date, now: datetime, charge: bool = False) -> list[DemoMonth]:
     """Close each month of the demo that is over, at the moment the scheduler would have
-    (demo_close_at), oldest first, and for the demo workspace only; without charging (the demo has
-    no card and usually no Stripe). A month whose close time is after `now` is left open, and a
-    month already closed is returned as it is, so this is safe to re-run."""
+    (demo_close_at), oldest first, and for the demo workspace only; with `charge` (the local Stripe
+    simulator: demo.payments), charge each statement then too, as the month-end job does. A month
+    whose close time is after `now` is left open, and a month already closed (or paid) is returned
+    as it is, so this is safe to re-run."""
     months = []
     for period in months_between(month_start(start), previous_month(current_period(now))):
         month = DemoMonth(period, demo_close_at(period))
@@ -240,6 +244,9 @@ def demo_history_close(*, workspace: Workspace, start: date, now: datetime) -> l
                 .exclude(status=Statement.Status.VOID)
                 .first()
             )
+            if charge and month.statement is not None:
+                month.charge = demo_statement_charge(month.statement, at=month.close_at, now=now)
+                month.statement.refresh_from_db()
         months.append(month)
     return months
 

@@ -1,9 +1,10 @@
 """A real localstripe server (a Stripe-compatible API) for the payment tests.
 
 localstripe keeps its data in one fixed file, /tmp/localstripe.pickle, which would make every
-instance on the machine share (and overwrite) one store. Each instance here is started through a
-few lines that point its store at a file of its own (beside its log), so test runs in parallel
-never see each other's data, and `restart()` brings back exactly what this instance held.
+instance on the machine share (and overwrite) one store. Each instance here is started through
+scripts/localstripe_server.py, which points its store at a file of its own (beside its log), so
+test runs in parallel never see each other's data, and `restart()` brings back exactly what this
+instance held.
 """
 
 from __future__ import annotations
@@ -21,35 +22,9 @@ from pathlib import Path
 import requests
 
 SECRET_KEY = "sk_test_123"
-# `localstripe --port N [--from-scratch]`, its store in the file MB_LOCALSTRIPE_STORE names.
-RUN_LOCALSTRIPE = """
-import os, pickle, sys
-from localstripe import resources, server
-
-PATH = os.environ["MB_LOCALSTRIPE_STORE"]
-
-
-def load(store):
-    try:
-        with open(PATH, "rb") as f:
-            saved = pickle.load(f)
-    except FileNotFoundError:
-        return
-    store.clear()
-    store.update(saved)
-
-
-def dump(store):
-    with open(PATH + ".new", "wb") as f:
-        pickle.dump(store, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(PATH + ".new", PATH)
-
-
-resources.Store.try_load_from_disk = load
-resources.Store.dump_to_disk = dump
-sys.argv[0] = "localstripe"
-sys.exit(server.start())
-"""
+# `localstripe --port N [--from-scratch]`, its store in the file MB_LOCALSTRIPE_STORE names (the
+# same launcher `make run` uses).
+RUN_LOCALSTRIPE = Path(__file__).resolve().parent.parent / "scripts" / "localstripe_server.py"
 
 
 def free_port() -> int:
@@ -78,7 +53,7 @@ class LocalStripe:
 
     def _spawn(self, *, from_scratch: bool) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", RUN_LOCALSTRIPE, "--port", str(self.port), *(["--from-scratch"] if from_scratch else [])],
+            [sys.executable, str(RUN_LOCALSTRIPE), "--port", str(self.port), *(["--from-scratch"] if from_scratch else [])],
             stdout=self.log_path.open("a"),
             stderr=subprocess.STDOUT,
             env={**os.environ, "MB_LOCALSTRIPE_STORE": str(self.store_path)},

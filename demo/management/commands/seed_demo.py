@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from datetime import date, datetime
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from billing.models import Statement
+from billing.stripe_api import PaymentsUnavailable
 from demo.accounts import (
     DEFAULT_PASSWORD,
     OWNER_EMAIL,
@@ -16,6 +19,12 @@ from demo.accounts import (
     VIEWER_EMAIL,
     DemoAccounts,
     demo_accounts_ensure,
+)
+from demo.payments import (
+    demo_card_ensure,
+    demo_customer_ensure,
+    demo_payments_enabled,
+    demo_payments_skipped_reason,
 )
 from demo.seed import (
     DemoSeedError,
@@ -57,7 +66,15 @@ class Command(BaseCommand):
         accounts = demo_accounts_ensure(password=password)
         start = demo_start(now, days)
         self._seed_usage(accounts, start, now, scale)
-        self._close_history(accounts.workspace, start, now)
+        charge = demo_payments_enabled()
+        try:
+            if charge:
+                self._prepare_payments(accounts.workspace)
+            self._close_history(accounts.workspace, start, now, charge=charge)
+            if charge:
+                demo_card_ensure(accounts.workspace)
+        except PaymentsUnavailable as exc:
+            raise CommandError(f"The Stripe simulator did not answer: {exc}") from exc
         self._ensure_budget(accounts.workspace)
         self._print_keys(accounts)
         self._print_logins(url, password)
@@ -101,12 +118,28 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self._print_usage(report, time.monotonic() - began)
 
-    def _close_history(self, workspace: Workspace, start: date, now: datetime) -> None:
-        self.stdout.write(
-            "Statements of the months that are over, closed when the scheduler closes them "
-            "(not charged: the demo has no card):"
-        )
-        for month in demo_history_close(workspace=workspace, start=start, now=now):
+    def _prepare_payments(self, workspace: Workspace) -> None:
+        check = demo_customer_ensure(workspace)
+        if check.recreated:
+            self.stdout.write(
+                self.style.WARNING(
+                    "The Stripe simulator no longer knows the demo's customer (its store was deleted): "
+                    f"a new one is made, {check.customer_id}."
+                )
+            )
+
+    def _close_history(self, workspace: Workspace, start: date, now: datetime, *, charge: bool) -> None:
+        if charge:
+            self.stdout.write(
+                "Statements of the months that are over, closed and charged when the scheduler closes "
+                f"them (test mode: the local Stripe simulator at {settings.STRIPE_API_BASE}, no money moves):"
+            )
+        else:
+            self.stdout.write(
+                "Statements of the months that are over, closed when the scheduler closes them "
+                f"(not charged: {demo_payments_skipped_reason()}):"
+            )
+        for month in demo_history_close(workspace=workspace, start=start, now=now, charge=charge):
             closes = f"{month.close_at:%Y-%m-%d %H:%M} UTC"
             if month.is_open:
                 self.stdout.write(f"  {month.period:%Y-%m}  open until its close on {closes}")
@@ -115,11 +148,7 @@ class Command(BaseCommand):
             elif month.statement is None:
                 self.stdout.write(f"  {month.period:%Y-%m}  nothing to bill")
             else:
-                statement = month.statement
-                self.stdout.write(
-                    f"  {month.period:%Y-%m}  ${statement.total:>10,.2f}  "
-                    f"{statement.get_status_display().lower()} on {statement.finalized_at:%Y-%m-%d %H:%M} UTC"
-                )
+                self.stdout.write(f"  {month.period:%Y-%m}  ${month.statement.total:>10,.2f}  {self._status(month.statement)}")
 
     def _ensure_budget(self, workspace: Workspace) -> None:
         budget = demo_budget_ensure(workspace=workspace)
@@ -127,6 +156,14 @@ class Command(BaseCommand):
         self.stdout.write(f"Monthly budget: ${budget.amount:,.2f} (alerts at {alerts}).")
 
     # --- What is printed ---------------------------------------------------------------------------
+
+    def _status(self, statement: Statement) -> str:
+        closed = f"{statement.finalized_at:%Y-%m-%d %H:%M} UTC"
+        if statement.status != Statement.Status.PAID:
+            return f"{statement.get_status_display().lower()} on {closed}"
+        attempts = statement.payment_attempts.count()
+        retried = f", at attempt {attempts} (the first card was declined)" if attempts > 1 else ""
+        return f"paid on {statement.paid_at:%Y-%m-%d %H:%M} UTC{retried}, closed on {closed}"
 
     def _print_week(self, week: WeekProgress) -> None:
         tally = week.tally

@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 
 from bench.server import Gunicorn
+from pricing.selectors import FRESHNESS_SECONDS
 from tests.budgets.conftest import _fresh_counters, database_url_for_tests  # noqa: F401  (autouse: clean counters)
 from workspaces.services import api_key_create, workspace_create
 
@@ -35,16 +36,19 @@ class Seen:
     path: str
     what: str  # FORWARD (with the server's status), or the fault answered instead
     status: int | None = None
+    size: int = 0  # bytes of the request's body
 
 
 @dataclass
 class FaultyFront:
     """An HTTP/1.1 proxy on a free 127.0.0.1 port in front of `upstream_port`. `mix` maps faults
-    to their probability per request (the rest are forwarded); `retry_after` is the header the
+    to their probability per request (the rest are forwarded), after the faults in `script`, one per
+request in order; `retry_after` is the header the
     429s and 503s carry; `max_body` answers 413 to larger bodies. `seen` records every request."""
 
     upstream_port: int
     mix: dict[str, float] = field(default_factory=dict)
+    script: list[str] = field(default_factory=list)
     retry_after: str = "1"
     max_body: int | None = None
     seen: list[Seen] = field(default_factory=list)
@@ -57,6 +61,9 @@ class FaultyFront:
 
     def count(self, what: str, path: str = "/api/v1/events") -> int:
         return sum(1 for s in list(self.seen) if s.what == what and s.path == path)
+
+    def requests(self, path: str = "/api/v1/events") -> list[Seen]:
+        return [s for s in list(self.seen) if s.path == path]
 
     def start(self) -> FaultyFront:
         front = self
@@ -84,6 +91,8 @@ class FaultyFront:
             self.server.server_close()
 
     def _fault(self) -> str:
+        if self.script:
+            return self.script.pop(0)
         roll = self.rng.random()
         for fault, share in self.mix.items():
             if roll < share:
@@ -93,7 +102,7 @@ class FaultyFront:
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
-        seen = Seen(time.monotonic(), handler.command, handler.path.split("?")[0], FORWARD)
+        seen = Seen(time.monotonic(), handler.command, handler.path.split("?")[0], FORWARD, size=len(body))
         self.seen.append(seen)
         fault = self._fault()
         if self.max_body is not None and len(body) > self.max_body:
@@ -164,12 +173,25 @@ class LiveServer:
         self.gunicorn.stop()
 
 
-@pytest.fixture
-def gunicorn_server(tmp_path, transactional_db):
-    server = LiveServer(tmp_path)
+@pytest.fixture(scope="session")
+def _gunicorn(tmp_path_factory, django_db_setup):
+    """One gunicorn for the client's tests (starting one costs seconds on 2 busy cores), stopped
+    before the test database is dropped."""
+    server = LiveServer(tmp_path_factory.mktemp("client-server"))
     server.start()
     yield server
-    server.stop()
+    server.kill()
+
+
+@pytest.fixture
+def gunicorn_server(_gunicorn, transactional_db):
+    """The live server, for a test with a database of its own. Each such test's database is
+    emptied and the price book loaded again (new ids): a process trusts its cached price books for
+    FRESHNESS_SECONDS, so the test waits that long before its first request."""
+    if not _gunicorn.gunicorn.alive():  # a test that killed it failed before starting it again
+        _gunicorn.start()
+    time.sleep(FRESHNESS_SECONDS + 0.1)
+    return _gunicorn
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from collections import defaultdict
 
 import pytest
 from django.db.models import Sum
-
 from meterboard import AsyncMeterboard, Generation, Meterboard, RetryPolicy, Upscaling
+
 from tests.clients.conftest import LOSE, THROTTLE, UNAVAILABLE, UPSTREAM_DOWN
 from usage.models import DailyRollup, UsageEvent
 

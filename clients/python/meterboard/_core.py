@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from decimal import Decimal
 from typing import Any
 
@@ -155,11 +155,14 @@ class Decision:
 RETRYABLE_4XX = frozenset((408, 429))
 
 
-def decide(response: httpx.Response | None, error: Exception | None = None) -> Decision:
+def decide(response: httpx.Response | None, error: Exception | None = None, *, per_item: bool = True) -> Decision:
+    """`per_item`: a 200 must carry the events' results (POST /events), else any 200 is done."""
     if response is None:
         return Decision("retry", error=f"{type(error).__name__}: {error}")
     status = response.status_code
     detail = _detail(response)
+    if status == 200 and not per_item:
+        return Decision("done", status=status)
     if status == 200:
         try:
             results = response.json()["results"]

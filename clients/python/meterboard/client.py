@@ -17,8 +17,26 @@ from typing import Any
 import httpx
 
 from ._core import (
-    ALLOWANCE_PATH, DROPPED, EVENTS_PATH, MAX_BATCH, QUOTE_PATH, Allowance, Counters, Decision, MeterboardError,
-    Outcome, Quote, RetryPolicy, Stats, allowance_of, decide, encode, failed, headers, log_outcome, outcomes_of,
+    ALLOWANCE_PATH,
+    DROPPED,
+    EVENTS_PATH,
+    MAX_BATCH,
+    QUOTE_PATH,
+    Allowance,
+    Counters,
+    Decision,
+    MeterboardError,
+    Outcome,
+    Quote,
+    RetryPolicy,
+    Stats,
+    allowance_of,
+    decide,
+    encode,
+    failed,
+    headers,
+    log_outcome,
+    outcomes_of,
     quote_of,
 )  # fmt: skip
 from .events import Event, body_of
@@ -178,7 +196,7 @@ class Meterboard:
                 response = self._calls.post(QUOTE_PATH, json=body)
             except httpx.TransportError as problem:
                 error = problem
-            decision = decide(response, error)
+            decision = decide(response, error, per_item=False)
             if response is not None and decision.action != "retry":
                 return quote_of(response)
             if attempt + 1 < QUOTE_ATTEMPTS:

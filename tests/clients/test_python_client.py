@@ -267,3 +267,27 @@ def test_events_tracked_before_the_interpreter_exits_are_sent(front, key, tmp_pa
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr
     assert stored_ids(workspace) == {f"exit-{n}" for n in range(5)}
+
+
+def test_a_forked_child_sends_its_own_events_through_a_sender_of_its_own(front, key):
+    """A client made before a fork (gunicorn --preload) and used in the child: the child starts its
+    own queue, thread and connections; the parent's keep working."""
+    workspace, issued = key
+    script = textwrap.dedent(f"""
+        import os
+        from meterboard import Meterboard
+        client = Meterboard({issued.secret!r}, {front.url!r}, flush_interval=0.05)
+        client.track("captioning", event_id="parent-before")
+        assert client.flush(timeout=30)
+        child = os.fork()
+        if child == 0:
+            for n in range(3):
+                client.track("captioning", event_id=f"child-{{n}}")
+            os._exit(0 if client.close(timeout=30) else 1)
+        client.track("captioning", event_id="parent-after")
+        assert os.waitpid(child, 0)[1] == 0, "the child did not deliver"
+        assert client.close(timeout=30)
+    """)
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert stored_ids(workspace) == {"parent-before", "parent-after", "child-0", "child-1", "child-2"}

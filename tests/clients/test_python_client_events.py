@@ -62,3 +62,4 @@ def test_the_package_is_installed_from_clients_python():
     import meterboard
 
     assert meterboard.__file__.endswith("clients/python/meterboard/__init__.py")
+

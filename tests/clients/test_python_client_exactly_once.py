@@ -141,3 +141,28 @@ def test_the_asyncio_client_delivers_exactly_once_through_lost_answers_and_503(g
     assert stats.accepted + stats.duplicate == total and stats.failed == 0
     assert front.count(LOSE) >= 1 and stats.duplicate >= 1
     assert all(statuses in (["accepted"], ["duplicate"]) for statuses in ledger.by_id.values())
+
+
+def test_the_asyncio_client_quotes_checks_the_hard_limit_and_drops_when_full(gunicorn_server, front, key):
+    from decimal import Decimal
+
+    from bench.server import free_port
+
+    _, issued = key
+
+    async def main():
+        async with AsyncMeterboard(issued.secret, front.url) as client:
+            quote = await client.quote("upscaling", quantity=2)
+            allowance = await client.allowed()
+            assert await client.allowed() is allowance  # cached
+        async with AsyncMeterboard(issued.secret, f"http://127.0.0.1:{free_port()}", fail_open=False,
+                                   max_queue=2, when_full="drop", retry=RetryPolicy(max_elapsed=0.2)) as down:  # fmt: skip
+            refused = await down.allowed()
+            ids = [await down.track("detection") for _ in range(5)]
+        return quote, allowance, refused, ids, down.stats
+
+    quote, allowance, refused, ids, stats = asyncio.run(main())
+    assert quote.amount == Decimal("0.060000") and allowance.allowed and allowance.source == "server"
+    assert not refused and refused.source == "fail_closed"
+    assert ids.count(None) == 3 and stats.dropped == 3  # the sender had not run yet: two fit
+    assert stats.failed == 2  # gave up on the down server within max_elapsed

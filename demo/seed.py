@@ -27,7 +27,7 @@ from django.db.models import Max
 
 from billing.close import period_close
 from billing.errors import CloseRefused
-from billing.models import Statement
+from billing.models import BillingProfile, Statement
 from billing.payment_report import Charge
 from budgets.models import Budget, default_thresholds
 from budgets.services import budget_create
@@ -249,6 +249,15 @@ def demo_history_close(*, workspace: Workspace, start: date, now: datetime, char
                 month.statement.refresh_from_db()
         months.append(month)
     return months
+
+
+def demo_billing_profile_ensure(*, workspace: Workspace) -> BillingProfile:
+    """Billing details for the demo's invoices, when the workspace has none (an owner's edits stay)."""
+    profile, _ = BillingProfile.objects.get_or_create(workspace=workspace, defaults={
+        "legal_name": "Demo Studio Ltd", "address_line1": "12 Canvas Lane", "city": "London", "postal_code": "N1 9GU",
+        "country": "GB", "tax_id": "GB123456789", "billing_emails": ["demo@meterboard.local"],
+    })  # fmt: skip
+    return profile
 
 
 def demo_budget_ensure(*, workspace: Workspace) -> Budget:

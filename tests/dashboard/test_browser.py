@@ -234,6 +234,7 @@ SCREENSHOT_PAGES = [
     ("api-keys", "/keys/?workspace=acme"),
     ("members", "/members/?workspace=acme"),
     ("payment", "/payment/?workspace=acme"),
+    ("billing-details", "/billing-details/?workspace=acme"),
 ]
 
 

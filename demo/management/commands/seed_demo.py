@@ -30,6 +30,7 @@ from demo.seed import (
     DemoSeedError,
     SeedReport,
     WeekProgress,
+    demo_billing_profile_ensure,
     demo_budget_ensure,
     demo_history_close,
     demo_usage_seed,
@@ -67,6 +68,7 @@ class Command(BaseCommand):
         start = demo_start(now, days)
         self._seed_usage(accounts, start, now, scale)
         charge = demo_payments_enabled()
+        demo_billing_profile_ensure(workspace=accounts.workspace)  # before the closes: their invoices show it
         try:
             if charge:
                 self._prepare_payments(accounts.workspace)
@@ -158,7 +160,8 @@ class Command(BaseCommand):
     # --- What is printed ---------------------------------------------------------------------------
 
     def _status(self, statement: Statement) -> str:
-        closed = f"{statement.finalized_at:%Y-%m-%d %H:%M} UTC"
+        invoice = statement.invoices.filter(kind="invoice").first()
+        closed = f"{statement.finalized_at:%Y-%m-%d %H:%M} UTC" + (f", invoice {invoice.number}" if invoice else "")
         if statement.status != Statement.Status.PAID:
             return f"{statement.get_status_display().lower()} on {closed}"
         attempts = statement.payment_attempts.count()

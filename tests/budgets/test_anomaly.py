@@ -78,8 +78,8 @@ def test_today_so_far_is_compared_with_the_baseline_pro_rated_to_the_hour():
     at_noon = judge(history, 200 * USD, day=MONDAY, fraction=noon)  # two days' worth by noon: 4× the pace
     assert at_noon.anomalous and at_noon.baseline == 105 * USD * noon
     # Before 06:00 the fraction counts as a quarter: an early burst is not extrapolated 24-fold.
-    early = judge(history, 40 * USD, day=MONDAY, fraction=Decimal("0.04"))
-    assert early.baseline == judge(history, 40 * USD, day=MONDAY, fraction=Decimal("0.25")).baseline
+    early = judge(history, 30 * USD, day=MONDAY, fraction=Decimal("0.04"))  # 7× the pace of one hour
+    assert early.baseline == judge(history, 30 * USD, day=MONDAY, fraction=Decimal("0.25")).baseline
     assert not early.anomalous
 
 

@@ -27,7 +27,15 @@ from workspaces.models import Scope
 from . import serializers
 from .evaluation import alert_test_send
 from .models import Budget
-from .selectors import alert_detail, alerts_of, anomalies_of, allowance_for, budgets_of, budgets_status, workspace_forecast
+from .selectors import (
+    alert_detail,
+    alerts_of,
+    allowance_for,
+    anomalies_of,
+    budgets_of,
+    budgets_status,
+    workspace_forecast,
+)
 from .serializers import MAX_ID
 from .services import IssuedEndpoint, WebhookSpec, budget_create, budget_delete, budget_update
 

@@ -18,8 +18,8 @@ from core.errors import ServiceError
 from workspaces.models import ApiKey, Workspace
 
 from . import counters, webhooks
-from .evaluation import evaluation_request
 from .anomaly import DEFAULT_THRESHOLD as DEFAULT_ANOMALY_THRESHOLD
+from .evaluation import evaluation_request
 from .models import Budget, WebhookEndpoint
 
 CHANGEABLE = frozenset({"amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email", "anomaly_threshold"})

@@ -12,9 +12,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
+from core import webhooks
 from core.money import CURRENCY
 
-from . import rules, webhooks
+from . import rules
 from .models import DEFAULT_THRESHOLDS, Alert, AlertDelivery
 from .selectors import FORECAST_METHOD
 

@@ -61,6 +61,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": timedelta(seconds=10),
         "options": {"expires": 10},
     },
+    # The event stream's sweep (notifications.delivery): enqueue each workspace endpoint whose next
+    # event is due (a retry, or a task lost with its worker). Every 10 s like the budgets' sweep:
+    # one pass over the open deliveries; stale after 10 s, the next one runs.
+    "notifications-deliveries-due": {
+        "task": "notifications.tasks.endpoints_enqueue_due",
+        "schedule": timedelta(seconds=10),
+        "options": {"expires": 10},
+    },
     # Every minute: send again the charges that never reached Stripe (it was down during the
     # close), reconcile those whose answer was lost or whose process died, and charge declined
     # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)

@@ -13,8 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from core.jobs import enqueue
-
+from .delivery import endpoint_enqueue
 from .models import Endpoint, Event, EventDelivery
 from .schemas import current_version
 
@@ -101,12 +100,6 @@ def _deliveries_create(events: Iterable[Event], now: datetime) -> list[EventDeli
 
 
 def endpoints_enqueue(endpoint_ids: Iterable[int]) -> None:
-    """Ask for the next delivery of each endpoint now (after a commit). A lost message is made
-    good by the sweep (notifications.delivery.endpoints_enqueue_due)."""
+    """Ask for the next delivery of each endpoint now (after a commit)."""
     for endpoint_id in endpoint_ids:
-        try:
-            enqueue("notifications.tasks.endpoint_deliver", endpoint_id, expires=3600)
-        except Exception:  # the broker is down: the sweep enqueues it once it answers
-            import logging
-
-            logging.getLogger(__name__).exception("notifications: could not enqueue endpoint %s", endpoint_id)
+        endpoint_enqueue(endpoint_id)

@@ -20,10 +20,22 @@ from .schemas import current_version
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+# The random part last used per millisecond (a few recent ones): ids made in one process for the
+# same millisecond increase, so events published together keep their order (monotonic ULIDs).
+_last_random: dict[int, int] = {}
+
+
 def event_id_new(at: datetime) -> str:
     """`evt_` + a ULID: 48 bits of milliseconds since the epoch (of `at`) and 80 random bits in
-    26 Crockford base-32 characters, so ids sort (nearly) as the events' `created`."""
-    value = (int(at.timestamp() * 1000) << 80) | secrets.randbits(80)
+    26 Crockford base-32 characters, so ids sort as the events' `created` (and, within one
+    millisecond, as they were made in this process)."""
+    ms = int(at.timestamp() * 1000)
+    previous = _last_random.get(ms)
+    random_part = secrets.randbits(79) if previous is None else previous + 1 + secrets.randbits(16)
+    if len(_last_random) > 1000:
+        _last_random.clear()
+    _last_random[ms] = random_part
+    value = (ms << 80) | (random_part & (2**80 - 1))
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])

@@ -9,13 +9,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from core import webhooks
+from core.errors import ServiceError
+from core.locks import workspace_lock
+
 from .delivery import endpoint_enqueue
-from .models import Endpoint, Event, EventDelivery
-from .schemas import current_version
+from .models import ALL_TYPES, Endpoint, Event, EventDelivery
+from .schemas import EVENT_TYPES, current_version
+
+# PostgreSQL advisory lock class of a workspace's endpoint list (its count): "mbep".
+_LOCK_ENDPOINTS = 0x6D62_6570
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -115,3 +123,103 @@ def endpoints_enqueue(endpoint_ids: Iterable[int]) -> None:
     """Ask for the next delivery of each endpoint now (after a commit)."""
     for endpoint_id in endpoint_ids:
         endpoint_enqueue(endpoint_id)
+
+
+# --- Workspace webhook endpoints ---------------------------------------------------------------
+
+MAX_ENDPOINTS = 20  # per workspace
+
+
+class EndpointInvalid(ServiceError):
+    """A field of an endpoint that cannot be saved: {field: [message]}, answered 400."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def endpoint_url_check(url: str) -> str:
+    """The URL, stripped, when a webhook may POST to it (core.webhooks's egress rules, as for
+    budget webhooks); checked again before every delivery."""
+    try:
+        webhooks.url_target(url, allow_private=getattr(settings, "WEBHOOK_ALLOW_PRIVATE", False),
+                            timeout=webhooks.webhook_timeout())  # fmt: skip
+    except webhooks.UrlRefused as exc:
+        raise EndpointInvalid("url", str(exc)) from None
+    except TimeoutError:
+        raise EndpointInvalid("url", "The host name did not resolve in time; try again.") from None
+    return url.strip()
+
+
+def event_types_check(types: Sequence[str]) -> list[str]:
+    """Known types (or "*" for all, alone), without repeats, in the registry's order."""
+    if not types:
+        raise EndpointInvalid("event_types", f'Subscribe to at least one type, or ["{ALL_TYPES}"] for all.')
+    unknown = sorted(set(types) - set(EVENT_TYPES) - {ALL_TYPES})
+    if unknown:
+        raise EndpointInvalid("event_types", f"Unknown event type(s): {', '.join(unknown)}. Known: {', '.join(EVENT_TYPES)}.")
+    if ALL_TYPES in types:
+        return [ALL_TYPES]
+    return [event_type for event_type in EVENT_TYPES if event_type in types]
+
+
+@dataclass(frozen=True)
+class IssuedEndpoint:
+    endpoint: Endpoint
+    secret: str  # shown once
+
+
+def endpoint_create(*, workspace_id: int, url: str, event_types: Sequence[str] = (ALL_TYPES,),
+                    description: str = "", active: bool = True) -> IssuedEndpoint:  # fmt: skip
+    """A new endpoint with a fresh secret (returned once). It receives the events published from
+    now on, never earlier ones (replay one from the events page to send it)."""
+    types = event_types_check(event_types)
+    url = endpoint_url_check(url)
+    with transaction.atomic():
+        workspace_lock(_LOCK_ENDPOINTS, workspace_id)
+        if Endpoint.objects.filter(workspace_id=workspace_id).count() >= MAX_ENDPOINTS:
+            raise EndpointInvalid("url", f"At most {MAX_ENDPOINTS} webhook endpoints per workspace.")
+        secret = webhooks.secret_generate()
+        endpoint = Endpoint.objects.create(workspace_id=workspace_id, url=url, secret=secret, event_types=types,
+                                           description=description, active=active)  # fmt: skip
+    return IssuedEndpoint(endpoint, secret)
+
+
+def endpoint_update(endpoint: Endpoint, *, changes: dict) -> Endpoint:
+    """Change url, event_types, description or active. Deliveries already scheduled stay (to
+    the new URL); a type unsubscribed applies to events published from now on. Reactivating an
+    endpoint resumes its queue where it stopped."""
+    fields = []
+    if "url" in changes:
+        endpoint.url = endpoint_url_check(changes["url"])
+        fields.append("url")
+    if "event_types" in changes:
+        endpoint.event_types = event_types_check(changes["event_types"])
+        fields.append("event_types")
+    for name in ("description", "active"):
+        if name in changes:
+            setattr(endpoint, name, changes[name])
+            fields.append(name)
+    if fields:
+        endpoint.save(update_fields=fields)
+        if endpoint.active:
+            transaction.on_commit(lambda: endpoints_enqueue([endpoint.pk]))
+    return endpoint
+
+
+def endpoint_delete(endpoint: Endpoint) -> None:
+    """Delete the endpoint with its deliveries and their attempts (the events stay)."""
+    endpoint.delete()
+
+
+def event_replay(event: Event, endpoint: Endpoint, *, now: datetime | None = None) -> EventDelivery:
+    """Send one event again to one endpoint of its workspace: a new delivery, signed like the
+    others, placed after what the endpoint has queued (so out of `created` order: a manual
+    replay). It is retried as any delivery."""
+    if endpoint.workspace_id != event.workspace_id:
+        raise EndpointInvalid("endpoint", "This endpoint belongs to another workspace.")
+    now = now or timezone.now()
+    delivery = EventDelivery.objects.create(event=event, endpoint=endpoint, order_at=now, replay=True,
+                                            next_attempt_at=now, created_at=now)  # fmt: skip
+    transaction.on_commit(lambda: endpoints_enqueue([endpoint.pk]))
+    return delivery

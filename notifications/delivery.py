@@ -117,6 +117,7 @@ def endpoint_deliver(endpoint_id: int, *, now: datetime | None = None, time_limi
     endpoint; logged, then the delivery settled (delivered, retrying at a time, or failed after
     RETRY_WINDOW). After a delivered or given-up head the endpoint's next delivery is enqueued.
     Returns what happened: "idle", "deferred", "delivered", "retrying" or "failed"."""
+    clock_given = now is not None
     now = now or timezone.now()
     time_limit = time_limit or attempt_time_limit()
     claimed = _claim(endpoint_id, now, time_limit)
@@ -142,8 +143,7 @@ def endpoint_deliver(endpoint_id: int, *, now: datetime | None = None, time_limi
             "Meterboard-Event-Id": delivery.event_id,
         },
     )
-    finished = timezone.now() if now is None else now
-    finished = max(finished, now)
+    finished = now if clock_given else timezone.now()
     status, retry_at = EventDelivery.Status.DELIVERED, None
     if result.outcome != "ok":
         retry_at = finished + webhooks.retry_delay(delivery.attempts)

@@ -57,3 +57,17 @@ def test_a_delivery_is_scheduled_to_each_subscribed_endpoint(workspace, other_wo
     assert {(d.status, d.order_at) for d in deliveries} == {("pending", CREATED)}
     notifications.publish(workspace.pk, "statement.finalized", STATEMENT, key="7")
     assert EventDelivery.objects.count() == 2
+
+
+def test_every_schema_is_a_valid_json_schema_and_every_type_has_a_current_version():
+    import jsonschema
+
+    from notifications.schemas import CURRENT_VERSION, EVENT_TYPES, SCHEMAS
+
+    for (event_type, version), schema in SCHEMAS.items():
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+        assert version >= 1 and event_type in EVENT_TYPES
+    assert all((event_type, CURRENT_VERSION[event_type]) in SCHEMAS for event_type in EVENT_TYPES)
+    # A payload that breaks its schema is caught: money as a float, a missing field.
+    assert data_errors("statement.finalized", 1, {**STATEMENT, "total": 12.5, "tax": "0.000000"})
+    assert data_errors("payment.failed", 1, {"statement_id": 1})

@@ -1,6 +1,17 @@
 from django.urls import path
 
-from .views import billing_details, budgets, keys, members, overview, payment, staff, statements, usage
+from .views import (
+    billing_details,
+    budgets,
+    events,
+    keys,
+    members,
+    overview,
+    payment,
+    staff,
+    statements,
+    usage,
+)
 
 app_name = "dashboard"
 urlpatterns = [
@@ -20,6 +31,10 @@ urlpatterns = [
     path("budgets/<int:budget_id>/save/", budgets.budget_update, name="budget-update"),
     path("budgets/<int:budget_id>/delete/", budgets.budget_delete, name="budget-delete"),
     path("budgets/<int:budget_id>/test-alert/", budgets.budget_test_alert, name="budget-test-alert"),
+    path("events/", events.events, name="events"),
+    path("events/endpoints/new/", events.event_endpoint_create, name="event-endpoint-create"),
+    path("events/endpoints/<int:endpoint_id>/delete/", events.event_endpoint_delete, name="event-endpoint-delete"),
+    path("events/<str:event_id>/replay/", events.event_replay, name="event-replay"),
     path("keys/", keys.keys, name="keys"),
     path("keys/create/", keys.key_create, name="key-create"),
     path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key-revoke"),

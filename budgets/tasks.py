@@ -33,6 +33,9 @@ def workspace_evaluate(workspace_id: int) -> dict:
     """Evaluate one workspace's budgets and free allowance; record and send new alerts."""
     counters.evaluation_pending_clear(workspace_id)  # changes from now on need another evaluation
     report = evaluation.workspace_evaluate(workspace_id)
+    from billing.auto_recharge import auto_recharge_request
+
+    auto_recharge_request(workspace_id)  # spend moved: the credits' live balance too
     return {"workspace": workspace_id, "budgets": report.budgets, "alerts": [alert.pk for alert in report.recorded]}
 
 

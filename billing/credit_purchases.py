@@ -100,7 +100,6 @@ def _params(purchase: CreditPurchase, customer: StripeCustomer) -> dict[str, Any
         "payment_method_types": ["card"],
         "off_session": True,
         "confirm": True,
-        "description": "Meterboard prepaid credits",
         "metadata": {"credit_purchase_id": str(purchase.pk), "workspace": purchase.workspace.slug},
     }
 

@@ -9,7 +9,11 @@ from usage.models import UsageEvent
 from .models import (
     BalanceAdjustment,
     BillingProfile,
+    AutoRecharge,
     CloseRun,
+    CreditEntry,
+    CreditLot,
+    CreditPurchase,
     Discount,
     Invoice,
     Plan,
@@ -73,8 +77,8 @@ class VolumeTierInline(admin.TabularInline):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_default", "free_tier_credit", "volume_mode", "savings_commitment", "reserved_fee"]
-    list_filter = ["is_default", "volume_mode"]
+    list_display = ["name", "is_default", "prepaid_only", "free_tier_credit", "volume_mode", "savings_commitment", "reserved_fee"]
+    list_filter = ["is_default", "prepaid_only", "volume_mode"]
     search_fields = ["name"]
     inlines = [PlanRateInline, VolumeTierInline]
 
@@ -217,3 +221,77 @@ class InvoiceAdmin(ReadOnlyAdmin):
     list_display = ["number", "kind", "statement", "issued_at", "emails_enqueued_at"]
     list_filter = ["kind", "year"]
     search_fields = ["number", "statement__workspace__slug"]
+
+
+# --- Prepaid credits: staff grant a lot here (billing.credits.credits_grant); the ledger is read-only.
+
+
+class CreditGrantForm(forms.ModelForm):
+    class Meta:
+        model = CreditLot
+        fields = ["workspace", "amount", "expires_at", "note"]
+
+
+class CreditEntryInline(admin.TabularInline):
+    model = CreditEntry
+    extra = 0
+    fields = ["created_at", "kind", "amount", "statement", "note"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(CreditLot)
+class CreditLotAdmin(admin.ModelAdmin):
+    """Add: a promotional grant to a workspace (its own lot, optional expiry and note). A lot is
+    never edited or deleted: the ledger is append-only."""
+
+    form = CreditGrantForm
+    list_display = ["workspace", "source", "amount", "remaining", "expires_at", "note", "created_by", "created_at"]
+    list_filter = ["source"]
+    search_fields = ["workspace__slug", "note"]
+    inlines = [CreditEntryInline]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        from .credits import CreditsInvalid, credits_grant
+
+        data = form.cleaned_data
+        try:
+            lot = credits_grant(data["workspace"], data["amount"], actor=f"staff:{request.user}",
+                                expires_at=data.get("expires_at"), note=data.get("note", ""))
+        except CreditsInvalid as exc:
+            raise forms.ValidationError(str(exc.errors or exc)) from exc
+        obj.pk, obj.remaining, obj.created_by = lot.pk, lot.remaining, lot.created_by
+        obj.created_at = lot.created_at
+
+    def save_related(self, request, form, formsets, change):
+        pass  # the grant wrote its own entry
+
+
+@admin.register(CreditEntry)
+class CreditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "created_at", "kind", "amount", "lot", "statement", "note"]
+    list_filter = ["kind"]
+    search_fields = ["workspace__slug", "note"]
+
+
+@admin.register(CreditPurchase)
+class CreditPurchaseAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "amount_cents", "status", "delivery", "failure_code", "payment_intent_id", "crossing", "created_by", "created_at"]
+    list_filter = ["status", "failure_code"]
+    search_fields = ["workspace__slug", "payment_intent_id"]
+
+
+@admin.register(AutoRecharge)
+class AutoRechargeAdmin(admin.ModelAdmin):
+    list_display = ["workspace", "enabled", "threshold", "amount", "max_per_day", "armed", "crossings", "disabled_reason"]
+    list_filter = ["enabled"]
+    readonly_fields = ["armed", "crossings"]

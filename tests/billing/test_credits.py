@@ -285,3 +285,34 @@ def test_at_most_max_per_day_recharges(workspace, api_key, local_stripe):
     ingest(workspace, api_key, [event(quantity=500)])  # 2.00: below again, a new crossing
     assert credits_auto_recharge(workspace.pk) is None  # but one a day
     assert CreditPurchase.objects.count() == 1
+
+
+def test_recharge_notices_go_by_e_mail_and_to_the_event_stream_when_it_exists(
+    workspace, local_stripe, mailoutbox, celery_eager, django_capture_on_commit_callbacks, monkeypatch
+):
+    """The `notifications` app (the signed event stream) is built in parallel: until it is merged,
+    a stand-in module records what would be published, with the same signature."""
+    import importlib.machinery
+    import sys
+    import types
+
+    published = []
+    stand_in = types.ModuleType("notifications")
+    stand_in.__spec__ = importlib.machinery.ModuleSpec("notifications", None)
+    stand_in.publish = lambda workspace_id, type, data, *, key, created=None: published.append((workspace_id, type, key, data))
+    if "notifications" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "notifications", stand_in)
+    cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
+    auto_recharge_set(workspace, enabled=True, threshold=D(5), amount=D(20), max_per_day=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        purchase = credits_auto_recharge(workspace.pk)
+    assert purchase.status == "failed"
+    assert [m.to for m in mailoutbox] == [["owner@acme.test"]]
+    assert "Auto-recharge failed" in mailoutbox[0].subject and "new card" in mailoutbox[0].body
+    if sys.modules["notifications"] is stand_in:
+        assert published == [(workspace.pk, "credits.auto_recharge.failed", f"credit_purchase:{purchase.pk}", mock.ANY)]
+        assert published[0][3]["amount"] == "20.00" and published[0][3]["reason"]
+    else:  # the real stream is merged: its events are rows
+        from notifications.models import Event
+
+        assert Event.objects.filter(workspace=workspace, type="credits.auto_recharge.failed").count() == 1

@@ -134,6 +134,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.archived: set[date] = set()
         self.archive_dir = tempfile.mkdtemp(prefix="mb-money-archive-")
         self.credited = [Decimal(0), Decimal(0)]  # prepaid credits put in each wallet (grants and purchases)
+        self.credit_statements: set[int] = set()  # statements seen consuming credits (for the summary)
         STATS["sequences"] += 1
         if SOAK and STATS["sequences"] % 25 == 0:
             print(f"  soak: {STATS['sequences']:,}/{EXAMPLES:,} sequences, {STATS['steps']:,} steps", file=sys.stderr,
@@ -644,6 +645,7 @@ class MoneyMachine(RuleBasedStateMachine):
         credits_grant(self.ws[n], amount, actor="model", expires_at=None if expires_in is None else self.now + expires_in,
                       note="model", now=self.now)
         self.credited[n] += amount
+        STATS["credit grants"] += 1
 
     @rule(n=st.integers(0, 1), amount=st.sampled_from([Decimal(5), Decimal(20)]))
     def purchase_credits(self, n, amount):
@@ -660,12 +662,13 @@ class MoneyMachine(RuleBasedStateMachine):
             purchase_settle(CreditPurchase.objects.select_for_update().get(pk=purchase.pk),
                             Outcome("succeeded", f"pi_model_{purchase.pk}"), now=self.now)
         self.credited[n] += amount
+        STATS["credit purchases"] += 1
 
     @rule()
     def expire_credits(self):
         from billing.credits import credits_expire_due
 
-        credits_expire_due(now=self.now)
+        STATS["credit lots expired"] += credits_expire_due(now=self.now)
 
     @invariant()
     def credits_consumed_once_never_lost_never_negative(self):
@@ -691,8 +694,14 @@ class MoneyMachine(RuleBasedStateMachine):
                 taken = entries.filter(statement=statement, kind="consumption").aggregate(s=Sum("amount"))["s"] or Decimal(0)
                 given = entries.filter(statement=statement, kind="reversal").aggregate(s=Sum("amount"))["s"] or Decimal(0)
                 assert line == taken == -statement.credits_applied, (statement, line, taken)
+                if taken and statement.pk not in self.credit_statements:
+                    self.credit_statements.add(statement.pk)
+                    STATS["statements consuming credits"] += 1
                 if statement.status == "void":
                     assert given == -taken, (statement, given, taken)  # given back exactly once
+                    if taken and -statement.pk not in self.credit_statements:
+                        self.credit_statements.add(-statement.pk)
+                        STATS["voided statements' credits given back"] += 1
                 else:
                     assert given == 0
                     consumed -= taken

@@ -7,9 +7,9 @@ from usage.admin import ReadOnlyAdmin
 from usage.models import UsageEvent
 
 from .models import (
+    AutoRecharge,
     BalanceAdjustment,
     BillingProfile,
-    AutoRecharge,
     CloseRun,
     CreditEntry,
     CreditLot,

@@ -14,7 +14,8 @@ its threshold, buy a set amount with the saved card (billing.credit_purchases).
 
 from __future__ import annotations
 
-from datetime import datetime, time, timezone as dt_timezone
+from datetime import datetime, time
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 from django.db import transaction

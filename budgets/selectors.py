@@ -18,8 +18,8 @@ from fractions import Fraction
 from django.db.models import Min, OuterRef, Prefetch, QuerySet, Subquery, Sum
 from django.utils import timezone
 
-from billing.models import Plan
 from billing.credits import credits_available
+from billing.models import Plan
 from billing.selectors import default_plan, plans_by_workspace
 from core.money import from_micros, to_micros
 from core.periods import current_period, next_month, period_bounds

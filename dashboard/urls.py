@@ -1,6 +1,17 @@
 from django.urls import path
 
-from .views import billing_details, budgets, credits, keys, members, overview, payment, staff, statements, usage
+from .views import (
+    billing_details,
+    budgets,
+    credits,
+    keys,
+    members,
+    overview,
+    payment,
+    staff,
+    statements,
+    usage,
+)
 
 app_name = "dashboard"
 urlpatterns = [

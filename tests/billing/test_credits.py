@@ -13,12 +13,20 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 
-from billing import cards, credit_purchases, statement as engine
+from billing import cards, credit_purchases
+from billing import statement as engine
 from billing.auto_recharge import auto_recharge_set, credits_auto_recharge
 from billing.close import statement_close
 from billing.credits import credit_balance, credit_summary, credits_expire_due, credits_grant
 from billing.drafts import statement_preview
-from billing.models import AutoRecharge, CreditEntry, CreditLot, CreditPurchase, Plan, PlanAssignment, Statement
+from billing.errors import CloseRefused
+from billing.models import (
+    AutoRecharge,
+    CreditEntry,
+    CreditLot,
+    CreditPurchase,
+    Statement,
+)
 from billing.reissue import statement_void_and_reissue
 from billing.stripe_events import webhook_event_receive
 from tests.conftest import event, ingest
@@ -113,7 +121,7 @@ def test_a_reissue_gives_the_consumption_back_once_and_consumes_again(october):
     assert CreditEntry.objects.filter(statement=original, kind="reversal").aggregate(s=Sum("amount"))["s"] == D(2)
     assert replacement.credits_applied == D("3.00") and replacement.total == D("0.50")
     assert credit_balance(october.pk) == 0
-    with pytest.raises(Exception):
+    with pytest.raises(CloseRefused):
         statement_void_and_reissue(original, actor="staff", reason="again", now=CLOSED + timedelta(hours=2))
     assert CreditEntry.objects.filter(kind="reversal").count() == 1
     assert_ledger_consistent(october)

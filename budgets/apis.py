@@ -27,7 +27,15 @@ from workspaces.models import Scope
 from . import serializers
 from .evaluation import alert_test_send
 from .models import Budget
-from .selectors import alert_detail, alerts_of, allowance_for, budgets_of, budgets_status, workspace_forecast
+from .selectors import (
+    alert_detail,
+    alerts_of,
+    allowance_for,
+    anomalies_of,
+    budgets_of,
+    budgets_status,
+    workspace_forecast,
+)
 from .serializers import MAX_ID
 from .services import IssuedEndpoint, WebhookSpec, budget_create, budget_delete, budget_update
 
@@ -86,6 +94,7 @@ class BudgetsApi(_ReadsAndWrites, APIView):
             api_key=data["api_key"],
             email=data["email"],
             webhook_urls=[hook["url"] for hook in data["webhooks"]],
+            anomaly_threshold=data["anomaly_threshold"],
         )
         return Response(_budget_answer(self.workspace, budget.pk, issued), status=status.HTTP_201_CREATED)
 
@@ -168,6 +177,23 @@ class AlertsApi(APIView):
         query.is_valid(raise_exception=True)
         alerts = alerts_of(self.workspace, budget_id=query.validated_data.get("budget"), limit=query.validated_data["limit"])
         return Response(serializers.AlertSerializer(alerts, many=True).data)
+
+
+class AnomaliesApi(APIView):
+    permission_classes = [WorkspaceAccess]
+    required_scope = Scope.USAGE_READ
+
+    @extend_schema(
+        operation_id="anomalies_list",
+        summary="Spend anomalies: days on which the workspace's or a key's spend was far above its recent history",
+        parameters=[serializers.AnomalyQuerySerializer],
+        responses={200: serializers.AnomalySerializer(many=True)},
+    )
+    def get(self, request):
+        query = serializers.AnomalyQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        found = anomalies_of(self.workspace, start=query.validated_data["start"], end=query.validated_data["end"])
+        return Response(serializers.AnomalySerializer(found, many=True).data)
 
 
 class ForecastApi(APIView):

@@ -141,6 +141,7 @@ EVENT_TYPES = {
     Alert.Kind.FORECAST: "budget.forecast_threshold_reached",
     Alert.Kind.FREE_ALLOWANCE: "free_allowance.used_up",
     Alert.Kind.TEST: "budget.test",
+    Alert.Kind.ANOMALY: "spend.anomaly",
 }
 
 
@@ -169,6 +170,22 @@ def alert_payload(alert: Alert) -> dict:
         "currency": CURRENCY,
         "message": alert_headline(alert),
         "dashboard_url": dashboard_url(alert.workspace),
+        **({"anomaly": anomaly_payload(alert.anomaly)} if alert.kind == Alert.Kind.ANOMALY else {}),
+    }
+
+
+def anomaly_payload(anomaly) -> dict:
+    """The numbers that made a day anomalous (budgets.anomaly), as webhooks and events carry them."""
+    return {
+        "day": anomaly.day.isoformat(),
+        "api_key": anomaly.api_key.display_prefix if anomaly.api_key_id else None,
+        "amount": decimal_text(anomaly.amount),
+        "baseline": decimal_text(anomaly.baseline),
+        "mad": decimal_text(anomaly.mad),
+        "score": str(anomaly.score),
+        "threshold": str(anomaly.threshold),
+        "fraction_of_day": str(anomaly.fraction),
+        "seasonal": anomaly.seasonal,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
 
-from core.money import usd
+from core.money import usd, usd_precise
 from workspaces.contacts import dashboard_url
 
 from .models import Alert
@@ -20,8 +20,21 @@ def _scope(alert: Alert) -> str:
     return alert.workspace.name
 
 
+def _anomaly_scope(anomaly) -> str:
+    if anomaly.api_key_id:
+        return f"API key “{anomaly.api_key.name}” ({anomaly.api_key.display_prefix}) in {anomaly.workspace.name}"
+    return anomaly.workspace.name
+
+
 def alert_headline(alert: Alert) -> str:
     month = f"{alert.period:%B %Y}"
+    if alert.kind == Alert.Kind.ANOMALY:
+        anomaly = alert.anomaly
+        so_far = " so far" if anomaly.fraction < 1 else ""
+        return (
+            f"Unusual spend: {_anomaly_scope(anomaly)} spent {usd(anomaly.amount)} on {anomaly.day:%A %-d %B %Y}"
+            f"{so_far}, against a usual {usd(anomaly.baseline)}"
+        )
     if alert.kind == Alert.Kind.ACTUAL:
         return f"{_scope(alert)} has spent {alert.threshold}% of its {month} budget"
     if alert.kind == Alert.Kind.FORECAST:
@@ -40,6 +53,8 @@ def alert_context(alert: Alert) -> dict:
         "is_free_allowance": alert.kind == Alert.Kind.FREE_ALLOWANCE,
         "is_test": alert.kind == Alert.Kind.TEST,
         "is_forecast": alert.kind == Alert.Kind.FORECAST,
+        "is_anomaly": alert.kind == Alert.Kind.ANOMALY,
+        "anomaly": alert.anomaly if alert.kind == Alert.Kind.ANOMALY else None,
         "spend": usd(alert.spend),
         "budget_amount": usd(alert.budget_amount),
         "forecast": usd(alert.forecast),
@@ -48,7 +63,14 @@ def alert_context(alert: Alert) -> dict:
         ),
         "hard_limit": bool(budget and budget.hard_limit),
         "dashboard_url": dashboard_url(alert.workspace),
+        **_anomaly_amounts(alert),
     }
+
+
+def _anomaly_amounts(alert: Alert) -> dict:
+    if alert.kind != Alert.Kind.ANOMALY:
+        return {}
+    return {"anomaly_baseline": usd(alert.anomaly.baseline), "anomaly_mad": usd_precise(alert.anomaly.mad)}
 
 
 def alert_email_send(alert: Alert, address: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import models
 from django.utils import timezone
 
@@ -29,6 +31,11 @@ class Budget(models.Model):
     forecast_alerts = models.BooleanField(default=True)
     hard_limit = models.BooleanField(default=False, help_text="The allowance endpoint blocks once spend reaches it")
     email = models.BooleanField(default=True, help_text="E-mail the workspace's owners and admins")
+    # Spend anomaly alerts (budgets.anomaly): the score from which a day is anomalous; null = off.
+    anomaly_threshold = models.DecimalField(
+        max_digits=4, decimal_places=1, null=True, blank=True, default=Decimal("4.0"),
+        help_text="Alert when a day's spend scores this far above its recent history (2-20); empty: no anomaly alerts",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -69,6 +76,7 @@ class Alert(models.Model):
         FORECAST = "forecast", "Forecast reaches a threshold"
         FREE_ALLOWANCE = "free_allowance", "Free allowance used up"
         TEST = "test", "Test alert"
+        ANOMALY = "anomaly", "Spend anomaly"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     # Kept when the budget is deleted: the history stays, with the amount it had.
@@ -176,3 +184,40 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome}"
+
+
+class SpendAnomaly(models.Model):
+    """A day on which a workspace's (api_key null) or one API key's spend was far above its own
+    recent history (budgets.anomaly), with the numbers that said so. At most one per (workspace,
+    key, day): the hourly check of today and the daily check of yesterday insert against a unique
+    index, and only the one that inserted it sends its alert (`alert`, kind anomaly)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    day = models.DateField()  # UTC
+    amount = models.DecimalField(max_digits=18, decimal_places=6)  # USD, spent that day (so far, if partial)
+    baseline = models.DecimalField(max_digits=18, decimal_places=6)  # USD, median, pro-rated if partial
+    mad = models.DecimalField(max_digits=18, decimal_places=6)  # USD, the spread used (floored)
+    score = models.DecimalField(max_digits=12, decimal_places=2)
+    threshold = models.DecimalField(max_digits=4, decimal_places=1)
+    fraction = models.DecimalField(max_digits=5, decimal_places=4, default=Decimal(1))  # of the day judged
+    seasonal = models.BooleanField(default=False)  # judged against the same weekday
+    alert = models.OneToOneField(Alert, on_delete=models.SET_NULL, null=True, blank=True, related_name="anomaly")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-day", "pk"]
+        verbose_name_plural = "spend anomalies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "day"], condition=models.Q(api_key__isnull=True), name="anomaly_once_per_workspace_day"
+            ),
+            models.UniqueConstraint(
+                fields=["workspace", "api_key", "day"], condition=models.Q(api_key__isnull=False),
+                name="anomaly_once_per_key_day",
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        scope = f"key {self.api_key_id}" if self.api_key_id else "workspace"
+        return f"{self.workspace_id} ({scope}) {self.day}: score {self.score}"

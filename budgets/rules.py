@@ -24,6 +24,10 @@ AMOUNT_DIGITS = 18  # as stored (budgets.models.Budget.amount)
 AMOUNT_PLACES = 6
 THRESHOLD_MIN, THRESHOLD_MAX = 1, 1000  # whole percents of the amount
 MAX_THRESHOLDS = 10
+# A budget's anomaly_threshold: the score (spreads above the usual, budgets.anomaly) from which a
+# day's spend is alerted. Below 2 ordinary noise alerts; above 20 nothing would.
+ANOMALY_THRESHOLD_MIN = Decimal("2")
+ANOMALY_THRESHOLD_MAX = Decimal("20")
 MAX_WEBHOOKS = 10
 
 

@@ -27,7 +27,7 @@ from usage.models import DailyRollup
 from workspaces.models import ApiKey, Workspace
 
 from . import counters
-from .models import Alert, AlertDelivery, Budget
+from .models import Alert, AlertDelivery, Budget, SpendAnomaly
 
 FORECAST_BASIS_DAYS = 7
 FORECAST_METHOD = (
@@ -296,3 +296,32 @@ def workspaces_to_evaluate(period: date) -> list[int]:
             .values_list("pk", flat=True)
         )
     return sorted(ids)
+
+
+# --- Spend anomalies -------------------------------------------------------------------------------
+
+
+def recent_daily_spend(first: date, last: date) -> dict[tuple[int, int], dict[date, int]]:
+    """Spend per (workspace, API key) and UTC day over [first, last], in micro-dollars, of every
+    workspace with spend then: one grouped query over the rollups (their unique index starts with
+    workspace and day). Days without spend are absent."""
+    rows = (
+        DailyRollup.objects.filter(day__gte=first, day__lte=last)
+        .order_by()
+        .values_list("workspace_id", "api_key_id", "day")
+        .annotate(micros=Sum("amount_micros"))
+    )
+    series: dict[tuple[int, int], dict[date, int]] = defaultdict(dict)
+    for workspace_id, api_key_id, day, micros in rows:
+        series[(workspace_id, api_key_id)][day] = int(micros)
+    return dict(series)
+
+
+def anomalies_of(workspace: Workspace, *, start: date, end: date) -> list[SpendAnomaly]:
+    """The workspace's spend anomalies on UTC days [start, end], oldest first (whole workspace
+    before its keys)."""
+    return list(
+        SpendAnomaly.objects.filter(workspace=workspace, day__gte=start, day__lte=end)
+        .select_related("api_key")
+        .order_by("day", "api_key_id", "pk")
+    )

@@ -8,13 +8,19 @@ OpenAPI schema drf-spectacular derives from these classes is what the API answer
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
 from core.money import CURRENCY
+from usage.selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, LATEST_DAY
+from usage.serializers import MAX_RANGE_DAYS
 
 from . import rules, webhooks
+from .anomaly import DEFAULT_THRESHOLD as DEFAULT_ANOMALY_THRESHOLD
 from .models import DEFAULT_THRESHOLDS, Alert, AlertDelivery
 from .selectors import FORECAST_METHOD
 
@@ -71,6 +77,12 @@ class BudgetInputSerializer(StrictSerializer):
     )
     email = serializers.BooleanField(default=True, help_text="E-mail the workspace's owners and admins")
     webhooks = WebhookInputSerializer(many=True, default=list, max_length=rules.MAX_WEBHOOKS)
+    anomaly_threshold = serializers.DecimalField(
+        max_digits=4, decimal_places=1, min_value=rules.ANOMALY_THRESHOLD_MIN, max_value=rules.ANOMALY_THRESHOLD_MAX,
+        allow_null=True, default=DEFAULT_ANOMALY_THRESHOLD,
+        help_text="Spend anomaly alerts: the score (spreads above the recent usual) from which a day is alerted, "
+        "2 to 20 (default 4.0); null: no anomaly alerts for this budget's scope",
+    )  # fmt: skip
 
     def validate_thresholds(self, value: list[int]) -> list[int]:
         try:
@@ -138,6 +150,10 @@ class BudgetSerializer(serializers.Serializer):
     api_key_name = serializers.CharField(source="budget.api_key.name", allow_null=True)
     email = serializers.BooleanField(source="budget.email")
     webhooks = WebhookSerializer(source="budget.webhooks.all", many=True)
+    anomaly_threshold = serializers.DecimalField(
+        max_digits=4, decimal_places=1, source="budget.anomaly_threshold", allow_null=True,
+        help_text="Spend anomaly alerts from this score; null: off",
+    )
     period = MonthField(source="forecast.period", help_text="The current UTC month, YYYY-MM")
     spend = serializers.DecimalField(**MONEY, source="forecast.spend", help_text="USD, month to date, of the budget's scope")
     forecast = serializers.DecimalField(**MONEY, source="forecast.forecast", help_text="USD, projected month end")
@@ -210,3 +226,46 @@ class AllowanceSerializer(serializers.Serializer):
     budget = serializers.DecimalField(**MONEY, allow_null=True, help_text="USD, the binding hard-limit budget")
     remaining = serializers.DecimalField(**MONEY, allow_null=True)
     reason = serializers.CharField(allow_null=True)
+
+
+# --- Spend anomalies ---------------------------------------------------------------------------------
+
+
+class AnomalyQuerySerializer(StrictSerializer):
+    start = serializers.DateField(required=False, help_text="First UTC day (default: 30 days before end)")
+    end = serializers.DateField(required=False, help_text="Last UTC day, inclusive (default: today)")
+    workspace = serializers.SlugField(required=False, max_length=64, help_text="Session callers: the workspace slug")
+
+    def validate(self, attrs):
+        attrs.setdefault("end", timezone.now().date())
+        if EARLIEST_DAY <= attrs["end"] <= LATEST_DAY:
+            attrs.setdefault("start", max(attrs["end"] - timedelta(days=30), EARLIEST_DAY))
+        out_of_bounds = {
+            name: [DAYS_BOUNDS_MESSAGE] for name in ("start", "end") if name in attrs and not EARLIEST_DAY <= attrs[name] <= LATEST_DAY
+        }
+        if out_of_bounds:
+            raise serializers.ValidationError(out_of_bounds)
+        if attrs["end"] < attrs["start"]:
+            raise serializers.ValidationError({"end": ["Must not be before start."]})
+        if attrs["end"] - attrs["start"] > timedelta(days=MAX_RANGE_DAYS):
+            raise serializers.ValidationError({"end": [f"The range is at most {MAX_RANGE_DAYS} days."]})
+        return attrs
+
+
+# Of a SpendAnomaly.
+class AnomalySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    day = serializers.DateField(help_text="UTC")
+    api_key = serializers.CharField(
+        source="api_key.display_prefix", allow_null=True, help_text="mbk_… prefix, or null for the whole workspace"
+    )
+    api_key_name = serializers.CharField(source="api_key.name", allow_null=True)
+    amount = serializers.DecimalField(**MONEY, help_text="USD spent that day (so far, when judged during the day)")
+    baseline = serializers.DecimalField(**MONEY, help_text="USD, the usual: median of the recent history (same weekday with 4+ weeks), pro-rated when partial")
+    mad = serializers.DecimalField(**MONEY, help_text="USD, the spread: median absolute deviation (with its floor)")
+    score = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="(amount - baseline) / (1.4826 × mad)")
+    threshold = serializers.DecimalField(max_digits=4, decimal_places=1)
+    fraction_of_day = serializers.DecimalField(max_digits=5, decimal_places=4, source="fraction", help_text="1: the whole day")
+    seasonal = serializers.BooleanField(help_text="Judged against the same weekday")
+    alert = serializers.IntegerField(source="alert_id", allow_null=True, help_text="The alert that told it (GET /alerts)")
+    created_at = serializers.DateTimeField()

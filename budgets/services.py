@@ -18,10 +18,11 @@ from core.errors import ServiceError
 from workspaces.models import ApiKey, Workspace
 
 from . import counters, webhooks
+from .anomaly import DEFAULT_THRESHOLD as DEFAULT_ANOMALY_THRESHOLD
 from .evaluation import evaluation_request
 from .models import Budget, WebhookEndpoint
 
-CHANGEABLE = frozenset({"amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email"})
+CHANGEABLE = frozenset({"amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email", "anomaly_threshold"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def budget_create(
     api_key: ApiKey | None = None,
     email: bool = True,
     webhook_urls: Sequence[str] = (),
+    anomaly_threshold: Decimal | None = DEFAULT_ANOMALY_THRESHOLD,
 ) -> tuple[Budget, list[IssuedEndpoint]]:
     """Create a budget and its webhook endpoints (each with a new secret, returned once), then
     evaluate the workspace: a budget below this month's spend alerts within a minute."""
@@ -84,6 +86,7 @@ def budget_create(
         forecast_alerts=forecast_alerts,
         hard_limit=hard_limit,
         email=email,
+        anomaly_threshold=anomaly_threshold,
     )
     issued = _endpoints_create(budget, webhook_urls)
     budget_changed(workspace.pk)
@@ -126,7 +129,8 @@ def _webhooks_replace(budget: Budget, specs: Sequence[WebhookSpec]) -> list[Issu
 def budget_update(
     *, budget: Budget, changes: dict, webhooks_spec: Sequence[WebhookSpec] | None = None
 ) -> tuple[Budget, list[IssuedEndpoint]]:
-    """Change some of amount, thresholds, forecast_alerts, hard_limit, api_key, email. With
+    """Change some of amount, thresholds, forecast_alerts, hard_limit, api_key, email,
+    anomaly_threshold. With
     `webhooks_spec`, the budget's endpoints become exactly those (WebhookSpec says which are kept,
     with their secret); new ones are returned with their secret, once.
 

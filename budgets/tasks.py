@@ -95,3 +95,23 @@ def deliveries_enqueue_due() -> dict:
     """The sweep, every 10 s: enqueue deliveries due (retries included) that no attempt holds and
     no live task is coming for."""
     return {"enqueued": delivery.deliveries_enqueue_due()}
+
+
+# Both checks are idempotent (an anomaly is unique per workspace, key and day): a retry after a
+# lost database connection just finishes the job.
+@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=5, max_retries=3)
+def anomalies_check_today() -> dict:
+    """The hourly spend anomaly check of today so far (budgets.anomalies)."""
+    from . import anomalies
+
+    report = anomalies.anomalies_check_today()
+    return {"day": report.day.isoformat(), "series": report.series, "anomalies": [a.pk for a in report.recorded]}
+
+
+@shared_task(acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=5, max_retries=3)
+def anomalies_check_yesterday() -> dict:
+    """The daily spend anomaly check of yesterday, whole (budgets.anomalies)."""
+    from . import anomalies
+
+    report = anomalies.anomalies_check_yesterday()
+    return {"day": report.day.isoformat(), "series": report.series, "anomalies": [a.pk for a in report.recorded]}

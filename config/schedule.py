@@ -61,6 +61,21 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": timedelta(seconds=10),
         "options": {"expires": 10},
     },
+    # Spend anomaly alerts (budgets.anomalies): hourly, at 5 past, today's spend so far against each
+    # workspace's and key's recent history pro-rated to the hour, so that a runaway job is told the
+    # same morning; and at 00:30 UTC yesterday whole (its last hours included, late events settled
+    # in the first half hour). An anomaly is recorded once per workspace, key and day, so runs
+    # overlap harmlessly. Each reads 36 days of rollups in one grouped query. Stale after its period.
+    "budgets-anomalies-today": {
+        "task": "budgets.tasks.anomalies_check_today",
+        "schedule": crontab(minute=5),
+        "options": {"expires": 3600},
+    },
+    "budgets-anomalies-yesterday": {
+        "task": "budgets.tasks.anomalies_check_yesterday",
+        "schedule": crontab(minute=30, hour=0),
+        "options": {"expires": 24 * 3600},
+    },
     # Every minute: send again the charges that never reached Stripe (it was down during the
     # close), reconcile those whose answer was lost or whose process died, and charge declined
     # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -330,6 +331,14 @@ WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
 WEBHOOK_CONCURRENCY_PER_WORKSPACE = int(os.environ.get("WEBHOOK_CONCURRENCY_PER_WORKSPACE", "2"))
 # Test alerts a workspace may send per hour (the API answers 429 with Retry-After past it).
 BUDGET_TEST_ALERTS_PER_HOUR = int(os.environ.get("BUDGET_TEST_ALERTS_PER_HOUR", "10"))
+# Spend anomaly alerts (budgets.anomalies): the score threshold of workspaces without a workspace
+# budget (a budget's own anomaly_threshold applies otherwise); 0 turns that default off.
+SPEND_ANOMALY_THRESHOLD = os.environ.get("SPEND_ANOMALY_THRESHOLD", "4.0")
+try:
+    if not 0 <= Decimal(SPEND_ANOMALY_THRESHOLD) <= 100:
+        raise ValueError
+except (ArithmeticError, ValueError):
+    raise RuntimeError(f"SPEND_ANOMALY_THRESHOLD={SPEND_ANOMALY_THRESHOLD!r}: a score from 2 to 20 (4.0 by default), or 0 for off.") from None
 
 # --- REST framework and OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -90,8 +90,51 @@ def _days(start: date, end: date) -> list[date]:
 
 # --- Daily spend stacked by feature -------------------------------------------------------------
 
+ANOMALY_COLOR = "#c92a2a"
 
-def daily_by_feature(rows: list[dict], period: Period) -> Chart:
+
+@dataclass(frozen=True)
+class AnomalyMark:
+    """A spend anomaly as the daily chart marks it (budgets.models.SpendAnomaly's numbers)."""
+
+    day: str  # ISO, UTC
+    scope: str  # "Workspace" or the key's name and prefix
+    amount: Decimal  # USD
+    baseline: Decimal  # USD
+    score: Decimal
+    partial: bool  # judged on part of the day
+
+    @classmethod
+    def of(cls, anomaly) -> AnomalyMark:
+        scope = f"Key {anomaly.api_key.name} ({anomaly.api_key.display_prefix})" if anomaly.api_key_id else "Workspace"
+        return cls(anomaly.day.isoformat(), scope, anomaly.amount, anomaly.baseline, anomaly.score, anomaly.fraction < 1)
+
+    @property
+    def text(self) -> str:
+        so_far = " so far" if self.partial else ""
+        return f"{self.scope}: ${self.amount:,.2f}{so_far} vs usual ${self.baseline:,.2f} (score {self.score})"
+
+
+def _anomaly_trace(marks: list[AnomalyMark], day_totals: dict[str, Decimal]) -> dict[str, Any]:
+    """One marker above each anomalous day's bar, its hover giving amount against baseline."""
+    by_day: dict[str, list[AnomalyMark]] = defaultdict(list)
+    for mark in marks:
+        by_day[mark.day].append(mark)
+    days = sorted(by_day)
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": "Unusual spend",
+        "x": days,
+        "y": [_usd(day_totals.get(day, Decimal(0))) for day in days],
+        "text": ["<br>".join(mark.text for mark in by_day[day]) for day in days],
+        "marker": {"color": ANOMALY_COLOR, "symbol": "triangle-down", "size": 12, "line": {"color": "#fff", "width": 1}},
+        "hovertemplate": "%{text}<extra>Unusual spend</extra>",
+        "cliponaxis": False,
+    }
+
+
+def daily_by_feature(rows: list[dict], period: Period, anomalies: list[AnomalyMark] = ()) -> Chart:
     by_feature: dict[str, dict[str, Decimal]] = defaultdict(dict)
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
@@ -110,6 +153,12 @@ def daily_by_feature(rows: list[dict], period: Period) -> Chart:
         }
         for feature in features
     ]
+    day_totals: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        day_totals[row["day"]] += row["amount"]
+    marks = [mark for mark in anomalies if mark.day in day_totals]
+    if marks:
+        traces.append(_anomaly_trace(marks, day_totals))
     figure = {
         "data": traces,
         "layout": _layout(
@@ -120,18 +169,25 @@ def daily_by_feature(rows: list[dict], period: Period) -> Chart:
         ),
     }
     days_with_usage = sorted({row["day"] for row in rows})
+    notes: dict[str, list[str]] = defaultdict(list)
+    for mark in marks:
+        notes[mark.day].append(mark.text)
     table_rows = []
     for day in days_with_usage:
         amounts = [by_feature[feature].get(day, Decimal(0)) for feature in features]
-        table_rows.append([day, *amounts, sum(amounts, Decimal(0))])
-    footer = ["Total", *[totals[f] for f in features], sum(totals.values(), Decimal(0))]
+        table_rows.append([day, *amounts, sum(amounts, Decimal(0)), *(["; ".join(notes[day])] if marks else [])])
+    footer = ["Total", *[totals[f] for f in features], sum(totals.values(), Decimal(0)), *([""] if marks else [])]
     money = frozenset(range(1, len(features) + 2))
     return Chart(
         id="chart-daily",
         title="Daily spend by feature",
-        caption="List price per UTC day, before plan discounts and the free tier.",
+        caption="List price per UTC day, before plan discounts and the free tier."
+        + (" ▼ marks a day of unusual spend (far above its recent history)." if marks else ""),
         figure=figure,
-        table=Table(["Day (UTC)", *[feature_label(f) for f in features], "Total"], table_rows, footer, money),
+        table=Table(
+            ["Day (UTC)", *[feature_label(f) for f in features], "Total", *(["Unusual spend"] if marks else [])],
+            table_rows, footer, money,
+        ),  # fmt: skip
         empty=not rows,
     )
 

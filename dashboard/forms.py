@@ -322,6 +322,12 @@ class BudgetForm(forms.Form):
     forecast_alerts = forms.BooleanField(required=False, initial=True, label="Also alert when the month-end forecast reaches a threshold")
     hard_limit = forms.BooleanField(required=False, label="Hard limit: the allowance endpoint answers “blocked” once spend reaches the amount")
     email = forms.BooleanField(required=False, initial=True, label="E-mail the workspace's owners and admins")
+    anomaly_threshold = forms.DecimalField(
+        label="Unusual-spend alert at (score)", required=False, initial=4, min_value=budget_rules.ANOMALY_THRESHOLD_MIN,
+        max_value=budget_rules.ANOMALY_THRESHOLD_MAX, max_digits=4, decimal_places=1,
+        help_text="How far above its usual a day's spend must be (spreads above the median of recent days) to alert; "
+                  "4 by default, empty for no unusual-spend alerts.",
+    )  # fmt: skip
     webhooks = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Webhook URLs",
                                help_text="One per line. Each gets a signing secret, shown once.")  # fmt: skip
 

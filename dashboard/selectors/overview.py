@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
 from billing.models import Plan, Statement
 from billing.selectors import plan_for_period
-from budgets.selectors import FORECAST_METHOD, Forecast, workspace_forecast
+from budgets.models import SpendAnomaly
+from budgets.selectors import FORECAST_METHOD, Forecast, anomalies_of, workspace_forecast
 from core.money import ZERO
 from core.periods import month_start
 from usage.selectors import UsageSummary, usage_summary
@@ -51,6 +52,7 @@ class Overview:
     by_resolution: UsageSummary
     by_steps: UsageSummary
     by_key: UsageSummary
+    anomalies: list[SpendAnomaly] = field(default_factory=list)  # the period's, workspace and keys
 
     @property
     def includes_current_month(self) -> bool:
@@ -84,6 +86,7 @@ def overview(workspace: Workspace, period: Period, *, now: datetime | None = Non
         by_resolution=summary("resolution"),
         by_steps=summary("steps"),
         by_key=summary("api_key"),
+        anomalies=anomalies_of(workspace, start=period.start, end=period.end),
     )
 
 

@@ -50,7 +50,7 @@ def budget_create(request):
     budget, issued = budget_services.budget_create(
         workspace=request.access.workspace, amount=data["amount"], thresholds=data["thresholds"],
         forecast_alerts=data["forecast_alerts"], hard_limit=data["hard_limit"], api_key=data["api_key"],
-        email=data["email"], webhook_urls=data["webhooks"],
+        email=data["email"], webhook_urls=data["webhooks"], anomaly_threshold=data["anomaly_threshold"],
     )  # fmt: skip
     messages.success(request, f"Budget of {budget.amount:,.2f} USD a month created.")
     return _budgets_page(request, BudgetForm(workspace=request.access.workspace), issued=issued)
@@ -78,6 +78,7 @@ def _budget_initial(budget) -> dict:
         "forecast_alerts": budget.forecast_alerts,
         "hard_limit": budget.hard_limit,
         "email": budget.email,
+        "anomaly_threshold": None if budget.anomaly_threshold is None else budget.anomaly_threshold.normalize(),
         "webhooks": "\n".join(endpoint.url for endpoint in budget.webhooks.all()),
     }
 
@@ -99,7 +100,7 @@ def budget_update(request, budget_id: int):
     data = form.cleaned_data
     # A URL that stays keeps its endpoint (and its secret); new URLs get new secrets.
     specs = budget_services.WebhookSpec.of_urls(data["webhooks"])
-    changes = {name: data[name] for name in ("amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email")}
+    changes = {name: data[name] for name in ("amount", "thresholds", "forecast_alerts", "hard_limit", "api_key", "email", "anomaly_threshold")}
     budget, issued = budget_services.budget_update(budget=budget, changes=changes, webhooks_spec=specs)
     if issued:
         budget = _budget(request, budget.pk)

@@ -60,7 +60,7 @@ def _charts(data: Overview, today: date) -> list[charts.Chart]:
         if b.budget.api_key_id is None
     ]
     return [
-        charts.daily_by_feature(data.daily.rows, data.period),
+        charts.daily_by_feature(data.daily.rows, data.period, anomalies=[charts.AnomalyMark.of(a) for a in data.anomalies]),
         charts.cumulative(
             data.daily.rows,
             data.period,

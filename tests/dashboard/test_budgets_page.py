@@ -125,3 +125,17 @@ def test_the_overview_shows_budget_progress_and_the_budget_line(client, owner, w
     page = client.get("/").content.decode()
     assert "77.8 %" in page  # $7.78 of $10
     assert "Budget 10.00 USD" in page  # the line on the cumulative chart
+
+
+def test_the_unusual_spend_threshold_is_set_changed_and_turned_off_on_the_page(client, owner, workspace):
+    client.force_login(owner)
+    assert 'name="anomaly_threshold"' in client.get("/budgets/").content.decode()
+    client.post("/budgets/new/", form(anomaly_threshold="6.5"))
+    budget = Budget.objects.get()
+    assert budget.anomaly_threshold == Decimal("6.5")
+    assert 'value="6.5"' in client.get(f"/budgets/{budget.pk}/").content.decode()
+    refused = client.post(f"/budgets/{budget.pk}/save/", form(anomaly_threshold="1"))
+    assert refused.status_code == 400 and "greater than or equal to 2" in refused.content.decode()
+    assert client.post(f"/budgets/{budget.pk}/save/", form(anomaly_threshold="")).status_code == 302
+    budget.refresh_from_db()
+    assert budget.anomaly_threshold is None  # off

@@ -253,6 +253,22 @@ class CreditLotAdmin(admin.ModelAdmin):
     list_filter = ["source"]
     search_fields = ["workspace__slug", "note"]
     inlines = [CreditEntryInline]
+    actions = ["refund_to_card"]
+
+    @admin.action(description="Refund what is left of the selected purchased lots to the card")
+    def refund_to_card(self, request, queryset):
+        from core.errors import ServiceError
+
+        from .credit_refunds import credit_lot_refund
+
+        for lot in queryset:
+            try:
+                refund = credit_lot_refund(lot, actor=f"staff:{request.user}")
+            except ServiceError as exc:
+                self.message_user(request, f"Lot {lot.pk}: {exc}", level=messages.WARNING)
+                continue
+            level = messages.SUCCESS if refund.status == "succeeded" else messages.WARNING
+            self.message_user(request, f"Lot {lot.pk}: {refund.amount_cents / 100:.2f} USD refund {refund.status} {refund.error}", level=level)
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -623,3 +623,28 @@ class AutoRecharge(models.Model):
 
     def __str__(self) -> str:
         return f"auto-recharge of workspace {self.workspace_id}: {'on' if self.enabled else 'off'}"
+
+
+class CreditRefund(models.Model):
+    """Purchased credits paid back to the card (staff, in the admin): the REFUND entry that takes
+    them out of the wallet is written and committed first (STARTED), then Stripe is asked with the
+    key `credit_refund:{id}`; a refund Stripe refuses gives the credits back (a REVERSAL entry), one
+    whose answer was lost is asked again with the same key by the every-minute job."""
+
+    class Status(models.TextChoices):
+        STARTED = "started", "Started"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    entry = models.OneToOneField(CreditEntry, on_delete=models.PROTECT, related_name="refund")
+    purchase = models.ForeignKey(CreditPurchase, on_delete=models.PROTECT, related_name="refunds")
+    amount_cents = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
+    stripe_refund_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"refund {self.pk} of credit purchase {self.purchase_id}: {self.status}"

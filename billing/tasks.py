@@ -122,8 +122,9 @@ def auto_recharges_check_due() -> dict:
     settle credit purchases whose answer was lost or that never reached Stripe."""
     from .auto_recharge import auto_recharges_check_due as check
     from .credit_purchases import credit_purchases_reconcile
+    from .credit_refunds import credit_refunds_resend
 
-    return {"reconciled": credit_purchases_reconcile(), "recharged": check()}
+    return {"reconciled": credit_purchases_reconcile(), "refunds": credit_refunds_resend(), "recharged": check()}
 
 
 @shared_task(acks_late=True)

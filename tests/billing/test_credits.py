@@ -324,3 +324,23 @@ def test_recharge_notices_go_by_e_mail_and_to_the_event_stream_when_it_exists(
         from notifications.models import Event
 
         assert Event.objects.filter(workspace=workspace, type="credits.auto_recharge.failed").count() == 1
+
+
+def test_staff_refund_what_is_left_of_a_purchase_to_the_card(workspace, october, local_stripe):
+    from billing.credit_refunds import RefundRefused, credit_lot_refund
+
+    cards.payment_method_set(workspace, "pm_card_visa")
+    purchase = credit_purchases.credit_purchase(workspace, D(5), actor="test", now=datetime(2026, 10, 5, tzinfo=timezone.utc))
+    statement, _ = statement_close(workspace, OCT, now=CLOSED)  # consumes 3.50 of the 5.00
+    assert statement.credits_applied == D("3.50")
+    refund = credit_lot_refund(purchase.lot, actor="staff")
+    assert refund.status == "succeeded" and refund.amount_cents == 150 and refund.stripe_refund_id.startswith("re_")
+    assert credit_balance(workspace.pk) == 0
+    held = local_stripe.get(f"/v1/payment_intents/{purchase.payment_intent_id}").json()
+    charge = local_stripe.get(f"/v1/charges/{held['latest_charge'] if isinstance(held['latest_charge'], str) else held['latest_charge']['id']}").json()
+    assert charge["amount_refunded"] == 150
+    with pytest.raises(RefundRefused):
+        credit_lot_refund(purchase.lot, actor="staff")  # nothing left
+    with pytest.raises(RefundRefused):
+        credit_lot_refund(credits_grant(workspace, D(3), actor="staff"), actor="staff")  # granted, not bought
+    assert_ledger_consistent(workspace)

@@ -706,7 +706,10 @@ class MoneyMachine(RuleBasedStateMachine):
                     assert given == 0
                     consumed -= taken
             expired = -(entries.filter(kind="expiry").aggregate(s=Sum("amount"))["s"] or Decimal(0))
-            assert self.credited[n] == balance + consumed + expired, (self.credited[n], balance, consumed, expired)
+            refunded = -(entries.filter(kind="refund", refund__status__in=["started", "succeeded"]).aggregate(
+                s=Sum("amount"))["s"] or Decimal(0))
+            assert self.credited[n] == balance + consumed + expired + refunded, (
+                self.credited[n], balance, consumed, expired, refunded)
 
     @invariant()
     def invoices_numbered_without_gaps_and_taxed_at_the_rate(self):  # E7

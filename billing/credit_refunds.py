@@ -15,12 +15,11 @@ from decimal import ROUND_DOWN, Decimal
 
 import stripe
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from core.errors import ServiceError
 
-from .credits import _balance_changed
+from .credits import _balance_changed, remaining_add
 from .models import CreditEntry, CreditLot, CreditRefund
 from .stripe_api import failure_reason, payments_configured, stripe_client
 
@@ -48,7 +47,7 @@ def credit_lot_refund(lot: CreditLot, *, actor: str, now: datetime | None = None
         if cents <= 0:
             raise RefundRefused("Nothing is left of this lot to refund.")
         amount = Decimal(cents) / 100
-        CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - amount)
+        remaining_add(lot.pk, -amount)
         entry = CreditEntry.objects.create(
             workspace_id=lot.workspace_id, lot=lot, kind=CreditEntry.Kind.REFUND, amount=-amount,
             note=f"refunded to the card by {actor}"[:300], created_at=now,
@@ -85,7 +84,7 @@ def _settle(refund_id: int, stripe_refund_id: str | None, *, error: str, now: da
         refund.save(update_fields=["stripe_refund_id", "status", "error", "finished_at"])
         if error:  # nothing was paid back: the credits return to the wallet
             entry = refund.entry
-            CreditLot.objects.filter(pk=entry.lot_id).update(remaining=F("remaining") - entry.amount)
+            remaining_add(entry.lot_id, -entry.amount)
             CreditEntry.objects.create(
                 workspace_id=entry.workspace_id, lot_id=entry.lot_id, kind=CreditEntry.Kind.REVERSAL, amount=-entry.amount,
                 note=f"refund failed: {error}"[:300], created_at=now,

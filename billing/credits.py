@@ -61,6 +61,13 @@ def _balance_changed(workspace_id: int) -> None:
     transaction.on_commit(run)
 
 
+def remaining_add(lot_id: int, delta: Decimal) -> None:
+    """Move a lot's `remaining` by `delta`, computed here in Decimal (never in SQL: SQLite would
+    do it in floating point), the lot locked. Every entry written is matched by one of these."""
+    lot = CreditLot.objects.select_for_update().only("remaining").get(pk=lot_id)
+    CreditLot.objects.filter(pk=lot_id).update(remaining=money(lot.remaining + delta))
+
+
 def usable_q(now: datetime) -> Q:
     return Q(remaining__gt=0) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
@@ -127,7 +134,7 @@ def credits_consume(statements: Iterable[Statement], *, now: datetime) -> None:
         entries = []
         for lot in lots.order_by(*CONSUMPTION_ORDER):
             take = min(lot.remaining, wanted)
-            CreditLot.objects.filter(pk=lot.pk).update(remaining=F("remaining") - take)
+            remaining_add(lot.pk, -take)
             entries.append(CreditEntry(
                 workspace_id=statement.workspace_id, lot=lot, kind=CreditEntry.Kind.CONSUMPTION, amount=-take,
                 statement=statement, note=f"{statement.period:%B %Y} statement", created_at=now,
@@ -148,7 +155,7 @@ def credits_give_back(statement: Statement, *, now: datetime) -> Decimal:
     consumed = list(CreditEntry.objects.filter(statement=statement, kind=CreditEntry.Kind.CONSUMPTION).order_by("pk"))
     total = ZERO
     for entry in consumed:
-        CreditLot.objects.filter(pk=entry.lot_id).update(remaining=F("remaining") - entry.amount)
+        remaining_add(entry.lot_id, -entry.amount)
         CreditEntry.objects.create(
             workspace_id=entry.workspace_id, lot_id=entry.lot_id, kind=CreditEntry.Kind.REVERSAL, amount=-entry.amount,
             statement=statement, note=f"{statement.period:%B %Y} statement voided", created_at=now,
@@ -191,12 +198,12 @@ def credits_available(workspace_ids: list[int], *, now: datetime) -> dict[int, D
         CreditLot.objects.filter(usable_q(now), workspace_id__in=workspace_ids)
         .values("workspace_id").annotate(left=Sum("remaining")).order_by()
     )  # fmt: skip
-    return {row["workspace_id"]: row["left"] for row in rows}
+    return {row["workspace_id"]: money(row["left"]) for row in rows}  # money(): SQLite sums in floats
 
 
 def credit_balance(workspace_id: int) -> Decimal:
     """The ledger's balance: the sum of the workspace's entries."""
-    return CreditEntry.objects.filter(workspace_id=workspace_id).aggregate(s=Sum("amount"))["s"] or ZERO
+    return money(CreditEntry.objects.filter(workspace_id=workspace_id).aggregate(s=Sum("amount"))["s"] or ZERO)
 
 
 def unbilled_spend(workspace_id: int, *, now: datetime) -> Decimal:

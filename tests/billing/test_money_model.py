@@ -676,23 +676,27 @@ class MoneyMachine(RuleBasedStateMachine):
 
         from billing.models import CreditEntry, CreditLot, Statement
 
+        def total(queryset) -> Decimal:  # quantized: SQLite sums decimals in floating point
+            found = queryset.aggregate(s=Sum("amount"))["s"]
+            return Decimal(0) if found is None else found.quantize(Decimal("0.000001"))
+
         if not hasattr(self, "ws"):
             return
         for n in range(2):
             workspace = self.ws[n]
             entries = CreditEntry.objects.filter(workspace=workspace)
-            balance = entries.aggregate(s=Sum("amount"))["s"] or Decimal(0)
+            balance = total(entries)
             lots = list(CreditLot.objects.filter(workspace=workspace))
             for lot in lots:
-                assert lot.remaining == (lot.entries.aggregate(s=Sum("amount"))["s"] or 0), lot
+                assert lot.remaining == total(lot.entries), lot
                 assert 0 <= lot.remaining <= lot.amount, lot
             assert balance == sum((lot.remaining for lot in lots), Decimal(0)) >= 0
             # Never lost: what was put in is in the wallet, on a live statement, or expired.
             consumed = Decimal(0)
             for statement in Statement.objects.filter(workspace=workspace).prefetch_related("lines"):
                 line = sum((x.amount for x in statement.lines.all() if x.kind == "credits"), Decimal(0))
-                taken = entries.filter(statement=statement, kind="consumption").aggregate(s=Sum("amount"))["s"] or Decimal(0)
-                given = entries.filter(statement=statement, kind="reversal").aggregate(s=Sum("amount"))["s"] or Decimal(0)
+                taken = total(entries.filter(statement=statement, kind="consumption"))
+                given = total(entries.filter(statement=statement, kind="reversal"))
                 assert line == taken == -statement.credits_applied, (statement, line, taken)
                 if taken and statement.pk not in self.credit_statements:
                     self.credit_statements.add(statement.pk)
@@ -705,9 +709,8 @@ class MoneyMachine(RuleBasedStateMachine):
                 else:
                     assert given == 0
                     consumed -= taken
-            expired = -(entries.filter(kind="expiry").aggregate(s=Sum("amount"))["s"] or Decimal(0))
-            refunded = -(entries.filter(kind="refund", refund__status__in=["started", "succeeded"]).aggregate(
-                s=Sum("amount"))["s"] or Decimal(0))
+            expired = -total(entries.filter(kind="expiry"))
+            refunded = -total(entries.filter(kind="refund", refund__status__in=["started", "succeeded"]))
             assert self.credited[n] == balance + consumed + expired + refunded, (
                 self.credited[n], balance, consumed, expired, refunded)
 

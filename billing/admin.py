@@ -231,6 +231,17 @@ class CreditGrantForm(forms.ModelForm):
         model = CreditLot
         fields = ["workspace", "amount", "expires_at", "note"]
 
+    def clean(self):
+        from django.utils import timezone
+
+        from .credits import grant_errors
+
+        data = super().clean()
+        for field, problems in grant_errors(data.get("amount"), data.get("expires_at"), now=timezone.now()).items():
+            if field not in self.errors:
+                self.add_error(field, problems)
+        return data
+
 
 class CreditEntryInline(admin.TabularInline):
     model = CreditEntry
@@ -277,19 +288,13 @@ class CreditLotAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        from .credits import CreditsInvalid, credits_grant
+        from .credits import credits_grant
 
-        data = form.cleaned_data
-        try:
-            lot = credits_grant(data["workspace"], data["amount"], actor=f"staff:{request.user}",
-                                expires_at=data.get("expires_at"), note=data.get("note", ""))
-        except CreditsInvalid as exc:
-            raise forms.ValidationError(str(exc.errors or exc)) from exc
+        data = form.cleaned_data  # validated by the form with the service's rule (grant_errors)
+        lot = credits_grant(data["workspace"], data["amount"], actor=f"staff:{request.user}",
+                            expires_at=data.get("expires_at"), note=data.get("note", ""))
         obj.pk, obj.remaining, obj.created_by = lot.pk, lot.remaining, lot.created_by
         obj.created_at = lot.created_at
-
-    def save_related(self, request, form, formsets, change):
-        pass  # the grant wrote its own entry
 
 
 @admin.register(CreditEntry)

@@ -91,6 +91,16 @@ def _lot_add(
     return lot
 
 
+def grant_errors(amount: Decimal | None, expires_at: datetime | None, *, now: datetime) -> dict[str, list[str]]:
+    """What is wrong with a grant (the admin's form and credits_grant)."""
+    errors = {}
+    if amount is None or amount <= 0 or money(amount) != amount:
+        errors["amount"] = ["A grant is a positive amount of USD, at most 6 decimal places."]
+    if expires_at is not None and expires_at <= now:
+        errors["expires_at"] = ["The expiry must be in the future."]
+    return errors
+
+
 @transaction.atomic
 def credits_grant(
     workspace: Workspace, amount: Decimal, *, actor: str, expires_at: datetime | None = None, note: str = "",
@@ -99,10 +109,9 @@ def credits_grant(
     """Staff grant promotional credits: a lot of its own, with an optional expiry and a note."""
     now = now or timezone.now()
     amount = Decimal(amount)
-    if amount <= 0 or money(amount) != amount:
-        raise CreditsInvalid(errors={"amount": ["A grant is a positive amount of USD, at most 6 decimal places."]})
-    if expires_at is not None and expires_at <= now:
-        raise CreditsInvalid(errors={"expires_at": ["The expiry must be in the future."]})
+    errors = grant_errors(amount, expires_at, now=now)
+    if errors:
+        raise CreditsInvalid(errors=errors)
     return _lot_add(
         workspace.pk, source=CreditLot.Source.GRANT, amount=amount, kind=CreditEntry.Kind.GRANT, actor=actor,
         now=now, expires_at=expires_at, note=note,

@@ -344,3 +344,26 @@ def test_staff_refund_what_is_left_of_a_purchase_to_the_card(workspace, october,
     with pytest.raises(RefundRefused):
         credit_lot_refund(credits_grant(workspace, D(3), actor="staff"), actor="staff")  # granted, not bought
     assert_ledger_consistent(workspace)
+
+
+def test_staff_grant_credits_in_the_admin(workspace, client):
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.create_superuser("boss@mb.test", "boss@mb.test", "pw"))
+    assert client.get("/admin/billing/creditlot/add/").status_code == 200
+    response = client.post("/admin/billing/creditlot/add/", {
+        "workspace": workspace.pk, "amount": "15", "expires_at_0": "2099-01-31", "expires_at_1": "00:00:00", "note": "sorry for the outage",
+        "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0",
+    })  # fmt: skip
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    lot = CreditLot.objects.get()
+    assert (lot.source, lot.amount, lot.remaining, lot.note) == ("grant", D(15), D(15), "sorry for the outage")
+    assert lot.created_by == "staff:boss@mb.test" and lot.expires_at.year == 2099
+    assert list(lot.entries.values_list("kind", "amount")) == [("grant", D(15))]
+    assert client.get(f"/admin/billing/creditlot/{lot.pk}/change/").status_code == 200  # read-only view
+    refused = client.post("/admin/billing/creditlot/add/", {
+        "workspace": workspace.pk, "amount": "-1", "expires_at_0": "2001-01-31", "expires_at_1": "00:00:00", "note": "",
+        "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0",
+    })  # fmt: skip
+    assert refused.status_code == 200 and set(refused.context["adminform"].form.errors) == {"amount", "expires_at"}
+    assert CreditLot.objects.count() == 1

@@ -22,11 +22,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.jobs import enqueue
+from core.money import money
 from workspaces.models import Workspace
 
 from .credit_notices import credit_notice
 from .credit_purchases import _begin, _send, purchase_amount_cents
-from .credits import CreditsInvalid, live_balance
+from .credits import CreditsInvalid, credit_balance, live_balance
 from .models import AutoRecharge, CreditPurchase
 
 ACTOR = "auto-recharge"
@@ -99,6 +100,7 @@ def credits_auto_recharge(workspace_id: int, *, now: datetime | None = None) -> 
         settings.armed = False
         settings.crossings += 1
         settings.save(update_fields=["armed", "crossings", "updated_at"])
+        _low_notice(settings, balance)
         purchase = _begin(
             settings.workspace, purchase_amount_cents(settings.amount), actor=ACTOR, crossing=settings.crossings, now=now
         )
@@ -116,25 +118,42 @@ def auto_recharges_check_due(*, now: datetime | None = None) -> int:
 
 
 def recharge_settled(purchase: CreditPurchase, *, succeeded: bool) -> None:
-    """A purchase was settled (under its lock): for an auto-recharge, notify, and on a decline
-    disable auto-recharge until a new card is added."""
-    if purchase.crossing is None:
-        return
-    amount = f"{Decimal(purchase.amount_cents) / 100:.2f}"
-    data = {"purchase": purchase.pk, "amount": amount, "currency": "usd", "crossing": purchase.crossing}
+    """A purchase was settled (under its lock, its lot granted): tell the owners and admins and
+    the event stream (`credits.recharged`, or `credits.recharge_failed` for an auto-recharge); a
+    declined auto-recharge also turns auto-recharge off until a new card is added."""
+    amount = money(Decimal(purchase.amount_cents) / 100)
+    auto = purchase.crossing is not None
+    key = f"credit_purchase:{purchase.pk}"
     if succeeded:
-        credit_notice(
-            purchase.workspace_id, "credits.auto_recharge.succeeded", data, key=f"credit_purchase:{purchase.pk}",
-            subject=f"Credits recharged: {amount} USD",
-            text=f"Your credit balance fell below its threshold, so {amount} USD of credits were bought with the saved card.",
-        )  # fmt: skip
+        data = {"amount": amount, "balance": credit_balance(purchase.workspace_id), "currency": "USD",
+                "purchase_id": purchase.pk, "source": "auto_recharge" if auto else "purchase", "crossing": purchase.crossing}
+        subject = f"Credits recharged: {amount:.2f} USD" if auto else f"Credits bought: {amount:.2f} USD"
+        text = f"{amount:.2f} USD of credits were bought with the saved card."
+        if auto:
+            text = f"Your credit balance fell below its threshold, so {text}"
+        credit_notice(purchase.workspace_id, "credits.recharged", data, key=key, subject=subject, text=text)
         return
+    if not auto:
+        return  # the person buying sees the failure at once (the API's answer, the page)
     reason = purchase.error or "declined"
     AutoRecharge.objects.filter(workspace_id=purchase.workspace_id).update(enabled=False, disabled_reason=reason[:300])
     credit_notice(
-        purchase.workspace_id, "credits.auto_recharge.failed", {**data, "reason": reason},
-        key=f"credit_purchase:{purchase.pk}", subject="Auto-recharge failed and is now off",
-        text=f"Buying {amount} USD of credits failed: {reason}\nAuto-recharge is off until a new card is added.",
+        purchase.workspace_id, "credits.recharge_failed",
+        {"purchase_id": purchase.pk, "amount": amount, "currency": "USD", "reason": reason, "crossing": purchase.crossing},
+        key=key, subject="Auto-recharge failed and is now off",
+        text=f"Buying {amount:.2f} USD of credits failed: {reason}\nAuto-recharge is off until a new card is added.",
+    )  # fmt: skip
+
+
+def _low_notice(settings: AutoRecharge, balance: Decimal) -> None:
+    """The live balance crossed below the threshold (once per crossing, with the recharge)."""
+    credit_notice(
+        settings.workspace_id, "credits.low",
+        {"balance": money(balance), "threshold": money(settings.threshold), "currency": "USD"},
+        key=f"credits:{settings.workspace_id}:crossing:{settings.crossings}",
+        subject=f"Credit balance below {settings.threshold:.2f} USD",
+        text=f"Your live credit balance is {balance:.2f} USD, below {settings.threshold:.2f} USD: "
+             f"{settings.amount:.2f} USD are being bought with the saved card (auto-recharge).",
     )  # fmt: skip
 
 

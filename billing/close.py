@@ -24,6 +24,7 @@ from . import statement as engine
 from .credits import credits_consume
 from .drafts import Draft, credit_left_over, statement_drafts
 from .errors import CloseRefused
+from .events import statements_closed_publish
 from .invoices import invoices_issue
 from .models import BalanceAdjustment, Plan, Statement, StatementAudit, StatementLine
 from .selectors import DEFAULT_PLAN_NAME, LIVE, first_open_months
@@ -237,5 +238,6 @@ def _store_many(
             note += f", {built.credits_applied} of prepaid credits applied"
         audits.append(StatementAudit(statement=statement, actor=actor, action="finalized", note=note))
     StatementAudit.objects.bulk_create(audits)
-    invoices_issue(statements, now=now)  # last: the numbers stay locked until the commit
+    invoices = invoices_issue(statements, now=now)  # the numbers stay locked until the commit
+    statements_closed_publish(statements, invoices)  # the event stream (notifications)
     return statements

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from django.conf import settings
 from django.db import connection, transaction
 
+from .events import credit_note_publish
 from .models import BillingProfile, Invoice, InvoiceSequence, Statement
 
 logger = logging.getLogger(__name__)
@@ -104,10 +105,12 @@ def credit_note_issue(statement: Statement, *, now: datetime) -> Invoice | None:
         return None
     year = now.astimezone(timezone.utc).year
     (n,) = numbers_take(Invoice.Kind.CREDIT_NOTE, year, 1)
-    return Invoice.objects.create(
+    credit_note = Invoice.objects.create(
         statement=statement, kind=Invoice.Kind.CREDIT_NOTE, number=invoice_number(Invoice.Kind.CREDIT_NOTE, year, n),
         year=year, sequence=n, issued_at=now, seller=original.seller, buyer=original.buyer, cancels=original,
     )
+    credit_note_publish(credit_note, statement)
+    return credit_note
 
 
 def receipt_emails_after_commit(statement: Statement) -> None:

@@ -24,6 +24,7 @@ from django.db import transaction
 
 from core.money import usd_cents
 
+from .events import payment_failed_publish, payment_succeeded_publish
 from .invoices import receipt_emails_after_commit
 from .models import PaymentAttempt, Statement, StatementAudit
 
@@ -111,6 +112,7 @@ def _statement_paid(statement: Statement, attempt: PaymentAttempt, *, now: datet
         statement.next_retry_at = None
         statement.save(update_fields=["status", "paid_at", "next_retry_at"])
         receipt_emails_after_commit(statement)
+        payment_succeeded_publish(statement, attempt, now=now)
     else:
         note += f"; the statement is {statement.status} and stays so: refund or apply the payment by hand"
     StatementAudit.objects.create(statement=statement, actor=actor, action="payment_succeeded", note=note)
@@ -137,6 +139,7 @@ def _statement_failed(statement: Statement, attempt: PaymentAttempt, *, now: dat
         else "; no automatic retry left"
     )
     StatementAudit.objects.create(statement=statement, actor=actor, action="payment_failed", note=note)
+    payment_failed_publish(statement, attempt, now=now)
     transaction.on_commit(functools.partial(_notify_failed, statement.pk, attempt.pk, statement.workspace_id))
 
 

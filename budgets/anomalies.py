@@ -23,7 +23,6 @@ installed. Every notice goes through _notice.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -49,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 # Days of history read before the day judged: five of each weekday (the seasonal baseline).
 WINDOW_DAYS = anomaly.MAX_HISTORY_DAYS
-EVENT_TYPE = "spend.anomaly"
+EVENT_TYPE = "usage.anomaly"  # the event stream's type (budget webhooks call theirs "spend.anomaly")
 
 
 def default_threshold() -> Decimal | None:
@@ -235,9 +234,7 @@ def _notice(found: SpendAnomaly, rule: _Rule) -> None:
 
 
 def _publish(found: SpendAnomaly) -> None:
-    if importlib.util.find_spec("notifications") is None:
-        return
-    import notifications  # the signed event stream, where installed
+    import notifications  # the signed event stream (notifications sits below budgets)
 
     from .delivery import anomaly_payload
 

@@ -35,25 +35,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import metrics
+from core import metrics, webhooks
 from core.jobs import enqueue
+from core.locks import workspace_lock
 from core.money import CURRENCY, decimal_text
+
+# The delivery policy budget alerts share with the event stream; these names stay importable
+# from here (tests and settings docs refer to budgets.delivery.RETRY_WINDOW and the like).
+from core.webhooks import (  # noqa: F401
+    MAX_WEBHOOK_TIMEOUT,
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_WINDOW,
+    WEBHOOK_CONCURRENCY_PER_WORKSPACE,
+    retry_delay,
+    webhook_concurrency_per_workspace,
+    webhook_timeout,
+)
 from workspaces.contacts import dashboard_url
 
-from . import webhooks
 from .emails import alert_email_send, alert_headline
 from .models import Alert, AlertDelivery, DeliveryAttempt
 
 logger = logging.getLogger(__name__)
 
-RETRY_FIRST_DELAY = timedelta(seconds=30)
-RETRY_MAX_DELAY = timedelta(minutes=45)
-RETRY_WINDOW = timedelta(hours=24)
-MAX_WEBHOOK_TIMEOUT = 60.0
 # The hard time limit of one attempt's task (budgets.tasks) is the attempt's own deadline plus
 # this: the claim before and the outcome saved after (a few queries). A worker process still in
 # the task then is killed by its pool.
@@ -66,8 +75,6 @@ EMAIL_TIMEOUTS_PER_ATTEMPT = 3
 # other task claims a delivery whose attempt may still be sending, and a worker that dies
 # mid-attempt frees it that soon (25 s for a webhook with the default 5 s deadline).
 CLAIM_MARGIN = 5
-# At most this many webhook attempts of one workspace in flight at once (setting of that name).
-WEBHOOK_CONCURRENCY_PER_WORKSPACE = 2
 # PostgreSQL advisory lock class of a workspace's webhook slots (pg_advisory_xact_lock): "mbwd".
 _LOCK_WEBHOOK_SLOTS = 0x6D62_7764
 # The sweep (deliveries_enqueue_due) runs this often (config/schedule.py) and enqueues, each with
@@ -85,11 +92,6 @@ LOST_AFTER_MAX = timedelta(minutes=30)
 _COUNTDOWN_MARGIN = 0.25
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """The wait after the `attempts`-th failed attempt: 30 s doubling, at most RETRY_MAX_DELAY."""
-    return min(RETRY_FIRST_DELAY * 2 ** max(attempts - 1, 0), RETRY_MAX_DELAY)
-
-
 @dataclass(frozen=True)
 class DeliveryResult:
     # The delivery's status after this call; "skipped" (not due, or held by another attempt) or
@@ -98,12 +100,6 @@ class DeliveryResult:
     status: str
     retry_at: datetime | None = None  # when to call again
     give_up_at: datetime | None = None
-
-
-def webhook_timeout() -> float:
-    """WEBHOOK_TIMEOUT_SECONDS, the deadline of one attempt, kept within 0.1 to 60 s."""
-    seconds = float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 5))
-    return min(max(seconds, 0.1), MAX_WEBHOOK_TIMEOUT)
 
 
 def attempt_time_limit(channel: str) -> int:
@@ -120,10 +116,6 @@ def attempt_time_limit(channel: str) -> int:
 def claim_length(time_limit: float) -> timedelta:
     """How long an attempt holds its delivery, given the hard time limit of the task making it."""
     return timedelta(seconds=time_limit + CLAIM_MARGIN)
-
-
-def webhook_concurrency_per_workspace() -> int:
-    return max(int(getattr(settings, "WEBHOOK_CONCURRENCY_PER_WORKSPACE", WEBHOOK_CONCURRENCY_PER_WORKSPACE)), 1)
 
 
 def _defer_delay() -> timedelta:
@@ -429,14 +421,3 @@ def delivery_requeue(delivery_id: int, channel: str, at: datetime, *, now: datet
     now = now or timezone.now()
     AlertDelivery.objects.filter(pk=delivery_id).update(requeue_at=at + LOST_AFTER)
     delivery_enqueue(delivery_id, channel, countdown=max((at - now).total_seconds(), 0) + _COUNTDOWN_MARGIN)
-
-
-def workspace_lock(lock_class: int, workspace_id: int) -> None:
-    """Serialize, until the transaction ends, the callers of one workspace and lock class. On
-    PostgreSQL an advisory lock (nothing else waits on it); SQLite's write transactions (IMMEDIATE,
-    config/settings.py) are serialized already."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [lock_class, workspace_id % 2**31])
-
-

@@ -24,8 +24,9 @@ from django.utils import timezone
 from billing.selectors import plan_for_period
 from core.errors import ServiceError
 from core.jobs import enqueue
-from core.money import to_micros
+from core.money import CURRENCY, decimal_text, to_micros
 from core.periods import current_period
+from notifications import publish
 from workspaces.contacts import owner_and_admin_emails
 from workspaces.models import Workspace
 
@@ -193,10 +194,36 @@ def _alert_record(alert: Alert, *, recipients: Sequence[str], endpoints: Sequenc
         with transaction.atomic():
             alert.save(force_insert=True)
             deliveries = _deliveries_create(alert, recipients, endpoints)
+            _alert_publish(alert)
     except IntegrityError:
         return None
     transaction.on_commit(functools.partial(deliveries_enqueue, [(d.pk, d.channel) for d in deliveries]))
     return alert
+
+
+# The event stream's type per alert kind (free-allowance notices and test alerts are not in it).
+STREAM_TYPES = {Alert.Kind.ACTUAL: "budget.threshold_crossed", Alert.Kind.FORECAST: "budget.forecast_exceeded"}
+
+
+def _alert_publish(alert: Alert) -> None:
+    """Tell the event stream (notifications) of a budget alert, in the alert's transaction."""
+    event_type = STREAM_TYPES.get(alert.kind)
+    if event_type is None:
+        return
+    budget = alert.budget
+    data = {
+        "budget_id": alert.budget_id,
+        "alert_id": alert.pk,
+        "api_key": budget.api_key.display_prefix if budget is not None and budget.api_key_id else None,
+        "period": f"{alert.period:%Y-%m}",
+        "threshold": alert.threshold,
+        "budget_amount": decimal_text(alert.budget_amount),
+        "spend": decimal_text(alert.spend),
+        "currency": CURRENCY,
+    }
+    if alert.kind == Alert.Kind.FORECAST:
+        data["forecast"] = decimal_text(alert.forecast)
+    publish(alert.workspace_id, event_type, data, key=f"alert:{alert.pk}", created=alert.created_at)
 
 
 def _deliveries_create(

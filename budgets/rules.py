@@ -14,9 +14,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import QuerySet
 
+from core import webhooks
 from workspaces.models import ApiKey, Workspace
-
-from . import webhooks
 
 AMOUNT_MIN = Decimal("0.01")  # USD a month
 AMOUNT_MAX = Decimal("1000000000")

@@ -15,11 +15,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
+from core import webhooks
 from core.money import CURRENCY
 from usage.selectors import DAYS_BOUNDS_MESSAGE, EARLIEST_DAY, LATEST_DAY
 from usage.serializers import MAX_RANGE_DAYS
 
-from . import rules, webhooks
+from . import rules
 from .anomaly import DEFAULT_THRESHOLD as DEFAULT_ANOMALY_THRESHOLD
 from .models import DEFAULT_THRESHOLDS, Alert, AlertDelivery
 from .selectors import FORECAST_METHOD

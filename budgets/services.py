@@ -14,10 +14,11 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from core import webhooks
 from core.errors import ServiceError
 from workspaces.models import ApiKey, Workspace
 
-from . import counters, webhooks
+from . import counters
 from .anomaly import DEFAULT_THRESHOLD as DEFAULT_ANOMALY_THRESHOLD
 from .evaluation import evaluation_request
 from .models import Budget, WebhookEndpoint

@@ -26,7 +26,10 @@ WEBHOOK_QUEUE = "webhooks"
 
 app = Celery("meterboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_routes = {"budgets.tasks.webhook_delivery_send": {"queue": WEBHOOK_QUEUE}}
+app.conf.task_routes = {
+    "budgets.tasks.webhook_delivery_send": {"queue": WEBHOOK_QUEUE},
+    "notifications.tasks.endpoint_deliver": {"queue": WEBHOOK_QUEUE},
+}
 app.autodiscover_tasks()
 
 from config import metrics  # noqa: E402,F401  (counts task outcomes: its Celery signal handlers)

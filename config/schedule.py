@@ -76,11 +76,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(minute=30, hour=0),
         "options": {"expires": 24 * 3600},
     },
-    # Every minute: send again the charges that never reached Stripe (it was down during the
-    # close), reconcile those whose answer was lost or whose process died, and charge declined
-    # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)
-    # has come. Every minute so that charges recover within a minute of Stripe answering again;
-    # it costs two indexed queries when there is nothing to do. Stale after 55 s: the next one runs.
+    # The event stream's sweep (notifications.delivery): enqueue each workspace endpoint whose next
+    # event is due (a retry, or a task lost with its worker). Every 10 s like the budgets' sweep:
+    # one pass over the open deliveries; stale after 10 s, the next one runs.
+    "notifications-deliveries-due": {
+        "task": "notifications.tasks.endpoints_enqueue_due",
+        "schedule": timedelta(seconds=10),
+        "options": {"expires": 10},
+    },
     # Daily at 03:30 UTC: the events table's monthly partitions, made two months ahead (a beat that
     # stops for weeks loses nothing: rows without a partition land in the DEFAULT one and move into
     # theirs when it is made), and event receipts past EVENT_RECEIPT_DAYS deleted. Idempotent;
@@ -90,6 +93,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(minute=30, hour=3),
         "options": {"expires": 24 * 3600},
     },
+    # Every minute: send again the charges that never reached Stripe (it was down during the
+    # close), reconcile those whose answer was lost or whose process died, and charge declined
+    # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)
+    # has come. Every minute so that charges recover within a minute of Stripe answering again;
+    # it costs two indexed queries when there is nothing to do. Stale after 55 s: the next one runs.
     "billing-payments-retry-due": {
         "task": "billing.tasks.payments_retry_due",
         "schedule": crontab(),

@@ -1,6 +1,6 @@
 """The apps depend one way (README, "Layout"): each may import the ones below it, never one above.
 
-    core → workspaces → pricing → usage → billing → budgets → dashboard → demo
+    core → workspaces → notifications → pricing → usage → billing → budgets → dashboard → demo
 
 `config` is the project on top (settings, URLs, the Celery app); apps may import only its shared
 API conventions, `config.api` and `config.errors`. Imports inside functions count too: a lazy
@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "workspaces", "pricing", "usage", "billing", "budgets", "dashboard", "demo")
+LAYERS = ("core", "workspaces", "notifications", "pricing", "usage", "billing", "budgets", "dashboard", "demo")
 SHARED_CONFIG = {"config.api", "config.errors"}
 
 

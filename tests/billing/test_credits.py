@@ -295,35 +295,35 @@ def test_at_most_max_per_day_recharges(workspace, api_key, local_stripe):
     assert CreditPurchase.objects.count() == 1
 
 
-def test_recharge_notices_go_by_e_mail_and_to_the_event_stream_when_it_exists(
-    workspace, local_stripe, mailoutbox, celery_eager, django_capture_on_commit_callbacks, monkeypatch
+def test_recharge_notices_go_by_e_mail_and_to_the_event_stream(
+    workspace, local_stripe, mailoutbox, celery_eager, django_capture_on_commit_callbacks
 ):
-    """The `notifications` app (the signed event stream) is built in parallel: until it is merged,
-    a stand-in module records what would be published, with the same signature."""
-    import importlib.machinery
-    import sys
-    import types
+    from notifications.models import Event
+    from notifications.schemas import data_errors
 
-    published = []
-    stand_in = types.ModuleType("notifications")
-    stand_in.__spec__ = importlib.machinery.ModuleSpec("notifications", None)
-    stand_in.publish = lambda workspace_id, type, data, *, key, created=None: published.append((workspace_id, type, key, data))
-    if "notifications" not in sys.modules:
-        monkeypatch.setitem(sys.modules, "notifications", stand_in)
     cards.payment_method_set(workspace, "pm_card_chargeCustomerFail")
     auto_recharge_set(workspace, enabled=True, threshold=D(5), amount=D(20), max_per_day=3)
     with django_capture_on_commit_callbacks(execute=True):
         purchase = credits_auto_recharge(workspace.pk)
     assert purchase.status == "failed"
-    assert [m.to for m in mailoutbox] == [["owner@acme.test"]]
-    assert "Auto-recharge failed" in mailoutbox[0].subject and "new card" in mailoutbox[0].body
-    if sys.modules["notifications"] is stand_in:
-        assert published == [(workspace.pk, "credits.auto_recharge.failed", f"credit_purchase:{purchase.pk}", mock.ANY)]
-        assert published[0][3]["amount"] == "20.00" and published[0][3]["reason"]
-    else:  # the real stream is merged: its events are rows
-        from notifications.models import Event
-
-        assert Event.objects.filter(workspace=workspace, type="credits.auto_recharge.failed").count() == 1
+    assert sorted(m.subject for m in mailoutbox) == [
+        "[Meterboard] Auto-recharge failed and is now off", "[Meterboard] Credit balance below 5.00 USD"]
+    assert all(m.to == ["owner@acme.test"] for m in mailoutbox) and "new card" in mailoutbox[0].body + mailoutbox[1].body
+    events = {e.type: e for e in Event.objects.filter(workspace=workspace)}
+    assert set(events) == {"credits.low", "credits.recharge_failed"}
+    assert events["credits.recharge_failed"].data["amount"] == "20.000000" and events["credits.recharge_failed"].data["reason"]
+    assert events["credits.low"].data == {"balance": "0.000000", "threshold": "5.000000", "currency": "USD"}
+    cards.payment_method_set(workspace, "pm_card_visa")
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert credits_auto_recharge(workspace.pk).status == "succeeded"
+    recharged = Event.objects.get(workspace=workspace, type="credits.recharged")
+    assert recharged.data["amount"] == "20.000000" and recharged.data["balance"] == "20.000000"
+    assert recharged.data["source"] == "auto_recharge"
+    assert "[Meterboard] Credits recharged: 20.00 USD" in [m.subject for m in mailoutbox]
+    for published in Event.objects.filter(workspace=workspace):
+        assert data_errors(published.type, published.version, published.data) == [], published.type
+    assert Event.objects.filter(workspace=workspace, type="credits.low").count() == 2  # one per crossing
 
 
 def test_staff_refund_what_is_left_of_a_purchase_to_the_card(workspace, october, local_stripe):

@@ -88,7 +88,7 @@ class Received:
 class WebhookReceiver:
     """http.server in a thread: records every POST; paths under /slow sleep `slow_seconds` before
     answering, /fail answers 500, anything else 204. Paths under /fail-once answer the first POST
-    500; paths under /hold-once hold the first POST unanswered until `release()` (a request in
+    500; paths under /flaky answer 500 while `flaky_failures` (counted down by each) is above 0; paths under /hold-once hold the first POST unanswered until `release()` (a request in
     flight when a worker dies), then answer the same, 204, like the later ones."""
 
     port: int = 0
@@ -96,6 +96,7 @@ class WebhookReceiver:
     slow_seconds: float = 4.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)
+    flaky_failures: int = 0
 
     def release(self) -> None:
         self.released.set()
@@ -142,6 +143,10 @@ def receiver():
                 state.released.wait(120)
             if self.path.startswith("/fail-once"):
                 status = 500 if first else 204
+            elif self.path.startswith("/flaky"):
+                with state.lock:
+                    status = 500 if state.flaky_failures > 0 else 204
+                    state.flaky_failures -= 1
             else:
                 status = 500 if self.path.startswith("/fail") else 204
             try:

@@ -55,6 +55,13 @@ def test_a_spike_is_recorded_once_with_its_numbers_and_told_by_email(workspace, 
     assert anomalies_check_yesterday(now=NOW).recorded == []
     assert anomalies_check(day=DAY, fraction=Decimal("0.9"), now=NOW).recorded == []
     assert SpendAnomaly.objects.count() == Alert.objects.count() == 1
+    # And on the workspace's event stream, once, as its schema says.
+    from notifications.models import Event
+    from notifications.schemas import data_errors
+
+    [event] = Event.objects.filter(workspace=workspace, type="usage.anomaly")
+    assert event.data["amount"] == "500.000000" and event.data["baseline"] == "105.000000" and event.data["api_key"] is None
+    assert data_errors("usage.anomaly", event.version, event.data) == []
 
 
 def test_normal_days_are_quiet(workspace, api_key):

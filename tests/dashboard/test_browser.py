@@ -231,6 +231,7 @@ SCREENSHOT_PAGES = [
     ("usage-rollups", "/usage/rollups/?workspace=acme"),
     ("statements", "/statements/?workspace=acme"),
     ("statement-preview", "/statements/preview/?workspace=acme"),
+    ("events", "/events/?workspace=acme"),
     ("api-keys", "/keys/?workspace=acme"),
     ("members", "/members/?workspace=acme"),
     ("payment", "/payment/?workspace=acme"),

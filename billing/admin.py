@@ -7,9 +7,13 @@ from usage.admin import ReadOnlyAdmin
 from usage.models import UsageEvent
 
 from .models import (
+    AutoRecharge,
     BalanceAdjustment,
     BillingProfile,
     CloseRun,
+    CreditEntry,
+    CreditLot,
+    CreditPurchase,
     Discount,
     Invoice,
     Plan,
@@ -73,8 +77,8 @@ class VolumeTierInline(admin.TabularInline):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_default", "free_tier_credit", "volume_mode", "savings_commitment", "reserved_fee"]
-    list_filter = ["is_default", "volume_mode"]
+    list_display = ["name", "is_default", "prepaid_only", "free_tier_credit", "volume_mode", "savings_commitment", "reserved_fee"]
+    list_filter = ["is_default", "prepaid_only", "volume_mode"]
     search_fields = ["name"]
     inlines = [PlanRateInline, VolumeTierInline]
 
@@ -217,3 +221,98 @@ class InvoiceAdmin(ReadOnlyAdmin):
     list_display = ["number", "kind", "statement", "issued_at", "emails_enqueued_at"]
     list_filter = ["kind", "year"]
     search_fields = ["number", "statement__workspace__slug"]
+
+
+# --- Prepaid credits: staff grant a lot here (billing.credits.credits_grant); the ledger is read-only.
+
+
+class CreditGrantForm(forms.ModelForm):
+    class Meta:
+        model = CreditLot
+        fields = ["workspace", "amount", "expires_at", "note"]
+
+    def clean(self):
+        from django.utils import timezone
+
+        from .credits import grant_errors
+
+        data = super().clean()
+        for field, problems in grant_errors(data.get("amount"), data.get("expires_at"), now=timezone.now()).items():
+            if field not in self.errors:
+                self.add_error(field, problems)
+        return data
+
+
+class CreditEntryInline(admin.TabularInline):
+    model = CreditEntry
+    extra = 0
+    fields = ["created_at", "kind", "amount", "statement", "note"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(CreditLot)
+class CreditLotAdmin(admin.ModelAdmin):
+    """Add: a promotional grant to a workspace (its own lot, optional expiry and note). A lot is
+    never edited or deleted: the ledger is append-only."""
+
+    form = CreditGrantForm
+    list_display = ["workspace", "source", "amount", "remaining", "expires_at", "note", "created_by", "created_at"]
+    list_filter = ["source"]
+    search_fields = ["workspace__slug", "note"]
+    inlines = [CreditEntryInline]
+    actions = ["refund_to_card"]
+
+    @admin.action(description="Refund what is left of the selected purchased lots to the card")
+    def refund_to_card(self, request, queryset):
+        from core.errors import ServiceError
+
+        from .credit_refunds import credit_lot_refund
+
+        for lot in queryset:
+            try:
+                refund = credit_lot_refund(lot, actor=f"staff:{request.user}")
+            except ServiceError as exc:
+                self.message_user(request, f"Lot {lot.pk}: {exc}", level=messages.WARNING)
+                continue
+            level = messages.SUCCESS if refund.status == "succeeded" else messages.WARNING
+            self.message_user(request, f"Lot {lot.pk}: {refund.amount_cents / 100:.2f} USD refund {refund.status} {refund.error}", level=level)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        from .credits import credits_grant
+
+        data = form.cleaned_data  # validated by the form with the service's rule (grant_errors)
+        lot = credits_grant(data["workspace"], data["amount"], actor=f"staff:{request.user}",
+                            expires_at=data.get("expires_at"), note=data.get("note", ""))
+        obj.pk, obj.remaining, obj.created_by = lot.pk, lot.remaining, lot.created_by
+        obj.created_at = lot.created_at
+
+
+@admin.register(CreditEntry)
+class CreditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "created_at", "kind", "amount", "lot", "statement", "note"]
+    list_filter = ["kind"]
+    search_fields = ["workspace__slug", "note"]
+
+
+@admin.register(CreditPurchase)
+class CreditPurchaseAdmin(ReadOnlyAdmin):
+    list_display = ["workspace", "amount_cents", "status", "delivery", "failure_code", "payment_intent_id", "crossing", "created_by", "created_at"]
+    list_filter = ["status", "failure_code"]
+    search_fields = ["workspace__slug", "payment_intent_id"]
+
+
+@admin.register(AutoRecharge)
+class AutoRechargeAdmin(admin.ModelAdmin):
+    list_display = ["workspace", "enabled", "threshold", "amount", "max_per_day", "armed", "crossings", "disabled_reason"]
+    list_filter = ["enabled"]
+    readonly_fields = ["armed", "crossings"]

@@ -63,6 +63,7 @@ class StatementSerializer(serializers.Serializer):
     tax = serializers.DecimalField(max_digits=18, decimal_places=6, help_text="The tax line's amount (0: no tax)")
     tax_name = serializers.CharField(help_text="e.g. VAT; empty when no tax applies")
     tax_percent = serializers.DecimalField(max_digits=6, decimal_places=3)
+    credits_applied = serializers.DecimalField(max_digits=18, decimal_places=6, help_text="USD of prepaid credits the statement consumes (its credits line)")
     invoice = serializers.SerializerMethodField(help_text="The statement's invoice; null only for a draft")
     credit_note = serializers.SerializerMethodField(help_text="The credit note cancelling a voided statement's invoice")
     lines = LineSerializer(source="lines.all", many=True)
@@ -96,6 +97,7 @@ class DraftSerializer(StatementSerializer):
     tax = serializers.DecimalField(source="built.tax", max_digits=18, decimal_places=6)
     tax_name = serializers.SerializerMethodField()
     tax_percent = serializers.DecimalField(source="built.tax_rate.percent", max_digits=6, decimal_places=3)
+    credits_applied = serializers.DecimalField(source="built.credits_applied", max_digits=18, decimal_places=6)
     lines = LineSerializer(source="built.lines", many=True)
 
     @extend_schema_field(InvoiceRefSerializer(allow_null=True))

@@ -18,6 +18,7 @@ from core.errors import ServiceError
 from core.jobs import enqueue
 from workspaces.models import Membership, Workspace
 
+from .auto_recharge import auto_recharge_card_added
 from .models import Statement, StripeCustomer
 from .stripe_api import PaymentsUnavailable, failure_reason, payments_configured, stripe_client
 
@@ -123,6 +124,7 @@ def payment_method_set(workspace: Workspace, payment_method_id: str) -> StripeCu
     with transaction.atomic():
         StripeCustomer.objects.filter(pk=customer.pk).update(default_payment_method=method.id)
         customer.default_payment_method = method.id
+        auto_recharge_card_added(workspace.pk)  # a recharge declined before may go on
         if Statement.objects.filter(workspace=workspace, status=Statement.Status.PAYMENT_FAILED).exists():
             transaction.on_commit(functools.partial(enqueue, "billing.tasks.payments_retry_workspace", workspace.pk))
     return customer

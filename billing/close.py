@@ -21,6 +21,7 @@ from usage.models import UsageEvent, received_since
 from workspaces.models import Workspace
 
 from . import statement as engine
+from .credits import credits_consume
 from .drafts import Draft, credit_left_over, statement_drafts
 from .errors import CloseRefused
 from .events import statements_closed_publish
@@ -192,6 +193,7 @@ def _store_many(
             tax_name=draft.built.tax_rate.name if draft.built.tax else "",
             tax_percent=draft.built.tax_rate.percent if draft.built.tax else 0,
             tax=draft.built.tax,
+            credits_applied=draft.built.credits_applied,
             usage_cutoff=draft.cutoff,
             prior_period=draft.prior.period,
             prior_cutoff=draft.prior.cutoff,
@@ -223,6 +225,7 @@ def _store_many(
                 adjustment.source = statement
                 remainders.append(adjustment)
     BalanceAdjustment.objects.bulk_create(remainders)
+    credits_consume(statements, now=now)  # in this transaction: a rolled-back close consumes nothing
     audits = []
     for statement, draft in zip(statements, drafts, strict=True):
         built = draft.built
@@ -231,6 +234,8 @@ def _store_many(
             note += f", {built.carried_forward} carried forward (below the {engine.MINIMUM_CHARGE} minimum)"
         if built.unapplied_credit:
             note += f", {built.unapplied_credit} of credit left for the next statement"
+        if built.credits_applied:
+            note += f", {built.credits_applied} of prepaid credits applied"
         audits.append(StatementAudit(statement=statement, actor=actor, action="finalized", note=note))
     StatementAudit.objects.bulk_create(audits)
     invoices = invoices_issue(statements, now=now)  # the numbers stay locked until the commit

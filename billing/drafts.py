@@ -36,6 +36,7 @@ from core.periods import month_start, months_between, period_bounds
 from workspaces.models import Workspace
 
 from . import statement as engine
+from .credits import credits_available
 from .errors import CloseRefused
 from .models import BalanceAdjustment, Plan
 from .selectors import (
@@ -95,11 +96,13 @@ def statement_drafts(
     cutoff: datetime | None = None,
     priors: dict[int, Prior] | None = None,
     adjustments: dict[int, list[BalanceAdjustment]] | None = None,
+    credits: dict[int, engine.Decimal] | None = None,
 ) -> dict[int, Draft]:
     """What closing `period` now would produce for each workspace, with a fixed number of
     queries however many workspaces there are. The preview, the close and the reissue use it;
     `priors` and `adjustments` default to what is stored (the last live statement before the
-    period, the adjustments no statement has applied yet)."""
+    period, the adjustments no statement has applied yet); `credits` to the prepaid credits usable
+    at `now` (billing.credits)."""
     now = now or dj_timezone.now()
     cutoff = cutoff or _cutoff(period, now)
     ids = [workspace.pk for workspace in workspaces]
@@ -125,6 +128,7 @@ def statement_drafts(
     coupons = coupons_by_workspace(ids, period)
     usage = usage_by_workspace(ids, period, cutoffs=cutoffs, priors=priors)
     taxes = taxes_by_workspace(ids)
+    credits = credits_available(ids, now=now) if credits is None else credits
     drafts = {}
     for workspace in workspaces:
         prior = priors.get(workspace.pk, NO_PRIOR)
@@ -137,6 +141,7 @@ def statement_drafts(
             carried_balance=prior.carried,
             adjustments=[engine.Adjustment(a.description, a.amount) for a in owed],
             tax=taxes[workspace.pk],
+            credits_available=credits.get(workspace.pk, engine.ZERO),
         )
         drafts[workspace.pk] = Draft(workspace, period, plan, cutoffs[workspace.pk], built, prior, owed)
     return drafts
@@ -161,18 +166,21 @@ def _draft_chain(workspace: Workspace, period: date, *, now: datetime, cutoff: d
     first = first_open_months([workspace.pk], period, now=now).get(workspace.pk, period)
     prior = priors_of([workspace.pk], period).get(workspace.pk, NO_PRIOR)
     owed = pending_adjustments([workspace.pk]).get(workspace.pk, [])
+    credits = credits_available([workspace.pk], now=now).get(workspace.pk, engine.ZERO)
     if cutoff is not None and prior.cutoff is not None and prior.cutoff > cutoff:
         cutoff = prior.cutoff  # a preview behind the last close's clock: count what that close counted
     drafts: list[Draft] = []
     for month in months_between(min(first, period), period):
         draft = statement_drafts(
-            [workspace], month, now=now, cutoff=cutoff, priors={workspace.pk: prior}, adjustments={workspace.pk: owed}
+            [workspace], month, now=now, cutoff=cutoff, priors={workspace.pk: prior}, adjustments={workspace.pk: owed},
+            credits={workspace.pk: credits},
         )[workspace.pk]
         if draft.is_empty and month != period:
             continue
         drafts.append(draft)
         prior = draft.as_prior()
         owed = credit_left_over(draft)
+        credits -= draft.built.credits_applied  # what the earlier month's close consumes first
     return drafts
 
 

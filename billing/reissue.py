@@ -13,6 +13,7 @@ from usage.validation import MAX_FUTURE
 
 from . import statement as engine
 from .close import _lock, _store
+from .credits import credits_give_back
 from .drafts import statement_drafts
 from .errors import CloseRefused
 from .invoices import credit_note_issue
@@ -53,6 +54,11 @@ def statement_void_and_reissue(statement: Statement, *, actor: str, reason: str,
     credit_note = credit_note_issue(statement, now=now)
     note = reason if credit_note is None else f"{reason} (credit note {credit_note.number} cancels invoice {credit_note.cancels.number})"
     StatementAudit.objects.create(statement=statement, actor=actor, action="voided", note=note)
+    given_back = credits_give_back(statement, now=now)  # the replacement consumes again, below
+    if given_back:
+        StatementAudit.objects.create(
+            statement=statement, actor=actor, action="credits_given_back", note=f"{given_back} of prepaid credits back in the wallet"
+        )
     workspace = statement.workspace
     applied = list(statement.adjustments_applied.all())
     draft = statement_drafts(

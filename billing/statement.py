@@ -12,12 +12,17 @@ The order is the money flow of docs/money-flow.md, each step a visible line:
    before the free tier), when positive;
 7. fixed fees (reserved capacity), less the usage the fee includes (never more than the usage
    left after the free tier);
-8. tax: the workspace's rate (staff set it per workspace or per country; none is 0) on the month's
-   own charges, i.e. the running total after steps 1-7, every discount and credit included,
+8. prepaid credits: the workspace's credit balance pays the month's own charges (usage after every
+   discount and the free tier, the commitment shortfall and the fixed fees), never more than
+   they come to: what is not needed stays in the wallet. Before tax: credits are money paid in
+   advance for the service, so the tax is on what the month costs after them, like a discount;
+   not on the carried balance or corrections, which were billed (and taxed) on earlier statements;
+9. tax: the workspace's rate (staff set it per workspace or per country; none is 0) on the month's
+   own charges, i.e. the running total after steps 1-8, every discount and credit included,
    rounded half-up to whole cents, as its own line. The carried balance and the corrections below
    were taxed on the statements they come from, so they come after it and are not taxed again;
-9. the balance carried from earlier months (a total below Stripe's minimum charge);
-10. adjustments from corrected statements: when staff reissue a statement whose carried balance a
+10. the balance carried from earlier months (a total below Stripe's minimum charge);
+11. adjustments from corrected statements: when staff reissue a statement whose carried balance a
    later statement had already billed, the difference is owed (or credited) here, once. A credit
    never takes the total below zero; what it cannot take is returned as `unapplied_credit`, to
    be applied on the next statement.
@@ -134,6 +139,7 @@ class Built:
     unapplied_credit: Decimal = ZERO  # adjustment credit left over for a later statement (≥ 0)
     tax: Decimal = ZERO  # the tax line's amount (whole cents)
     tax_rate: Tax = NO_TAX
+    credits_applied: Decimal = ZERO  # the prepaid credits line (≥ 0): what the close consumes
 
 
 def _describe(group: UsageGroup) -> str:
@@ -226,8 +232,10 @@ def build(
     carried_balance: Decimal = ZERO,
     adjustments: Sequence[Adjustment] = (),
     tax: Tax = NO_TAX,
+    credits_available: Decimal = ZERO,
 ) -> Built:
-    """The statement of a month, the steps of the money flow in order (the module docstring)."""
+    """The statement of a month, the steps of the money flow in order (the module docstring).
+    `credits_available`: the workspace's prepaid credit balance usable now (≥ 0)."""
     statement = _Statement()
     _usage(statement, usage, plan)  # 1
     _volume_discount(statement, plan)  # 2
@@ -236,10 +244,11 @@ def build(
     _free_tier(statement, plan)  # 5
     _commitment_shortfall(statement, plan)  # 6
     _fixed_fees(statement, plan)  # 7
-    taxed = _tax(statement, tax)  # 8
-    _carried_balance(statement, carried_balance)  # 9
-    unapplied = _adjustments(statement, adjustments)  # 10
-    return _amount_due(statement, unapplied, taxed, tax)
+    credits = _credits(statement, credits_available)  # 8
+    taxed = _tax(statement, tax)  # 9
+    _carried_balance(statement, carried_balance)  # 10
+    unapplied = _adjustments(statement, adjustments)  # 11
+    return _amount_due(statement, unapplied, taxed, tax, credits)
 
 
 def _usage(statement: _Statement, usage: Sequence[UsageGroup], plan: PlanTerms) -> None:
@@ -310,6 +319,15 @@ def _fixed_fees(statement: _Statement, plan: PlanTerms) -> None:
             statement.charge("fixed_fee", "Usage included with reserved capacity", -included)
 
 
+def _credits(statement: _Statement, available: Decimal) -> Decimal:
+    """Prepaid credits pay what the month charges so far, never more: the rest stays in the wallet."""
+    amount = min(money(max(available, ZERO)), statement.running)
+    if amount <= 0:
+        return ZERO
+    statement.charge("credits", "Prepaid credits", -amount)
+    return amount
+
+
 def _tax(statement: _Statement, tax: Tax) -> Decimal:
     """The month's own charges so far, taxed at the rate, in whole cents (half up)."""
     if tax.percent <= 0 or statement.running <= 0:
@@ -339,7 +357,7 @@ def _adjustments(statement: _Statement, adjustments: Sequence[Adjustment]) -> De
     return unapplied
 
 
-def _amount_due(statement: _Statement, unapplied: Decimal, taxed: Decimal, tax: Tax) -> Built:
+def _amount_due(statement: _Statement, unapplied: Decimal, taxed: Decimal, tax: Tax, credits: Decimal = ZERO) -> Built:
     """The total, and what is charged: cents rounded once, or nothing below the minimum charge
     (the total is carried forward)."""
     total = money(sum((line.amount for line in statement.lines), ZERO))
@@ -347,5 +365,5 @@ def _amount_due(statement: _Statement, unapplied: Decimal, taxed: Decimal, tax: 
         raise ArithmeticError(f"Statement arithmetic broke: lines sum to {total}, running {statement.running}")
     lines = tuple(statement.lines)
     if total < MINIMUM_CHARGE:
-        return Built(lines, total, 0, total, unapplied, taxed, tax)
-    return Built(lines, total, cents(total), ZERO, unapplied, taxed, tax)
+        return Built(lines, total, 0, total, unapplied, taxed, tax, credits)
+    return Built(lines, total, cents(total), ZERO, unapplied, taxed, tax, credits)

@@ -11,7 +11,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .models import PaymentAttempt, Statement, StripeWebhookEvent
+from .credit_purchases import purchase_of_intent, purchase_settle
+from .models import CreditPurchase, PaymentAttempt, Statement, StripeWebhookEvent
 from .payment_outcomes import Outcome, outcome_of_intent, settle
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,16 @@ def webhook_event_receive(event: dict[str, Any], *, now: datetime | None = None)
 def _payment_intent_event_apply(intent: dict[str, Any], *, succeeded: bool, now: datetime) -> bool:
     """Record what a payment_intent.* event says about our attempt. False: not one of ours."""
     intent_id = intent["id"]
+    purchase = purchase_of_intent(intent)
+    if purchase is not None:  # credits bought (billing.credit_purchases), not a statement
+        purchase = CreditPurchase.objects.select_for_update().get(pk=purchase.pk)
+        outcome = outcome_of_intent(intent)
+        if succeeded:
+            outcome = Outcome(CreditPurchase.Status.SUCCEEDED, intent_id)
+        elif outcome.status != CreditPurchase.Status.FAILED:
+            outcome = Outcome(CreditPurchase.Status.FAILED, intent_id, outcome.error or "Payment failed.", code=PaymentAttempt.FailureCode.DECLINED)
+        purchase_settle(purchase, outcome, now=now)
+        return True
     attempt = PaymentAttempt.objects.filter(payment_intent_id=intent_id).first()
     if attempt is None:
         metadata = intent.get("metadata") or {}

@@ -98,3 +98,46 @@ def receipt_email_send(invoice_id: int, address: str) -> bool:
 @shared_task(acks_late=True)
 def invoice_emails_sweep() -> int:
     return invoice_emails.invoice_emails_sweep()
+
+
+# --- Prepaid credits ---------------------------------------------------------------------------
+
+
+# Enqueued when ingestion moves spend (after the budgets' evaluation, coalesced per workspace) and
+# when auto-recharge is enabled or a card added. One recharge per crossing whatever runs at once
+# (billing.auto_recharge), so a retry or a duplicate is harmless; short-lived: the every-minute
+# job checks again anyway.
+@shared_task(acks_late=True, expires=300)
+def credits_auto_recharge(workspace_id: int) -> dict:
+    """Recharge the workspace's credits if its live balance crossed below the threshold."""
+    from .auto_recharge import credits_auto_recharge as recharge
+
+    purchase = recharge(workspace_id)
+    return {"workspace": workspace_id, "purchase": purchase.pk if purchase else None, "status": purchase.status if purchase else None}
+
+
+@shared_task(acks_late=True)
+def auto_recharges_check_due() -> dict:
+    """Every minute: recharge every workspace whose live balance is below its threshold, and
+    settle credit purchases whose answer was lost or that never reached Stripe."""
+    from .auto_recharge import auto_recharges_check_due as check
+    from .credit_purchases import credit_purchases_reconcile
+    from .credit_refunds import credit_refunds_resend
+
+    return {"reconciled": credit_purchases_reconcile(), "refunds": credit_refunds_resend(), "recharged": check()}
+
+
+@shared_task(acks_late=True)
+def credits_expire_due() -> dict:
+    """Daily: write the expiry of every credit lot past its expiry date."""
+    from .credits import credits_expire_due as expire
+
+    return {"expired": expire()}
+
+
+@shared_task(acks_late=True, autoretry_for=(smtplib.SMTPException, OSError), retry_backoff=60, max_retries=5)
+def credit_notice_email_send(workspace_id: int, subject: str, text: str, address: str) -> bool:
+    from .credit_notices import credit_notice_email_send as send
+
+    send(workspace_id, subject, text, address)
+    return True

@@ -12,3 +12,10 @@ class BudgetsConfig(AppConfig):
         from .spend import SpendRecording
 
         spend_recorder_install(SpendRecording)
+
+        # Prepaid-only plans stop at the credit balance: its cached hard limits follow the balance.
+        from billing.credits import balance_changed_hooks
+
+        from .counters import limits_changed
+
+        balance_changed_hooks.append(limits_changed)

@@ -18,8 +18,9 @@ from fractions import Fraction
 from django.db.models import Min, OuterRef, Prefetch, QuerySet, Subquery, Sum
 from django.utils import timezone
 
+from billing.credits import credits_available
 from billing.models import Plan
-from billing.selectors import default_plan
+from billing.selectors import default_plan, plans_by_workspace
 from core.money import from_micros, to_micros
 from core.periods import current_period, next_month, period_bounds
 from usage.models import DailyRollup
@@ -146,14 +147,24 @@ class Allowance:
     budget: Decimal | None  # USD, the binding hard-limit budget
     remaining: Decimal | None  # USD, never negative
     reason: str | None
-    binding: str | None = None  # whose hard limit binds: "workspace", "api_key", or None (no hard limit)
+    binding: str | None = None  # whose limit binds: "workspace", "api_key", "credits", or None (no hard limit)
 
     @property
     def why(self) -> str:
-        """The answer in one word, for the metrics: no_hard_limit, within_budget, or whose budget is reached."""
+        """The answer in one word, for the metrics: no_hard_limit, within_budget, credits_exhausted,
+        or whose budget is reached."""
         if self.binding is None:
             return "no_hard_limit"
-        return "within_budget" if self.allowed else f"{self.binding}_budget_reached"
+        if self.allowed:
+            return "within_budget"
+        return CREDITS_EXHAUSTED if self.binding == "credits" else f"{self.binding}_budget_reached"
+
+
+# A prepaid-only plan's limit among the hard limits: the pseudo API key id 0 (no key has it), whose
+# amount is the credit balance usable now; month-to-date spend at or above it answers
+# `allowed: false` with reason `credits_exhausted`.
+CREDITS_LIMIT = 0
+CREDITS_EXHAUSTED = "credits_exhausted"
 
 
 def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
@@ -170,7 +181,7 @@ def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
     )
     binding = None
     for key_id, amount in limits:
-        if key_id is not None and key_id != api_key.pk:
+        if key_id not in (None, CREDITS_LIMIT) and key_id != api_key.pk:
             continue
         spent = key_micros if key_id else workspace_micros
         left = amount - spent
@@ -180,6 +191,11 @@ def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
         return Allowance(True, from_micros(workspace_micros), None, None, None)
     left, spent, amount, key_id = binding
     reason = None
+    if key_id == CREDITS_LIMIT:
+        return Allowance(
+            allowed=left > 0, spend=from_micros(spent), budget=from_micros(amount), remaining=from_micros(max(left, 0)),
+            reason=None if left > 0 else CREDITS_EXHAUSTED, binding="credits",
+        )  # fmt: skip
     if left <= 0:
         whose = "This API key's" if key_id else "The workspace's"
         reason = (
@@ -197,13 +213,19 @@ def allowance_for(api_key: ApiKey, *, now: datetime | None = None) -> Allowance:
 
 
 def hard_limits(workspace_id: int) -> counters.Limits:
-    """The workspace's hard-limit budgets: (API key id, or None for the workspace; amount micros)."""
-    return [
+    """The workspace's hard-limit budgets: (API key id, or None for the workspace; amount micros),
+    and on a prepaid-only plan (the one pricing this month) its credit balance (CREDITS_LIMIT)."""
+    limits: counters.Limits = [
         (key_id, to_micros(amount))
         for key_id, amount in Budget.objects.filter(workspace_id=workspace_id, hard_limit=True)
         .values_list("api_key_id", "amount")
         .order_by("pk")
     ]
+    now = timezone.now()
+    if plans_by_workspace([workspace_id], current_period(now))[workspace_id].prepaid_only:
+        balance = credits_available([workspace_id], now=now).get(workspace_id, Decimal(0))
+        limits.append((CREDITS_LIMIT, to_micros(balance)))
+    return limits
 
 
 # --- Budgets, history ------------------------------------------------------------------

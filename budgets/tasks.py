@@ -19,11 +19,15 @@ most about 91 s: 30 s of mark and a minute of beat), within the 2 minutes promis
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import DatabaseError
 
 from . import counters, delivery, evaluation
 from .models import AlertDelivery
+
+logger = logging.getLogger(__name__)
 
 
 # Evaluating is idempotent (alerts are unique per threshold and month): a retry after a lost
@@ -33,7 +37,19 @@ def workspace_evaluate(workspace_id: int) -> dict:
     """Evaluate one workspace's budgets and free allowance; record and send new alerts."""
     counters.evaluation_pending_clear(workspace_id)  # changes from now on need another evaluation
     report = evaluation.workspace_evaluate(workspace_id)
+    _auto_recharge_request(workspace_id)
     return {"workspace": workspace_id, "budgets": report.budgets, "alerts": [alert.pk for alert in report.recorded]}
+
+
+def _auto_recharge_request(workspace_id: int) -> None:
+    """Spend moved, so did the live credit balance: ask for an auto-recharge check (its own task).
+    Never fails (nor retries) the evaluation: the every-minute job checks again anyway."""
+    from billing.auto_recharge import auto_recharge_request
+
+    try:
+        auto_recharge_request(workspace_id)
+    except Exception:
+        logger.exception("Could not request the auto-recharge check of workspace %s", workspace_id)
 
 
 @shared_task(acks_late=True)

@@ -103,6 +103,24 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(),
         "options": {"expires": 55},
     },
+    # Every minute: auto-recharge of prepaid credits for workspaces whose live balance fell below
+    # their threshold without ingestion asking (the balance expired, a close consumed it, a task
+    # was lost), and the settling of credit purchases whose answer was lost or that never reached
+    # Stripe, as for statement charges above. One recharge per crossing (billing.auto_recharge), so
+    # overlapping runs cost nothing. Stale after 55 s: the next one runs.
+    "billing-credits-auto-recharge": {
+        "task": "billing.tasks.auto_recharges_check_due",
+        "schedule": crontab(),
+        "options": {"expires": 55},
+    },
+    # Daily at 00:10 UTC: the expiry of prepaid credit lots past their expiry (an EXPIRY entry for
+    # what is left of each). A lot is already unusable by a close from its expiry on; this writes
+    # it in the ledger. Idempotent. Stale after a day: the next one runs.
+    "billing-credits-expire": {
+        "task": "billing.tasks.credits_expire_due",
+        "schedule": crontab(minute=10, hour=0),
+        "options": {"expires": 24 * 3600},
+    },
     # Hourly: the "statement ready" e-mails (invoice attached) of invoices whose e-mails could not
     # be enqueued when they committed (the broker was down), issued 10 minutes to 7 days ago.
     # Idempotent: an invoice is marked once its e-mails are enqueued. Stale after an hour.

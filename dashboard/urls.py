@@ -3,6 +3,7 @@ from django.urls import path
 from .views import (
     billing_details,
     budgets,
+    credits,
     events,
     keys,
     members,
@@ -43,6 +44,9 @@ urlpatterns = [
     path("members/<int:membership_id>/role/", members.member_role, name="member-role"),
     path("members/<int:membership_id>/remove/", members.member_delete, name="member-remove"),
     path("payment/", payment.payment, name="payment"),
+    path("credits/", credits.credits, name="credits"),
+    path("credits/buy/", credits.credits_buy, name="credits-buy"),
+    path("credits/auto-recharge/", credits.credits_auto_recharge, name="credits-auto-recharge"),
     path("billing-details/", billing_details.billing_details, name="billing-details"),
     path("billing-details/save/", billing_details.billing_details_save, name="billing-details-save"),
     path("statements/<int:statement_id>/invoice.pdf", statements.statement_invoice_pdf, name="statement-invoice-pdf"),

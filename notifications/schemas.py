@@ -78,6 +78,17 @@ SCHEMAS: dict[tuple[str, int], dict] = {
         {"amount": _MONEY, "balance": _MONEY, "currency": _CURRENCY},
         required=[],
     ),
+    ("credits.recharge_failed", 1): _object(
+        "An automatic recharge of prepaid credits failed (the card was declined, or none is on file): "
+        "auto-recharge is off until a new card is added.",
+        {
+            "purchase_id": {"type": "integer"},
+            "amount": _MONEY,
+            "currency": _CURRENCY,
+            "reason": {"type": "string"},
+            "crossing": {"type": "integer", "description": "the crossing of the threshold it answered"},
+        },
+    ),
     ("statement.finalized", 1): _object(
         "A month's statement was closed: its total is final.",
         {

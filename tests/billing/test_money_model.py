@@ -133,6 +133,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.ids = itertools.count()
         self.archived: set[date] = set()
         self.archive_dir = tempfile.mkdtemp(prefix="mb-money-archive-")
+        self.credited = [Decimal(0), Decimal(0)]  # prepaid credits put in each wallet (grants and purchases)
+        self.credit_statements: set[int] = set()  # statements seen consuming credits (for the summary)
         STATS["sequences"] += 1
         if SOAK and STATS["sequences"] % 25 == 0:
             print(f"  soak: {STATS['sequences']:,}/{EXAMPLES:,} sequences, {STATS['steps']:,} steps", file=sys.stderr,
@@ -632,6 +634,85 @@ class MoneyMachine(RuleBasedStateMachine):
                        Decimal(0))
             assert own == charged + live[-1].carried_forward + owed, (own, charged, live[-1].carried_forward, owed)
 
+
+    # --- prepaid credits (billing.credits) ---------------------------------------------------------
+
+    @rule(n=st.integers(0, 1), amount=st.sampled_from([Decimal("0.30"), Decimal(1), Decimal("2.50"), Decimal(40)]),
+          expires_in=st.sampled_from([None, timedelta(minutes=3), timedelta(days=20), timedelta(days=70)]))
+    def grant_credits(self, n, amount, expires_in):
+        from billing.credits import credits_grant
+
+        credits_grant(self.ws[n], amount, actor="model", expires_at=None if expires_in is None else self.now + expires_in,
+                      note="model", now=self.now)
+        self.credited[n] += amount
+        STATS["credit grants"] += 1
+
+    @rule(n=st.integers(0, 1), amount=st.sampled_from([Decimal(5), Decimal(20)]))
+    def purchase_credits(self, n, amount):
+        """A purchase whose PaymentIntent succeeded, granted as the webhook and the charge's answer
+        both grant it: twice here, once in the wallet. (Stripe itself is left out of the model:
+        tests/billing/test_credits.py buys through localstripe.)"""
+        from billing.credit_purchases import purchase_settle
+        from billing.models import CreditPurchase
+        from billing.payment_outcomes import Outcome
+
+        purchase = CreditPurchase.objects.create(workspace=self.ws[n], amount_cents=int(amount * 100), created_by="model",
+                                                 idempotency_key=f"model:{uuid.uuid4().hex}")
+        for _ in range(2):
+            purchase_settle(CreditPurchase.objects.select_for_update().get(pk=purchase.pk),
+                            Outcome("succeeded", f"pi_model_{purchase.pk}"), now=self.now)
+        self.credited[n] += amount
+        STATS["credit purchases"] += 1
+
+    @rule()
+    def expire_credits(self):
+        from billing.credits import credits_expire_due
+
+        STATS["credit lots expired"] += credits_expire_due(now=self.now)
+
+    @invariant()
+    def credits_consumed_once_never_lost_never_negative(self):
+        from django.db.models import Sum
+
+        from billing.models import CreditEntry, CreditLot, Statement
+
+        def total(queryset) -> Decimal:  # quantized: SQLite sums decimals in floating point
+            found = queryset.aggregate(s=Sum("amount"))["s"]
+            return Decimal(0) if found is None else found.quantize(Decimal("0.000001"))
+
+        if not hasattr(self, "ws"):
+            return
+        for n in range(2):
+            workspace = self.ws[n]
+            entries = CreditEntry.objects.filter(workspace=workspace)
+            balance = total(entries)
+            lots = list(CreditLot.objects.filter(workspace=workspace))
+            for lot in lots:
+                assert lot.remaining == total(lot.entries), lot
+                assert 0 <= lot.remaining <= lot.amount, lot
+            assert balance == sum((lot.remaining for lot in lots), Decimal(0)) >= 0
+            # Never lost: what was put in is in the wallet, on a live statement, or expired.
+            consumed = Decimal(0)
+            for statement in Statement.objects.filter(workspace=workspace).prefetch_related("lines"):
+                line = sum((x.amount for x in statement.lines.all() if x.kind == "credits"), Decimal(0))
+                taken = total(entries.filter(statement=statement, kind="consumption"))
+                given = total(entries.filter(statement=statement, kind="reversal"))
+                assert line == taken == -statement.credits_applied, (statement, line, taken)
+                if taken and statement.pk not in self.credit_statements:
+                    self.credit_statements.add(statement.pk)
+                    STATS["statements consuming credits"] += 1
+                if statement.status == "void":
+                    assert given == -taken, (statement, given, taken)  # given back exactly once
+                    if taken and -statement.pk not in self.credit_statements:
+                        self.credit_statements.add(-statement.pk)
+                        STATS["voided statements' credits given back"] += 1
+                else:
+                    assert given == 0
+                    consumed -= taken
+            expired = -total(entries.filter(kind="expiry"))
+            refunded = -total(entries.filter(kind="refund", refund__status__in=["started", "succeeded"]))
+            assert self.credited[n] == balance + consumed + expired + refunded, (
+                self.credited[n], balance, consumed, expired, refunded)
 
     @invariant()
     def invoices_numbered_without_gaps_and_taxed_at_the_rate(self):  # E7

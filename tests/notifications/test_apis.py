@@ -114,7 +114,7 @@ def test_event_types_are_served_with_their_schemas(api):
     served = api.get("/api/v1/event-types").json()
     assert [(t["type"], t["version"]) for t in served] == list(SCHEMAS)
     assert {t["type"] for t in served} == set(EVENT_TYPES) == {
-        "budget.threshold_crossed", "budget.forecast_exceeded", "usage.anomaly", "credits.low", "credits.recharged",
+        "budget.threshold_crossed", "budget.forecast_exceeded", "usage.anomaly", "credits.low", "credits.recharged", "credits.recharge_failed",
         "statement.finalized", "payment.succeeded", "payment.failed", "invoice.created",
     }  # fmt: skip
     finalized = next(t for t in served if t["type"] == "statement.finalized")

@@ -236,6 +236,7 @@ SCREENSHOT_PAGES = [
     ("members", "/members/?workspace=acme"),
     ("payment", "/payment/?workspace=acme"),
     ("billing-details", "/billing-details/?workspace=acme"),
+    ("credits", "/credits/?workspace=acme"),
 ]
 
 

@@ -67,7 +67,7 @@ def october_statement(workspace, api_key):
 
 
 def test_every_page_needs_a_sign_in(client, db):
-    for path in ("/", "/usage/", "/statements/", "/keys/", "/members/", "/payment/", "/billing-details/"):
+    for path in ("/", "/usage/", "/statements/", "/keys/", "/members/", "/payment/", "/billing-details/", "/credits/", "/events/"):
         response = client.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/login/"), path
 
@@ -103,7 +103,8 @@ def test_a_reset_for_an_unknown_address_says_the_same_and_sends_nothing(client, 
 
 def test_a_member_of_one_workspace_cannot_open_another_by_url(client, owner, other_owner, other_workspace, october_statement):
     signed_in(client, other_owner)
-    for path in ("/", "/usage/", "/statements/", "/keys/", "/members/", "/payment/", "/billing-details/", "/usage/export.csv"):
+    for path in ("/", "/usage/", "/statements/", "/keys/", "/members/", "/payment/", "/billing-details/", "/credits/", "/events/",
+                 "/usage/export.csv"):
         assert client.get(path, {"workspace": "acme"}).status_code == 404, path
     assert client.get(f"/statements/{october_statement.pk}/invoice.pdf", {"workspace": "globex"}).status_code == 404
     assert client.post("/billing-details/save/?workspace=acme", {"legal_name": "x"}).status_code == 404

@@ -23,11 +23,12 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import LongTable, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from core.money import ZERO, usd_cents, usd_precise
 
 from .models import Invoice, Statement
+from .statement_groups import GroupedStatement, grouped
 
 FONTS = Path(__file__).resolve().parent / "fonts"
 NOT_OWN_CHARGES = {"tax", "carried_balance", "adjustment"}  # lines that are not the month's own charges
@@ -83,6 +84,43 @@ def _address(party: dict, *, seller: bool) -> list[str]:
     return [line for line in lines if line]
 
 
+def _table_style(regular: str) -> TableStyle:
+    return TableStyle([
+        ("FONTNAME", (0, 0), (-1, -1), regular),
+        ("FONTSIZE", (0, 0), (-1, -1), 8.5),
+        ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.75, colors.HexColor("#323f4b")),
+        ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.HexColor("#cbd2d9")),
+        ("LEFTPADDING", (0, 0), (0, -1), 0),
+    ])  # fmt: skip
+
+
+def _grouped_table(statement: GroupedStatement, para, label, sign: Decimal, regular: str) -> LongTable:
+    """Usage per feature and model with its subtotal, then every other line as itself."""
+    rows = [[para("Description", label), para("Quantity", label), para("Amount", label)]]
+    for group in statement.groups:
+        rows.append([para(group.label), f"{group.quantity:,} {group.unit}", usd_precise(sign * group.amount)])
+    for line in statement.other_lines:
+        rows.append([para(line.description), "", usd_precise(sign * line.amount)])
+    if len(rows) == 1:
+        rows.append([para("Nothing billed."), "", ""])
+    table = LongTable(rows, colWidths=[114 * mm, 35 * mm, 25 * mm], repeatRows=1)
+    table.setStyle(_table_style(regular))
+    return table
+
+
+def _lines_table(lines: list, para, label, sign: Decimal, regular: str) -> LongTable:
+    rows = [[para("Description", label), para("Quantity", label), para("Unit price", label), para("Amount", label)]]
+    for line in lines:
+        rows.append([para(line.description), f"{line.quantity:,}", usd_precise(line.unit_price), usd_precise(sign * line.amount)])
+    if not lines:
+        rows.append([para("Nothing billed."), "", "", ""])
+    table = LongTable(rows, colWidths=[104 * mm, 20 * mm, 25 * mm, 25 * mm], repeatRows=1)
+    table.setStyle(_table_style(regular))
+    return table
+
+
 def invoice_pdf(invoice: Invoice) -> bytes:
     """The document, as PDF bytes."""
     regular, bold = _fonts()
@@ -94,6 +132,7 @@ def invoice_pdf(invoice: Invoice) -> bytes:
     heading = ParagraphStyle("heading", parent=text, fontName=bold, fontSize=18, leading=22)
     right = ParagraphStyle("right", parent=text, alignment=TA_RIGHT)
     label = ParagraphStyle("label", parent=small, fontName=bold)
+    annex_heading = ParagraphStyle("annex", parent=text, fontName=bold, fontSize=12, leading=16)
 
     def para(value: str, style=text) -> Paragraph:
         return Paragraph(escape(value), style)
@@ -125,23 +164,7 @@ def invoice_pdf(invoice: Invoice) -> bytes:
     ]
 
     lines = list(statement.lines.all())
-    rows = [[para("Description", label), para("Quantity", label), para("Unit price", label), para("Amount", label)]]
-    for line in lines:
-        rows.append([para(line.description), f"{line.quantity:,}", usd_precise(line.unit_price), usd_precise(sign * line.amount)])
-    if not lines:
-        rows.append([para("Nothing billed."), "", "", ""])
-    table = LongTable(rows, colWidths=[104 * mm, 20 * mm, 25 * mm, 25 * mm], repeatRows=1)
-    table.setStyle(TableStyle([
-        ("FONTNAME", (0, 0), (-1, -1), regular),
-        ("FONTSIZE", (0, 0), (-1, -1), 8.5),
-        ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LINEBELOW", (0, 0), (-1, 0), 0.75, colors.HexColor("#323f4b")),
-        ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.HexColor("#cbd2d9")),
-        ("LEFTPADDING", (0, 0), (0, -1), 0),
-    ]))  # fmt: skip
-    story += [table, Spacer(1, 6 * mm)]
-
+    story += [_grouped_table(grouped(lines), para, label, sign, regular), Spacer(1, 6 * mm)]
     subtotal = sum((line.amount for line in lines if line.kind not in NOT_OWN_CHARGES), ZERO)
     earlier = sum((line.amount for line in lines if line.kind in ("carried_balance", "adjustment")), ZERO)
     totals = [["Subtotal (after discounts and credits)", usd_precise(sign * subtotal)]]
@@ -165,9 +188,14 @@ def invoice_pdf(invoice: Invoice) -> bytes:
     ]))  # fmt: skip
     story += [summary, Spacer(1, 6 * mm), para(payment_status(invoice), ParagraphStyle("status", parent=text, fontName=bold))]
     story += [Spacer(1, 4 * mm), para(
-        "Amounts in US dollars. Usage is priced per unit to a millionth of a dollar; the amount due is rounded once, to cents.",
+        "Amounts in US dollars. Usage is priced per unit to a millionth of a dollar; the amount due is rounded once, to cents. "
+        "Every line of the statement is in the annex below.",
         small,
     )]  # fmt: skip
+    # The annex: every line as stored, in order, after the totals (a 300-line month would
+    # otherwise push the totals to page 8).
+    story += [PageBreak(), para(f"Annex: every line of statement #{statement.pk}", annex_heading), Spacer(1, 4 * mm),
+              _lines_table(lines, para, label, sign, regular)]  # fmt: skip
 
     buffer = io.BytesIO()
 

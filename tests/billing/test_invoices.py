@@ -22,6 +22,7 @@ from billing.invoice_emails import invoice_emails_sweep
 from billing.invoices import numbers_take
 from billing.models import BillingProfile, Invoice, InvoiceSequence, Statement, TaxRate
 from billing.reissue import statement_void_and_reissue
+from core.money import usd_precise
 from tests.conftest import client_with, event, ingest, on_postgres
 from workspaces.models import Membership, Scope
 from workspaces.services import api_key_create, workspace_create
@@ -239,18 +240,35 @@ def test_the_invoice_pdf_reads_back_with_seller_buyer_lines_tax_total_and_status
     assert "Paid on 03 November 2026 (card)." in pdf_text(api.get(f"/api/v1/statements/{statement.pk}/invoice.pdf").content)
 
 
-def test_a_long_statement_spans_pages_with_its_totals_at_the_end(api, workspace, api_key):
+def test_a_long_statement_shows_grouped_subtotals_and_totals_first_then_every_line_in_an_annex(api, workspace, api_key):
     ingest(workspace, api_key, [
-        event(occurred_at="2026-10-03T10:00:00Z", model="sdxl", steps=steps, width=1024, height=1024)
-        for steps in range(1, 121)
+        *(event(occurred_at="2026-10-03T10:00:00Z", model="sdxl", steps=steps, width=1024, height=1024, quantity=2)
+          for steps in range(1, 121)),
+        *(event(occurred_at="2026-10-04T10:00:00Z", model="sd15", steps=steps, width=512, height=512, quantity=10)
+          for steps in range(1, 41)),
+        event(occurred_at="2026-10-05T10:00:00Z", feature="upscaling", quantity=3, model=..., steps=..., width=..., height=...),
     ], now=RECEIVED)  # fmt: skip
     statement, _ = statement_close(workspace, OCT, now=CLOSED)
+    lines = list(statement.lines.all())
+    assert len(lines) == 162  # 161 usage lines and the free tier
+    usage = {prefix: sum(line.amount for line in lines if line.description.startswith(prefix))
+             for prefix in ("Image generation SDXL", "Image generation SD15", "Upscaling")}  # fmt: skip
     content = api.get(f"/api/v1/statements/{statement.pk}/invoice.pdf").content
-    reader = PdfReader(io.BytesIO(content))
-    assert len(reader.pages) >= 3
-    assert "Description" in reader.pages[1].extract_text()  # the header row repeats
-    last = reader.pages[-1].extract_text()
-    assert "Amount due (USD)" in last and f"${statement.amount_due_cents / 100:,.2f}" in last
+    pages = [page.extract_text() for page in PdfReader(io.BytesIO(content)).pages]
+    first = pages[0]
+    # Page one: a subtotal per feature and model, the other lines, and the totals (pypdf reads a cell a line).
+    for expected in (f"Image generation · SD15\n400 images\n{usd_precise(usage['Image generation SD15'])}",
+                     f"Image generation · SDXL\n240 images\n{usd_precise(usage['Image generation SDXL'])}",
+                     f"Upscaling\n3 images\n{usd_precise(usage['Upscaling'])}",
+                     "Monthly free tier", "Total", "Amount due (USD)", f"${statement.amount_due_cents / 100:,.2f}"):  # fmt: skip
+        assert expected in first, f"{expected!r} not on the first page:\n{first}"
+    assert "steps" not in first  # no line detail before the totals
+    # Then the annex: every line, in order, over the following pages (its header row repeats).
+    annex = "\n".join(pages[1:])
+    assert "Annex" not in first and f"Annex: every line of statement #{statement.pk}" in pages[1]
+    assert len(pages) >= 4 and all("Description" in page for page in pages[2:])
+    found = [annex.find(line.description) for line in lines]
+    assert -1 not in found and found == sorted(found), "every line, in statement order"
 
 
 def test_invoices_are_scoped_to_the_callers_workspace(workspace, api_key, other_workspace):

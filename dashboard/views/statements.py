@@ -15,6 +15,7 @@ from billing.invoices import credit_note_of, invoice_of
 from billing.models import Invoice, Statement
 from billing.payment_report import State as ChargeState
 from billing.payments import statement_charge
+from billing.statement_groups import grouped
 from billing.stripe_api import PaymentsNotConfigured
 from core.money import CENT
 from core.replicas import replica_reads
@@ -62,12 +63,13 @@ def statement_preview(request):
 @workspace_page()
 def statement_detail(request, statement_id: int):
     statement = _statement(request, statement_id)
+    lines = list(statement.lines.all())
     return render(
         request,
         "dashboard/statement.html",
         {
             "statement": statement,
-            "summary": selectors.lines_summary(statement.lines.all()),
+            "grouped": grouped(lines),
             "can_retry": _can_retry(request, statement),
             "failure": selectors.last_attempt_error(statement),
             "invoice": invoice_of(statement),
@@ -80,7 +82,8 @@ def statement_detail(request, statement_id: int):
 @replica_reads
 @workspace_page()
 def statement_print(request, statement_id: int):
-    return render(request, "dashboard/statement_print.html", {"statement": _statement(request, statement_id)})
+    statement = _statement(request, statement_id)
+    return render(request, "dashboard/statement_print.html", {"statement": statement, "grouped": grouped(statement.lines.all())})
 
 
 @require_GET

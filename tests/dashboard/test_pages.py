@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from billing.close import statement_close
 from billing.models import PaymentAttempt, Statement
+from billing.statement_groups import usage_key
 from tests.conftest import client_with, event
 from tests.dashboard.conftest import PASSWORD, ingest, person
 from workspaces.models import ApiKey, Membership
@@ -271,8 +272,12 @@ def test_statements_list_detail_csv_and_print(client, owner, october_statement):
     listing = client.get("/statements/").content.decode()
     assert "October 2026" in listing and "$4.88" in listing and "so far" in listing
     detail = client.get(f"/statements/{october_statement.pk}/").content.decode()
-    for line in october_statement.lines.all():
-        assert line.description in detail
+    for line in october_statement.lines.all():  # usage under its feature and model, the rest as itself
+        if line.kind == "usage":
+            key, rest = usage_key(line.description)
+            assert f"{key.feature_name} · {key.model}" in detail and f'<th scope="row">{rest}</th>' in detail
+        else:
+            assert line.description in detail
     assert "Monthly free tier" in detail and "$4.88" in detail
     assert "Retry payment" not in detail  # not failed
     rows = list(csv.reader(io.StringIO(client.get(f"/statements/{october_statement.pk}.csv").content.decode())))

@@ -204,7 +204,7 @@ def test_an_adjustment_line_shows_on_the_statement_its_summary_and_csv(client, o
                                  unit_price=Decimal("0.300000"), amount=Decimal("0.300000"))  # fmt: skip
     signed_in(client, owner)
     detail = client.get(f"/statements/{statement.pk}/").content.decode()
-    assert detail.count("Correction of the September 2026 statement") == 2  # the summary and every line
+    assert detail.count("Correction of the September 2026 statement") == 1  # in the summary, above the usage detail
     assert 'class="kind-adjustment"' in detail
     rows = list(csv.reader(io.StringIO(client.get(f"/statements/{statement.pk}.csv").content.decode())))
     assert [r[1] for r in rows[1:-2]] == ["usage", "adjustment"]

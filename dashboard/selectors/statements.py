@@ -16,6 +16,7 @@ from billing import drafts
 from billing.drafts import Draft
 from billing.errors import CloseRefused
 from billing.models import PaymentAttempt, Statement
+from billing.statement_groups import GroupedStatement, grouped
 from core.money import ZERO
 from core.periods import month_start, next_month
 from workspaces.models import Workspace
@@ -90,6 +91,10 @@ class PendingMonth:
     def summary(self) -> list[SummaryLine]:
         return lines_summary(self.draft.built.lines)
 
+    @property
+    def grouped(self) -> GroupedStatement:
+        return grouped(self.draft.built.lines)
+
 
 @dataclass(frozen=True)
 class Preview:
@@ -104,6 +109,10 @@ class Preview:
     @property
     def summary(self) -> list[SummaryLine]:
         return lines_summary(self.current.built.lines) if self.current else []
+
+    @property
+    def grouped(self) -> GroupedStatement | None:
+        return grouped(self.current.built.lines) if self.current else None
 
 
 def statement_preview(workspace: Workspace, *, now: datetime | None = None) -> Preview:

@@ -285,8 +285,10 @@ def test_every_page_renders_without_console_errors(page, browser_context, owner,
             if name == "statement-preview":
                 assert "Late usage" not in page.content()
                 assert page.locator("#amount-due").inner_text() == "$7.28"
-                page.locator(f"#pending-{last_month:%Y-%m} details > summary").click()
-                assert page.locator(f"#pending-{last_month:%Y-%m} table.lines").is_visible()
+                # The pending month's usage, grouped by feature and model; a group opens to its lines.
+                group = page.locator(f"#pending-{last_month:%Y-%m} details.usage-group").first
+                group.locator("summary").click()
+                assert group.locator("table.lines").is_visible()
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{path} is wider than the screen at {width}px by {overflow}px: {wide_elements(page)}"
             if folder:

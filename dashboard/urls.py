@@ -18,7 +18,7 @@ from .views import (
 app_name = "dashboard"
 urlpatterns = [
     path("", overview.overview, name="overview"),
-    path("onboarding/key/", onboarding.onboarding_key_create, name="onboarding-key-create"),
+    path("onboarding/key/", onboarding.onboarding_key_create, name="get-started"),
     path("onboarding/events.json", onboarding.onboarding_events, name="onboarding-events"),
     path("usage/", usage.usage_events, name="usage"),
     path("usage/rollups/", usage.usage_rollups, name="usage-rollups"),

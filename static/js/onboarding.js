@@ -25,7 +25,7 @@
   function describe(event) {
     var what = event.feature + (event.model ? " · " + event.model : "");
     var when = new Date(event.received_at).toLocaleTimeString();
-    return when + " — " + what + " — " + event.quantity + " × — " + usd(event.amount) + " (" + event.event_id + ")";
+    return when + " — " + what + " × " + event.quantity + " — " + usd(event.amount) + " (" + event.event_id + ")";
   }
 
   function showEvents(events) {

@@ -25,8 +25,17 @@ def step_state(page, name: str) -> str:
     return page.locator(f'#get-started [data-step="{name}"] .step-state').inner_text()
 
 
+def screenshot(page, name: str) -> None:
+    """With MB_SCREENSHOTS=<folder> (`make screenshots`), a full-page screenshot of the page as it is."""
+    if os.environ.get("MB_SCREENSHOTS"):
+        folder = Path(os.environ["MB_SCREENSHOTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
 def test_a_new_workspace_goes_from_key_to_first_event_seen_live_to_budget(page, owner, workspace):
     sign_in(page, "owner@acme.test")
+    screenshot(page, "overview-get-started-new")
     checklist = page.locator("#get-started")
     assert checklist.is_visible() and page.locator("#chart-daily").count() == 0, (
         "a checklist, not empty charts"
@@ -41,7 +50,9 @@ def test_a_new_workspace_goes_from_key_to_first_event_seen_live_to_budget(page, 
     assert secret.startswith("mbk_") and ApiKey.objects.get(workspace=workspace).name == "first servers"
     assert f"Bearer {secret}" in page.locator("#request-curl").inner_text()
     assert step_state(page, "key") == "Done"
+    assert page.locator("nav.tabs [aria-current]").count() == 0, "not the API keys tab: still the overview"
     assert page.locator("#live-status").inner_text() == "Waiting for your first event…"
+    screenshot(page, "overview-get-started-key")
 
     # 2. The first event, sent by "another machine" to the live server's API: seen without a reload.
     page.evaluate("() => { window.notReloaded = true; }")
@@ -55,7 +66,7 @@ def test_a_new_workspace_goes_from_key_to_first_event_seen_live_to_budget(page, 
     assert sent.json()["results"][0]["status"] == "accepted"
     arrived = page.locator('#live-events li[data-event-id="my-very-first"]')
     arrived.wait_for(timeout=10_000)  # polled every 2 s
-    assert "generation · sd15 — 5 × — $0.02" in arrived.inner_text()
+    assert "generation · sd15 × 5 — $0.02" in arrived.inner_text()
     assert step_state(page, "events") == "Done"
     assert page.locator("#steps-left").inner_text() == "2"
     assert page.evaluate("() => window.notReloaded") is True, "the page was not reloaded"
@@ -72,11 +83,7 @@ def test_a_new_workspace_goes_from_key_to_first_event_seen_live_to_budget(page, 
     assert page.locator("#steps-left").inner_text() == "1"
     page.wait_for_selector("#chart-daily[data-drawn]")  # with an event, the charts are back
     assert secret not in page.content(), "the secret was shown once"
-
-    if os.environ.get("MB_SCREENSHOTS"):
-        folder = Path(os.environ["MB_SCREENSHOTS"])
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / "overview-get-started.png"), full_page=True)
+    screenshot(page, "overview-get-started-budget")
 
 
 def test_the_checklist_fits_a_phone_and_the_live_panel_lists_events_sent_before(

@@ -26,7 +26,7 @@ def step_state(page, name: str) -> str:
 
 
 def screenshot(page, name: str) -> None:
-    """With MB_SCREENSHOTS=<folder> (`make screenshots`), a full-page screenshot of the page as it is."""
+    """With MB_SCREENSHOTS=<folder>, a full-page screenshot of the page as it is (not yet in `make screenshots`)."""
     if os.environ.get("MB_SCREENSHOTS"):
         folder = Path(os.environ["MB_SCREENSHOTS"])
         folder.mkdir(parents=True, exist_ok=True)

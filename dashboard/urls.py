@@ -7,6 +7,7 @@ from .views import (
     events,
     keys,
     members,
+    onboarding,
     overview,
     payment,
     staff,
@@ -17,6 +18,8 @@ from .views import (
 app_name = "dashboard"
 urlpatterns = [
     path("", overview.overview, name="overview"),
+    path("onboarding/key/", onboarding.onboarding_key_create, name="get-started"),
+    path("onboarding/events.json", onboarding.onboarding_events, name="onboarding-events"),
     path("usage/", usage.usage_events, name="usage"),
     path("usage/rollups/", usage.usage_rollups, name="usage-rollups"),
     path("usage/export.csv", usage.usage_export, name="usage-export"),

@@ -6,13 +6,17 @@ from __future__ import annotations
 from datetime import date
 
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from core.replicas import replica_reads
+from workspaces.services import IssuedKey
 
 from .. import charts, clock
 from ..access import workspace_page
 from ..forms import PeriodForm, preset_period
+from ..onboarding import first_request
+from ..selectors.onboarding import onboarding_of
 from ..selectors.overview import Overview
 from ..selectors.overview import overview as overview_of
 
@@ -23,6 +27,12 @@ PRESET_KEYS = ("this_month", "last_month", "last_3", "last_12")
 @replica_reads
 @workspace_page()
 def overview(request):
+    return render(request, "dashboard/overview.html", overview_context(request))
+
+
+def overview_context(request, *, issued: IssuedKey | None = None) -> dict:
+    """The overview's page context; `issued` is a key created from the "Get started" checklist,
+    whose secret this one response shows (in the checklist's requests, ready to copy)."""
     today = clock.utc_today()
     form = PeriodForm(request.GET if "period" in request.GET else None, today=today)
     period = form.resolved()
@@ -37,19 +47,18 @@ def overview(request):
         charts.by_steps(data.by_steps.rows),
         charts.by_api_key(data.by_key.rows),
     ]
-    return render(
-        request,
-        "dashboard/overview.html",
-        {
-            "data": data,
-            "form": form,
-            "period": period,
-            "presets": [(key, preset_period(key, today)) for key in PRESET_KEYS],
-            "charts": chart_list,
-            "breakdowns": breakdowns,
-            "figures": {chart.id: chart.figure for chart in chart_list + breakdowns},
-        },
-    )
+    return {
+        "data": data,
+        "form": form,
+        "period": period,
+        "presets": [(key, preset_period(key, today)) for key in PRESET_KEYS],
+        "charts": chart_list,
+        "breakdowns": breakdowns,
+        "figures": {chart.id: chart.figure for chart in chart_list + breakdowns},
+        "onboarding": onboarding_of(request.access.workspace),
+        "first_request": first_request(issued, now=timezone.now()),
+        "issued": issued,
+    }
 
 
 def _charts(data: Overview, today: date) -> list[charts.Chart]:

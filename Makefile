@@ -50,7 +50,7 @@ soak: venv
 # (the browser test that visits every page, with sample data, on the test database).
 screenshots: venv
 	@eval "$$($(PY) scripts/test_services.py)" && MB_SCREENSHOTS=$(CURDIR)/var/screenshots \
-		$(PY) -m pytest -q tests/dashboard/test_browser.py -k every_page
+		$(PY) -m pytest -q tests/dashboard/test_browser.py tests/dashboard/test_browser_onboarding.py -k "every_page or new_workspace"
 	@echo "Screenshots in var/screenshots/"
 
 lint: venv

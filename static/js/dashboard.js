@@ -43,6 +43,41 @@
     }
   }
 
+  // A table wider than its box scrolls sideways; a keyboard reaches that scroller only if it is
+  // focusable (WCAG 2.1.1). So a .table-wrap that overflows becomes a named, focusable region
+  // (arrow keys then scroll it), and stops being one when it no longer overflows: phone width,
+  // a <details> opened, a rotated screen.
+  function labelOf(wrap) {
+    var caption = wrap.querySelector("caption");
+    var section = wrap.closest("section, .card, details");
+    var heading = section && section.querySelector("h1, h2, h3, summary");
+    var text = (caption || heading || {}).textContent || "Table";
+    return text.replace(/\s+/g, " ").trim() + " (scrolls sideways)";
+  }
+  function keyboardScrollers() {
+    document.querySelectorAll(".table-wrap").forEach(function (wrap) {
+      var overflows = wrap.scrollWidth > wrap.clientWidth + 1;
+      var ours = wrap.hasAttribute("data-keyboard-scroll");
+      if (overflows && !ours && !wrap.hasAttribute("tabindex")) {
+        wrap.setAttribute("data-keyboard-scroll", "");
+        wrap.setAttribute("tabindex", "0");
+        wrap.setAttribute("role", "region");
+        wrap.setAttribute("aria-label", labelOf(wrap));
+      } else if (!overflows && ours) {
+        ["data-keyboard-scroll", "tabindex", "role", "aria-label"].forEach(function (name) { wrap.removeAttribute(name); });
+      }
+    });
+  }
+  var pending = false;
+  function soon() {
+    if (pending) return;
+    pending = true;
+    window.requestAnimationFrame(function () { pending = false; keyboardScrollers(); });
+  }
+  keyboardScrollers();
+  window.addEventListener("resize", soon);
+  document.addEventListener("toggle", soon, true);  // <details> opening; toggle does not bubble
+
   // Print buttons on the printable statement.
   document.querySelectorAll("button[data-print]").forEach(function (button) {
     button.addEventListener("click", function () { window.print(); });

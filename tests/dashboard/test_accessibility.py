@@ -9,6 +9,7 @@ axe-core is vendored in tests/dashboard/vendor/ (axe.min.js and its licence, fro
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
@@ -22,9 +23,10 @@ from billing.payments import statement_charge
 from budgets.models import Budget
 from dashboard.selectors.statements import scheduled_close
 from tests.conftest import event
-from tests.dashboard.conftest import last_month_day, person, sign_in
+from tests.dashboard.conftest import PASSWORD, last_month_day, person, sign_in
 from tests.dashboard.test_browser import SCREENSHOT_PAGES
 from usage.services import events_ingest
+from workspaces.models import ApiKey
 from workspaces.services import api_key_create, api_key_revoke
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -96,3 +98,101 @@ def test_axe_finds_nothing_serious_on_any_page_at_desktop_and_phone_width(axe_pa
     problems = {where: lines for where, lines in found.items() if lines}
     assert not problems, "\n".join(f"{where}:\n  " + "\n  ".join(lines) for where, lines in problems.items())
     assert len(found) == 1 + 2 * len(every_page) + 2  # every page was checked
+
+
+# --- The keyboard alone: Tab, Enter, Space and typing; no click anywhere ----------------------------
+
+
+def tab_to(page, selector: str, limit: int = 80) -> int:
+    """Press Tab until the focus is on `selector` (forward from where it is: the tab order must
+    reach it), and check that the focus shows; returns how many presses it took."""
+    for presses in range(1, limit + 1):
+        page.keyboard.press("Tab")
+        if page.evaluate("(selector) => document.activeElement.matches(selector)", selector):
+            ring = page.evaluate("""() => { const style = getComputedStyle(document.activeElement);
+                return style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0 || style.boxShadow !== "none"; }""")
+            assert ring, f"{selector} has the focus but shows no focus ring"
+            return presses
+    focused = page.evaluate("() => document.activeElement.outerHTML.slice(0, 120)")
+    raise AssertionError(f"{limit} presses of Tab never reached {selector} (the focus is on {focused})")
+
+
+def keyboard_sign_in(page, email: str) -> None:
+    page.goto(page.base_url + "/login/")
+    assert page.evaluate("() => document.activeElement.id") == "id_username"  # autofocus: type at once
+    page.keyboard.type(email)
+    tab_to(page, "#id_password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def test_sign_in_with_the_keyboard_and_skip_to_the_content(page, owner, usage):
+    keyboard_sign_in(page, "owner@acme.test")
+    assert page.get_by_role("heading", level=1).is_visible()
+    assert tab_to(page, "a.skip-link") == 1, "the skip link is the first stop"
+    assert page.locator("a.skip-link").is_visible()
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "main"
+    # From the content, the next stop is in the content, not back in the navigation.
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.getElementById('main').contains(document.activeElement)")
+
+
+def test_a_wrong_password_is_announced_and_the_keyboard_can_try_again(page, owner):
+    page.goto(page.base_url + "/login/")
+    page.keyboard.type("owner@acme.test")
+    tab_to(page, "#id_password")
+    page.keyboard.type("not the password")
+    page.keyboard.press("Enter")
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "do not match" in alert.inner_text()
+    # The focus is back in the form, the address kept: Tab, the password, Enter.
+    assert page.evaluate("() => document.activeElement.id") == "id_username"
+    assert page.locator("#id_username").input_value() == "owner@acme.test"
+    tab_to(page, "#id_password")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def test_create_a_key_with_the_keyboard(page, browser_context, owner, workspace, usage):
+    browser_context.grant_permissions(["clipboard-read", "clipboard-write"], origin=page.base_url)
+    keyboard_sign_in(page, "owner@acme.test")
+    tab_to(page, "nav.tabs a[href^='/keys/']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/keys/"))
+    tab_to(page, "#id_name")
+    page.keyboard.type("render farm")
+    tab_to(page, "#create-key")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#new-secret")
+    secret = page.locator("#new-secret").input_value()
+    key = ApiKey.objects.get(workspace=workspace, name="render farm")
+    assert secret.startswith("mbk_") and key.revoked_at is None
+    # The secret is copied with the keyboard too.
+    tab_to(page, "button[data-copy]")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('button[data-copy]').textContent === 'Copied'")
+    assert page.evaluate("() => navigator.clipboard.readText()") == secret
+
+
+def test_create_a_budget_with_the_keyboard(page, owner, workspace, usage):
+    keyboard_sign_in(page, "owner@acme.test")
+    tab_to(page, "nav.tabs a[href^='/budgets/']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/budgets/"))
+    tab_to(page, "#id_amount")
+    page.keyboard.type("10")
+    tab_to(page, "#id_thresholds")
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.type("50, 100")
+    tab_to(page, "#id_hard_limit")
+    page.keyboard.press("Space")
+    tab_to(page, "#create-budget")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-budget]")
+    budget = Budget.objects.get(workspace=workspace)
+    assert budget.amount == Decimal("10") and budget.thresholds == [50, 100] and budget.hard_limit
+    assert "$7.78 spent this month (77.8 %)" in page.locator(f"[data-budget='{budget.pk}']").inner_text()

@@ -196,3 +196,47 @@ def test_create_a_budget_with_the_keyboard(page, owner, workspace, usage):
     budget = Budget.objects.get(workspace=workspace)
     assert budget.amount == Decimal("10") and budget.thresholds == [50, 100] and budget.hard_limit
     assert "$7.78 spent this month (77.8 %)" in page.locator(f"[data-budget='{budget.pk}']").inner_text()
+
+
+def test_each_chart_points_at_its_data_table(page, owner, usage):
+    sign_in(page, "owner@acme.test")
+    page.wait_for_selector("#chart-daily[data-drawn]")
+    charts = page.evaluate("""() => [...document.querySelectorAll(".chart[id]")].map((chart) => {
+        const table = document.getElementById(chart.getAttribute("aria-details"))?.querySelector("table");
+        return {id: chart.id, role: chart.getAttribute("role"), label: chart.getAttribute("aria-label"),
+                description: document.getElementById(chart.getAttribute("aria-describedby"))?.textContent.trim(),
+                caption: table?.caption.textContent.trim(), rows: table ? table.tBodies[0].rows.length : 0};
+    })""")
+    assert [chart["id"] for chart in charts] == [
+        "chart-daily", "chart-cumulative", "chart-model", "chart-resolution", "chart-steps", "chart-key"
+    ]  # fmt: skip
+    for chart in charts:
+        assert chart["role"] == "figure", chart
+        assert chart["caption"] and chart["label"].startswith(chart["caption"] + " chart"), chart
+        assert chart["description"], chart  # the chart's caption, e.g. what a bar is
+        assert chart["rows"] >= 1, chart
+    # The table is one Enter away from the keyboard: its summary says what it holds.
+    summary = page.locator("#chart-daily-numbers > summary")
+    assert "data table" in summary.inner_text()
+    summary.focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#chart-daily-numbers table").is_visible()
+
+
+def test_a_table_wider_than_a_phone_scrolls_with_the_keyboard(page, owner, usage):
+    sign_in(page, "owner@acme.test")
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.goto(f"{page.base_url}/usage/?workspace=acme")
+    wrap = page.locator("main .table-wrap[data-keyboard-scroll]").first
+    assert wrap.get_attribute("tabindex") == "0" and wrap.get_attribute("role") == "region"
+    assert "(scrolls sideways)" in wrap.get_attribute("aria-label")
+    tab_to(page, "main .table-wrap[data-keyboard-scroll]")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("End")
+    page.wait_for_function(
+        "() => document.querySelector('main .table-wrap[data-keyboard-scroll]').scrollLeft > 0"
+    )
+    # Wide enough for the table: no extra tab stop.
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.wait_for_function("() => !document.querySelector('main .table-wrap[data-keyboard-scroll]')")
+    assert page.locator("main .table-wrap[tabindex]").count() == 0

@@ -47,14 +47,23 @@
   // focusable (WCAG 2.1.1). So a .table-wrap that overflows becomes a named, focusable region
   // (arrow keys then scroll it), and stops being one when it no longer overflows: phone width,
   // a <details> opened, a rotated screen.
-  function labelOf(wrap) {
-    var caption = wrap.querySelector("caption");
+  // Its name: the heading of its section, then the table's caption ("Every line: Statement lines"),
+  // numbered when a page has two alike (landmarks must differ).
+  function labelOf(wrap, taken) {
+    var clean = function (node) { return node ? node.textContent.replace(/\s+/g, " ").trim() : ""; };
     var section = wrap.closest("section, .card, details");
-    var heading = section && section.querySelector("h1, h2, h3, summary");
-    var text = (caption || heading || {}).textContent || "Table";
-    return text.replace(/\s+/g, " ").trim() + " (scrolls sideways)";
+    var heading = clean(section && section.querySelector("h1, h2, h3, summary"));
+    var caption = clean(wrap.querySelector("caption"));
+    var label = [heading, caption].filter(function (text, i, all) { return text && all.indexOf(text) === i; }).join(": ") || "Table";
+    for (var n = 2, base = label; taken.indexOf(label) !== -1; n++) label = base + " (" + n + ")";
+    taken.push(label);
+    return label + " (scrolls sideways)";
   }
   function keyboardScrollers() {
+    var taken = [];
+    document.querySelectorAll(".table-wrap[data-keyboard-scroll]").forEach(function (wrap) {
+      taken.push(wrap.getAttribute("aria-label").replace(/ \(scrolls sideways\)$/, ""));
+    });
     document.querySelectorAll(".table-wrap").forEach(function (wrap) {
       var overflows = wrap.scrollWidth > wrap.clientWidth + 1;
       var ours = wrap.hasAttribute("data-keyboard-scroll");
@@ -62,7 +71,7 @@
         wrap.setAttribute("data-keyboard-scroll", "");
         wrap.setAttribute("tabindex", "0");
         wrap.setAttribute("role", "region");
-        wrap.setAttribute("aria-label", labelOf(wrap));
+        wrap.setAttribute("aria-label", labelOf(wrap, taken));
       } else if (!overflows && ours) {
         ["data-keyboard-scroll", "tabindex", "role", "aria-label"].forEach(function (name) { wrap.removeAttribute(name); });
       }

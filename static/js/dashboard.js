@@ -87,6 +87,11 @@
   window.addEventListener("resize", soon);
   document.addEventListener("toggle", soon, true);  // <details> opening; toggle does not bubble
 
+  // After a form comes back with errors, the focus goes to the first field in error (its error is
+  // announced: the list is role=alert), so that a keyboard user fixes it where they are.
+  var invalid = document.querySelector("main [aria-invalid='true']");
+  if (invalid && !document.querySelector("[autofocus]")) invalid.focus();
+
   // Print buttons on the printable statement.
   document.querySelectorAll("button[data-print]").forEach(function (button) {
     button.addEventListener("click", function () { window.print(); });

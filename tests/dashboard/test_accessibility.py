@@ -207,7 +207,7 @@ def test_create_a_key_with_the_keyboard(page, browser_context, owner, workspace,
     assert page.evaluate("() => navigator.clipboard.readText()") == secret
 
 
-def test_create_a_budget_with_the_keyboard(page, owner, workspace, usage):
+def test_create_a_budget_with_the_keyboard_fixing_a_mistake_on_the_way(page, owner, workspace, usage):
     keyboard_sign_in(page, "owner@acme.test")
     tab_to(page, "nav.tabs a[href^='/budgets/']")
     page.keyboard.press("Enter")
@@ -216,11 +216,26 @@ def test_create_a_budget_with_the_keyboard(page, owner, workspace, usage):
     page.keyboard.type("10")
     tab_to(page, "#id_thresholds")
     page.keyboard.press("ControlOrMeta+A")
-    page.keyboard.type("50, 100")
+    page.keyboard.type("fifty, 100")
     tab_to(page, "#id_hard_limit")
     page.keyboard.press("Space")
     tab_to(page, "#create-budget")
     page.keyboard.press("Enter")
+    # The error is announced, and the focus is on the field to fix, which points at the error.
+    page.get_by_role("alert").wait_for()
+    assert "Thresholds" in page.get_by_role("alert").inner_text()
+    assert not Budget.objects.filter(workspace=workspace).exists()
+    page.console_errors.clear()  # the browser logs the form's 400
+    focused = page.evaluate("""() => ({id: document.activeElement.id, invalid: document.activeElement.getAttribute("aria-invalid"),
+                                       described: document.activeElement.getAttribute("aria-describedby")})""")
+    assert (
+        focused["id"] == "id_thresholds"
+        and focused["invalid"] == "true"
+        and "budget-errors" in focused["described"]
+    )
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.type("50, 100")
+    page.keyboard.press("Enter")  # submits the form from the text box; what was typed before is kept
     page.wait_for_selector("[data-budget]")
     budget = Budget.objects.get(workspace=workspace)
     assert budget.amount == Decimal("10") and budget.thresholds == [50, 100] and budget.hard_limit

@@ -50,7 +50,12 @@
   // Its name: the heading of its section, then the table's caption ("Every line: Statement lines"),
   // numbered when a page has two alike (landmarks must differ).
   function labelOf(wrap, taken) {
-    var clean = function (node) { return node ? node.textContent.replace(/\s+/g, " ").trim() : ""; };
+    var clean = function (node) {
+      if (!node) return "";
+      node = node.cloneNode(true);
+      node.querySelectorAll(".badge").forEach(function (badge) { badge.remove(); });  // "Pending close" says it twice
+      return node.textContent.replace(/\s+/g, " ").trim();
+    };
     var section = wrap.closest("section, .card, details");
     var heading = clean(section && section.querySelector("h1, h2, h3, summary"));
     var caption = clean(wrap.querySelector("caption"));

@@ -284,3 +284,16 @@ def test_a_table_wider_than_a_phone_scrolls_with_the_keyboard(page, owner, usage
     page.set_viewport_size({"width": 1400, "height": 900})
     page.wait_for_function("() => !document.querySelector('main .table-wrap[data-keyboard-scroll]')")
     assert page.locator("main .table-wrap[tabindex]").count() == 0
+
+
+def test_the_scrolling_tables_of_a_statement_preview_have_names_of_their_own(page, owner, usage):
+    sign_in(page, "owner@acme.test")
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.goto(f"{page.base_url}/statements/preview/?workspace=acme")
+    page.locator("details > summary").first.press("Enter")  # a pending month's lines: they scroll once shown
+    page.wait_for_function("() => document.querySelectorAll('.table-wrap[data-keyboard-scroll]').length >= 2")
+    names = page.evaluate(
+        "() => [...document.querySelectorAll('.table-wrap[data-keyboard-scroll]')].map((w) => w.getAttribute('aria-label'))"
+    )
+    assert len(names) == len(set(names)), names
+    assert "Every line: Statement lines (scrolls sideways)" in names

@@ -47,19 +47,22 @@
   // focusable (WCAG 2.1.1). So a .table-wrap that overflows becomes a named, focusable region
   // (arrow keys then scroll it), and stops being one when it no longer overflows: phone width,
   // a <details> opened, a rotated screen.
-  // Its name: the heading of its section, then the table's caption ("Every line: Statement lines"),
-  // numbered when a page has two alike (landmarks must differ).
+  // Its name: the table's caption (else the heading above it); prefixed with its section's heading
+  // when another table has that name already ("October 2026 — pending close: Summary"), numbered
+  // when even that is taken: landmarks of a page must be told apart.
+  function clean(node) {
+    if (!node) return "";
+    node = node.cloneNode(true);
+    node.querySelectorAll(".badge").forEach(function (badge) { badge.remove(); });  // "Pending close" twice
+    return node.textContent.replace(/\s+/g, " ").trim();
+  }
   function labelOf(wrap, taken) {
-    var clean = function (node) {
-      if (!node) return "";
-      node = node.cloneNode(true);
-      node.querySelectorAll(".badge").forEach(function (badge) { badge.remove(); });  // "Pending close" says it twice
-      return node.textContent.replace(/\s+/g, " ").trim();
-    };
-    var section = wrap.closest("section, .card, details");
-    var heading = clean(section && section.querySelector("h1, h2, h3, summary"));
-    var caption = clean(wrap.querySelector("caption"));
-    var label = [heading, caption].filter(function (text, i, all) { return text && all.indexOf(text) === i; }).join(": ") || "Table";
+    var section = wrap.closest("section, .card");
+    var sectionHeading = clean(section && section.querySelector("h1, h2, h3"));
+    var group = wrap.closest("details");
+    var own = clean(wrap.querySelector("caption")) || clean(group && group.querySelector("summary")) || sectionHeading || "Table";
+    var label = own;
+    if (taken.indexOf(label) !== -1 && sectionHeading && sectionHeading !== own) label = sectionHeading + ": " + own;
     for (var n = 2, base = label; taken.indexOf(label) !== -1; n++) label = base + " (" + n + ")";
     taken.push(label);
     return label + " (scrolls sideways)";

@@ -290,10 +290,39 @@ def test_the_scrolling_tables_of_a_statement_preview_have_names_of_their_own(pag
     sign_in(page, "owner@acme.test")
     page.set_viewport_size({"width": 390, "height": 900})
     page.goto(f"{page.base_url}/statements/preview/?workspace=acme")
-    page.locator("details > summary").first.press("Enter")  # a pending month's lines: they scroll once shown
+    page.evaluate("() => document.querySelectorAll('details').forEach((details) => { details.open = true; })")
     page.wait_for_function("() => document.querySelectorAll('.table-wrap[data-keyboard-scroll]').length >= 2")
     names = page.evaluate(
         "() => [...document.querySelectorAll('.table-wrap[data-keyboard-scroll]')].map((w) => w.getAttribute('aria-label'))"
     )
     assert len(names) == len(set(names)), names
-    assert "Every line: Statement lines (scrolls sideways)" in names
+    last_month = last_month_day().date().replace(day=1)
+    assert any(name.startswith(f"{last_month:%B %Y} — pending close: ") for name in names), (
+        names
+    )  # not the badge
+
+
+def test_a_new_workspaces_get_started_checklist_passes_axe_and_makes_a_key_with_the_keyboard(
+    axe_page, owner, workspace
+):
+    page = axe_page
+    keyboard_sign_in(page, "owner@acme.test")
+    found = {}
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{page.base_url}/?workspace=acme")
+        page.wait_for_selector("#get-started")
+        found[f"checklist at {width}px"] = serious_violations(page)
+    page.goto(f"{page.base_url}/?workspace=acme")
+    tab_to(page, "#onboarding-key-name")
+    page.keyboard.type("first servers")
+    tab_to(page, "#get-started form button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#new-secret")
+    assert ApiKey.objects.get(workspace=workspace).name == "first servers"
+    assert page.locator("#new-secret").input_value() in page.locator("#request-curl").inner_text()
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        found[f"checklist with the new key at {width}px"] = serious_violations(page)
+    problems = {where: lines for where, lines in found.items() if lines}
+    assert not problems, "\n".join(f"{where}:\n  " + "\n  ".join(lines) for where, lines in problems.items())

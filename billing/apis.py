@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -17,7 +16,7 @@ from workspaces.access import WorkspaceAccess
 from workspaces.models import Scope
 
 from .drafts import statement_preview
-from .invoice_pdf import invoice_pdf, pdf_filename
+from .invoice_pdf import pdf_response
 from .invoices import credit_note_of, invoice_of
 from .models import Invoice, Statement
 from .profiles import BillingProfileSerializer, billing_profile_of, billing_profile_update
@@ -202,9 +201,7 @@ class _DocumentApi(APIView):
         if invoice is None:
             what = "credit note" if self.kind == Invoice.Kind.CREDIT_NOTE else "invoice"
             raise NotFound(f"No {what} for this statement in this workspace.")
-        response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
-        return response
+        return pdf_response(invoice)
 
 
 PDF_RESPONSE = {(200, "application/pdf"): OpenApiTypes.BINARY}

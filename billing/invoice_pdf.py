@@ -16,6 +16,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pycountry
+from django.http import HttpResponse
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
@@ -43,6 +44,13 @@ def _fonts() -> tuple[str, str]:
 
 def pdf_filename(invoice: Invoice) -> str:
     return f"{invoice.number}.pdf"
+
+
+def pdf_response(invoice: Invoice) -> HttpResponse:
+    """The document as a download (the statement page's link and the API answer the same)."""
+    response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
+    return response
 
 
 def country_name(code: str) -> str:

@@ -10,7 +10,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.invoice_pdf import invoice_pdf, pdf_filename
+from billing.invoice_pdf import pdf_response
 from billing.invoices import credit_note_of, invoice_of
 from billing.models import Invoice, Statement
 from billing.payment_report import State as ChargeState
@@ -109,9 +109,7 @@ def _document(request, statement_id: int, kind: str) -> HttpResponse:
     invoice = statement.invoices.filter(kind=kind).select_related("cancels").first()
     if invoice is None:
         raise Http404("This statement has no such document.")
-    response = HttpResponse(invoice_pdf(invoice), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="{pdf_filename(invoice)}"'
-    return response
+    return pdf_response(invoice)
 
 
 @require_GET

@@ -43,6 +43,20 @@ class Table:
     footer: list[Any] = field(default_factory=list)
     money_columns: frozenset[int] = frozenset()  # column indexes holding USD amounts
 
+    def labelled(self, row: list[Any]) -> list[tuple[str, Any, bool]]:
+        """A row's cells with their column's name (a phone shows it beside each number: the
+        table stacks) and whether they are money."""
+        cells = enumerate(zip(self.columns, row, strict=True))
+        return [(column, cell, index in self.money_columns) for index, (column, cell) in cells]
+
+    @property
+    def labelled_rows(self) -> list[list[tuple[str, Any, bool]]]:
+        return [self.labelled(row) for row in self.rows]
+
+    @property
+    def labelled_footer(self) -> list[tuple[str, Any, bool]]:
+        return self.labelled(self.footer)
+
 
 @dataclass
 class Chart:

@@ -1,16 +1,23 @@
-"""Template helpers: money as people read it, and links that keep the workspace in the URL."""
+"""Template helpers: money as people read it, moments in the workspace's time zone, and links that
+keep the workspace in the URL."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django import template
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateformat import format as date_format
+from django.utils.html import format_html
 
 from core import money
 
 register = template.Library()
+
 
 def _decimal(value) -> Decimal | None:
     if value is None or value == "":
@@ -59,15 +66,26 @@ def thousands(value) -> str:
 
 
 @register.filter
+def when(value: datetime | None, fmt: str = "M j, Y H:i") -> str:
+    """A moment as the workspace reads it: in the page's active time zone (the workspace's, see
+    dashboard.access.workspace_page), the UTC time on hover and in `datetime`. "" for None, so
+    that `|when|default:"never"` reads naturally."""
+    if not value:
+        return ""
+    utc = value.astimezone(dt_timezone.utc)
+    return format_html(
+        '<time datetime="{}" title="{} UTC">{}</time>',
+        utc.isoformat().replace("+00:00", "Z"),
+        date_format(utc, "Y-m-d H:i:s"),
+        date_format(timezone.localtime(value), fmt),
+    )
+
+
+@register.filter
 def bar_width(value) -> str:
     """A percentage for a CSS width, kept within 0–100."""
     number = _decimal(value) or Decimal(0)
     return f"{min(max(number, Decimal(0)), Decimal(100)):.1f}"
-
-
-@register.filter
-def is_money(column: int, table) -> bool:
-    return column in table.money_columns
 
 
 @register.simple_tag(takes_context=True)

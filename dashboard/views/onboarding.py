@@ -60,6 +60,8 @@ def onboarding_events(request):
                 {
                     "event_id": e.event_id,
                     "received_at": e.received_at.isoformat(),
+                    # The panel shows it as every page shows a time: the workspace's, UTC on hover.
+                    "received_at_local": timezone.localtime(e.received_at).strftime("%H:%M:%S"),
                     "feature": e.feature,
                     "model": e.model,
                     "quantity": e.quantity,

@@ -7,6 +7,25 @@
     select.addEventListener("change", function () { select.form.submit(); });
   });
 
+  // On a phone the workspace's pages fold behind a button that names the current one (the CSS
+  // shows it only on narrow screens); Escape folds them again. Without this, they all wrap.
+  var tabs = document.querySelector("nav.tabs");
+  var toggle = tabs && tabs.querySelector(".tabs-toggle");
+  if (toggle) {
+    var current = tabs.querySelector(".tabs-list a[aria-current='page']");
+    toggle.querySelector(".tabs-current").textContent = current ? current.textContent : "Pages";
+    toggle.hidden = false;
+    tabs.classList.add("tabs-collapsible");
+    var fold = function (open) {
+      tabs.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", String(open));
+    };
+    toggle.addEventListener("click", function () { fold(!tabs.classList.contains("open")); });
+    tabs.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && tabs.classList.contains("open")) { fold(false); toggle.focus(); }
+    });
+  }
+
   // <form data-confirm="Question?"> asks before submitting (revoke a key, remove a member).
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
@@ -85,12 +104,23 @@
       }
     });
   }
+  // A table.stackable too wide for its box at this width becomes .stacked: each row a card of
+  // labelled lines (the CSS). Measured rather than guessed from the window's width: a chart's
+  // table has a column per feature used, a name may be long.
+  function stackTables() {
+    document.querySelectorAll("table.stackable").forEach(function (table) {
+      table.classList.remove("stacked");
+      var room = table.parentElement.clientWidth;
+      if (room && table.offsetWidth > room + 1) table.classList.add("stacked");
+    });
+  }
   var pending = false;
   function soon() {
     if (pending) return;
     pending = true;
-    window.requestAnimationFrame(function () { pending = false; keyboardScrollers(); });
+    window.requestAnimationFrame(function () { pending = false; stackTables(); keyboardScrollers(); });
   }
+  stackTables();
   keyboardScrollers();
   window.addEventListener("resize", soon);
   document.addEventListener("toggle", soon, true);  // <details> opening; toggle does not bubble

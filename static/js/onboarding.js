@@ -22,10 +22,17 @@
     return "$" + parts[0] + "." + fraction;
   }
 
-  function describe(event) {
+  // "16:04:05 — generation · sdxl × 10 — $1.69 (evt-1)": the time in the workspace's zone, as
+  // every page shows times, with the UTC one on hover.
+  function describe(event, item) {
+    var when = document.createElement("time");
+    var utc = new Date(event.received_at).toISOString();
+    when.setAttribute("datetime", utc);
+    when.title = utc.slice(0, 19).replace("T", " ") + " UTC";
+    when.textContent = event.received_at_local;
     var what = event.feature + (event.model ? " · " + event.model : "");
-    var when = new Date(event.received_at).toLocaleTimeString();
-    return when + " — " + what + " × " + event.quantity + " — " + usd(event.amount) + " (" + event.event_id + ")";
+    item.appendChild(when);
+    item.appendChild(document.createTextNode(" — " + what + " × " + event.quantity + " — " + usd(event.amount) + " (" + event.event_id + ")"));
   }
 
   function showEvents(events) {
@@ -35,7 +42,7 @@
     list.textContent = "";
     events.forEach(function (event) {
       var item = document.createElement("li");
-      item.textContent = describe(event);
+      describe(event, item);
       item.setAttribute("data-event-id", event.event_id);
       list.appendChild(item);
     });

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,35 @@ def sign_in(page, email: str, password: str = PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/login/" not in url)
+
+
+# --- Every signed-in page, with content in each table (the accessibility and responsive tests) ----
+
+
+@pytest.fixture
+def every_page(workspace, usage, local_stripe):
+    """The signed-in pages: test_browser's list, a budget's edit page, a closed statement (its
+    charge failed: no card) and its print view; with a revoked key, in the faint colour."""
+    from billing.close import statement_close
+    from billing.models import Statement
+    from billing.payments import statement_charge
+    from budgets.models import Budget
+    from dashboard.selectors.statements import scheduled_close
+    from tests.dashboard.test_browser import SCREENSHOT_PAGES
+    from usage.services import events_ingest
+    from workspaces.services import api_key_revoke
+
+    before_last = (last_month_day().date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    occurred = datetime.combine(before_last.replace(day=15), time(12, 0), tzinfo=dt_timezone.utc)
+    events_ingest(workspace=workspace, api_key=usage["second_key"], now=occurred + timedelta(minutes=1), raw_events=[
+        event(occurred_at=occurred.isoformat(), feature="training", model=..., steps=..., width=..., height=...),
+    ])  # fmt: skip
+    statement, _ = statement_close(workspace, before_last, now=scheduled_close(before_last))
+    statement_charge(statement)
+    assert Statement.objects.get(pk=statement.pk).status == Statement.Status.PAYMENT_FAILED
+    budget = Budget.objects.create(workspace=workspace, amount=Decimal("20"), thresholds=[50, 80, 100])
+    api_key_revoke(api_key=api_key_create(workspace=workspace, name="old laptop").api_key)
+    return [*SCREENSHOT_PAGES,
+            ("budget-edit", f"/budgets/{budget.pk}/?workspace=acme"),
+            ("statement", f"/statements/{statement.pk}/?workspace=acme"),
+            ("statement-print", f"/statements/{statement.pk}/print/?workspace=acme")]  # fmt: skip

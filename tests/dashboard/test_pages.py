@@ -227,10 +227,10 @@ def test_the_events_table_filters_and_pages_by_keyset(client, owner, workspace, 
     ingest(workspace, api_key, [event(occurred_at=(now - timedelta(seconds=s)).isoformat(), feature="pixelate",
                                       model=..., steps=..., width=..., height=...) for s in range(1, 61)])  # fmt: skip
     first = client.get("/usage/", {"feature": "pixelate"}).content.decode()
-    assert first.count("<td>pixelate</td>") == 50
+    assert first.count("<td>pixelate") == 50
     older = re.search(r'id="older" href="([^"]+)"', first).group(1).replace("&amp;", "&")
     second = client.get(older).content.decode()
-    assert second.count("<td>pixelate</td>") == 10 and 'id="older"' not in second
+    assert second.count("<td>pixelate") == 10 and 'id="older"' not in second
     assert "60 events" in first  # the size hint, from the rollups
 
 
@@ -275,7 +275,7 @@ def test_statements_list_detail_csv_and_print(client, owner, october_statement):
     for line in october_statement.lines.all():  # usage under its feature and model, the rest as itself
         if line.kind == "usage":
             key, rest = usage_key(line.description)
-            assert f"{key.feature_name} · {key.model}" in detail and f'<th scope="row">{rest}</th>' in detail
+            assert f"{key.feature_name} · {key.model}" in detail and f'<th scope="row">{rest}<span class="more' in detail
         else:
             assert line.description in detail
     assert "Monthly free tier" in detail and "$4.88" in detail

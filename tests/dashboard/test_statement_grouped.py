@@ -79,7 +79,7 @@ def test_the_statement_page_shows_grouped_subtotals_and_totals_before_the_detail
     assert "steps" not in summary  # the line detail waits below
     # Each group folds its lines: sizes, steps, composition and spot, with its subtotal.
     assert details.count("<details") == 5 and " open" not in re.findall(r"<details[^>]*>", details)[0]
-    assert "30 steps · 1024×1024 · composition control" in details and "<th scope=\"row\">spot</th>" in details
+    assert "30 steps · 1024×1024 · composition control" in details and "<th scope=\"row\">spot<span class=\"more" in details
     assert details.count('class="kind-usage"') == 300
     assert "Coupon AUTUMN" not in details
     # Another workspace's member cannot read it.

@@ -187,3 +187,14 @@ def test_without_scripts_every_page_link_shows_on_a_phone(chromium, live_server,
         assert links_on_screen(page) == PAGES
     finally:
         context.close()
+
+
+def test_a_new_workspaces_get_started_checklist_fits_every_width(page, owner, workspace):
+    """The first page a newcomer sees, before and after its key (the requests then carry it)."""
+    sign_in(page, "owner@acme.test")
+    page.locator("#onboarding-key-name").fill("first servers")
+    page.locator("#get-started form button[type=submit]").click()
+    page.wait_for_selector("#new-secret")
+    for width in reversed(WIDTHS):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert page.evaluate(MEASURE) == [], f"at {width}px"

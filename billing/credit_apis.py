@@ -54,7 +54,7 @@ class CreditsSerializer(serializers.Serializer):
     entries = EntrySerializer(many=True, help_text="The 50 most recent ledger entries, newest first")
 
     def get_currency(self, summary) -> str:
-        return "usd"
+        return "USD"  # as the usage, quote and statement answers say it
 
 
 class PurchaseInputSerializer(serializers.Serializer):

@@ -159,6 +159,7 @@ def test_the_credits_api_shows_the_live_balance_scoped_to_the_workspace(workspac
     assert body["unbilled_spend"] == "2.000000" and body["live_balance"] == "8.000000"
     assert [lot["note"] for lot in body["lots"]] == ["promo"]
     assert [entry["kind"] for entry in body["entries"]] == ["grant"]
+    assert body["currency"] == "USD"  # as every other amount of the API says it (it said "usd")
     other = other_api.get("/api/v1/credits").json()
     assert other["balance"] == "0.000000" and other["lots"] == [] and other["entries"] == []
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.db import DEFAULT_DB_ALIAS
+
 from billing.models import Plan, Statement
 from billing.selectors import plan_for_period
 from budgets.models import SpendAnomaly
@@ -17,6 +19,7 @@ from workspaces.models import Workspace
 
 from .. import clock
 from ..forms import Period
+from ..models import UserPreference
 from .budgets import BudgetProgress, budgets_progress
 
 
@@ -97,3 +100,13 @@ def last_statement(workspace: Workspace) -> Statement | None:
         .order_by("-period", "-pk")
         .first()
     )
+
+
+def remembered_period(user) -> dict | None:
+    """The period `user` chose last on the overview, as the period picker's data (for PeriodForm,
+    which says whether it still holds), or None when they never chose one. Read from the primary:
+    the choice may have been written a moment ago, by a GET that set no read-your-writes cookie."""
+    stored = UserPreference.objects.using(DEFAULT_DB_ALIAS).filter(user=user).first()
+    if stored is None or not stored.overview_period:
+        return None
+    return {"period": stored.overview_period, "start": stored.overview_start, "end": stored.overview_end}

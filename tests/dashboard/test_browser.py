@@ -22,6 +22,7 @@ from billing.close import statement_close
 from billing.models import CloseRun, Statement, StripeCustomer
 from billing.payments import statement_charge
 from budgets.models import Budget
+from core.periods import add_months
 from dashboard.selectors.statements import scheduled_close
 from tests.conftest import event
 from tests.dashboard.conftest import last_month_day, person, sign_in
@@ -92,6 +93,31 @@ def test_the_period_picker_changes_the_charts_and_the_url(page, owner, usage):
     shared = page.url
     page.goto(shared)
     assert chart_total(page, "chart-daily") == Decimal(usage["this_month"]) + Decimal(usage["last_month"])
+
+
+def test_the_overview_remembers_the_period_across_pages_and_sign_ins(page, owner, usage):
+    today = utc_today()
+    three_months = add_months(today.replace(day=1), -2), today
+
+    def shows_last_3_months():
+        assert "period=" not in page.url
+        assert page.locator(".period-picker [aria-current=true]").all_inner_texts() == ["Last 3 months"]
+        assert chart_total(page, "chart-daily") == api_total(page, *three_months) == (
+            Decimal(usage["this_month"]) + Decimal(usage["last_month"])
+        )
+
+    sign_in(page, "owner@acme.test")
+    page.get_by_role("link", name="Last 3 months").click()
+    page.wait_for_url(re.compile(r"period=last_3"))
+    page.get_by_role("link", name="Usage").click()
+    page.wait_for_url(re.compile(r"/usage/"))
+    page.locator("nav.tabs").get_by_role("link", name="Overview").click()
+    page.wait_for_url(re.compile(r"/\?workspace=acme$"))
+    shows_last_3_months()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/login/"))
+    sign_in(page, "owner@acme.test")
+    shows_last_3_months()
 
 
 def test_create_a_key_copy_its_secret_once_and_revoke_it(page, browser_context, owner, workspace, usage):

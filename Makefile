@@ -46,8 +46,10 @@ soak: venv
 	@eval "$$($(PY) scripts/test_services.py)" && MB_SOAK=1 $(PY) -m pytest -q -s -p no:cacheprovider \
 		tests/billing/test_money_model.py::test_money_is_conserved_under_any_sequence $(PYTEST_ARGS)
 
-# A full-page screenshot of every dashboard page, desktop and phone width, in var/screenshots/
-# (the browser test that visits every page, with sample data, on the test database).
+# A full-page screenshot of every page at 1280 and 390 px (`<page>-phone.png`) in var/screenshots/:
+# the browser test that visits every page with sample data (sign-in, the workspace's pages, a budget's
+# edit page, a grouped statement and its print view, the staff page and the admin), and a new
+# workspace's Get started checklist as it goes (test_browser_onboarding), on the test database.
 screenshots: venv
 	@eval "$$($(PY) scripts/test_services.py)" && MB_SCREENSHOTS=$(CURDIR)/var/screenshots \
 		$(PY) -m pytest -q tests/dashboard/test_browser.py tests/dashboard/test_browser_onboarding.py -k "every_page or new_workspace"

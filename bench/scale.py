@@ -12,7 +12,7 @@ month so far, against the same figures on an empty database measured in the same
                 (the overview's). Then the three figures:
                   ingestion  usage.services.events_ingest in this process (no HTTP), batches of
                              1,000 events into this month, for --ingest-seconds: events/s
-                  overview   GET / (this month) of the busiest workspace through Django's whole
+                  overview   GET /?period=this_month of the busiest workspace through Django's whole
                              stack (bench/overview.py's measure): the median of --repeat, ms
                   close      billing.close.period_close of last month for every workspace, the
                              cutoff 2 days after the month's end (as bench close): s
@@ -368,7 +368,7 @@ def measure_overview(tenants: Tenants, now: datetime, repeat: int) -> overview.T
     rows = DailyRollup.objects.filter(workspace_id=tenants.busiest, day__gte=month.date()).count()
     data = overview.Dataset(slug, tenants.busiest, owner_id, events, rows, 0.0)
     with overview.production_pages():
-        return overview.measure(data, "/", repeat)
+        return overview.measure(data, overview.THIS_MONTH, repeat)
 
 
 def cutoff(month: date, now: datetime) -> datetime:

@@ -241,10 +241,14 @@ class UsageFilterForm(ProblemsMixin, forms.Form):
     def export_kind(self) -> str:
         return (self.cleaned_data.get("kind") if self.is_valid() else "") or "events"
 
+    def unfiltered(self) -> dict:
+        """The filters of a page opened without any: this month, every feature, model and key."""
+        return {"start": self.today.replace(day=1), "end": self.today, "feature": "", "model": "", "api_key_id": None}
+
     def filters(self) -> dict:
         """start, end, feature, model, api_key_id; the current month when a filter is invalid."""
         if self.filters_invalid:
-            return {"start": self.today.replace(day=1), "end": self.today, "feature": "", "model": "", "api_key_id": None}
+            return self.unfiltered()
         data = self.cleaned_data
         return {
             "start": data["start"],

@@ -1,4 +1,5 @@
-"""Writes started from the dashboard that need more than one app's service: inviting a member."""
+"""Writes started from the dashboard: inviting a member (more than one app's service), and
+remembering a person's choice of period on the overview."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import send_mail
+from django.db import DEFAULT_DB_ALIAS
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.encoding import force_bytes
@@ -14,6 +16,9 @@ from django.utils.http import urlsafe_base64_encode
 
 from workspaces.models import Membership, Workspace
 from workspaces.services import AddedMember, member_add
+
+from .forms import Period
+from .models import UserPreference
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +56,20 @@ def member_invite(*, workspace: Workspace, email: str, role: str, invited_by) ->
     except Exception:  # the membership stands; the reset page sends a new link
         logger.exception("Could not e-mail the invitation of %s to %s", user.email, workspace.slug)
     return added
+
+
+def overview_period_remember(*, user, period: Period) -> bool:
+    """Remembers `period` as `user`'s choice on the overview (a preset by its key, so that its days
+    follow today; a custom range by its days), unless it is the one remembered already: viewing
+    the same period again writes nothing. Returns whether it wrote."""
+    choice = {
+        "overview_period": period.key,
+        "overview_start": period.start if period.key == "custom" else None,
+        "overview_end": period.end if period.key == "custom" else None,
+    }
+    # From the primary, as every read before a write: a replica's copy may be a choice behind.
+    stored = UserPreference.objects.using(DEFAULT_DB_ALIAS).filter(user=user).values(*choice).first()
+    if stored == choice:
+        return False
+    UserPreference.objects.update_or_create(user=user, defaults=choice)
+    return True

@@ -6,18 +6,22 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.db import DEFAULT_DB_ALIAS
+
 from billing.models import Plan, Statement
 from billing.selectors import plan_for_period
 from budgets.models import SpendAnomaly
 from budgets.selectors import FORECAST_METHOD, Forecast, anomalies_of, workspace_forecast
 from core.money import ZERO
-from core.periods import month_start
+from core.periods import month_start, next_month
 from usage.selectors import UsageSummary, usage_summary
 from workspaces.models import Workspace
 
 from .. import clock
 from ..forms import Period
+from ..models import UserPreference
 from .budgets import BudgetProgress, budgets_progress
+from .statements import scheduled_close_label
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ class Overview:
     by_steps: UsageSummary
     by_key: UsageSummary
     anomalies: list[SpendAnomaly] = field(default_factory=list)  # the period's, workspace and keys
+
+    @property
+    def next_month_start(self) -> date:
+        """The 1st of the next month: the current one is over at its midnight (UTC)."""
+        return next_month(self.month)
+
+    @property
+    def closes_label(self) -> str:
+        """When this month's statement is made, if there is anything to bill."""
+        return scheduled_close_label(self.month)
 
     @property
     def includes_current_month(self) -> bool:
@@ -97,3 +111,13 @@ def last_statement(workspace: Workspace) -> Statement | None:
         .order_by("-period", "-pk")
         .first()
     )
+
+
+def remembered_period(user) -> dict | None:
+    """The period `user` chose last on the overview, as the period picker's data (for PeriodForm,
+    which says whether it still holds), or None when they never chose one. Read from the primary:
+    the choice may have been written a moment ago, by a GET that set no read-your-writes cookie."""
+    stored = UserPreference.objects.using(DEFAULT_DB_ALIAS).filter(user=user).first()
+    if stored is None or not stored.overview_period:
+        return None
+    return {"period": stored.overview_period, "start": stored.overview_start, "end": stored.overview_end}

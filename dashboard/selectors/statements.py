@@ -71,6 +71,11 @@ def _utc_label(moment: datetime) -> str:
     return f"{moment:%B} {moment.day} at {moment:%H:%M} UTC"
 
 
+def scheduled_close_label(period: date) -> str:
+    """When the scheduled close closes `period`, for a sentence: "December 2 at 02:00 UTC"."""
+    return _utc_label(scheduled_close(period))
+
+
 @dataclass(frozen=True)
 class PendingMonth:
     """A month that is over but not closed yet, as closing it now would bill it."""
@@ -105,6 +110,15 @@ class Preview:
     pending: list[PendingMonth]
     month: date  # the current UTC month
     error: str = ""  # why no preview could be built (then `current` is None; logged, not shown)
+
+    @property
+    def next_month_start(self) -> date:
+        """The 1st of the next month: the current one is over at its midnight (UTC)."""
+        return next_month(self.month)
+
+    @property
+    def closes_label(self) -> str:
+        return scheduled_close_label(self.month)
 
     @property
     def summary(self) -> list[SummaryLine]:

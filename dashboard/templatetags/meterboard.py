@@ -1,5 +1,5 @@
-"""Template helpers: money as people read it, moments in the workspace's time zone, and links that
-keep the workspace in the URL."""
+"""Template helpers: money as people read it, moments in the workspace's time zone, links that keep
+the workspace in the URL, and a form field's value for an input written by hand."""
 
 from __future__ import annotations
 
@@ -98,3 +98,12 @@ def wsurl(context, name: str, *args, **query) -> str:
     if not params:
         return url
     return f"{url}?{urlencode(params)}"
+
+
+@register.filter
+def input_value(bound_field) -> str:
+    """A form field's value as its widget would write it in `value="…"`: a day as YYYY-MM-DD (not
+    in the page's date format), what was sent as sent; for inputs a template writes itself, to
+    give them attributes such as aria-invalid."""
+    value = bound_field.field.widget.format_value(bound_field.value())
+    return "" if value is None else str(value)

@@ -41,6 +41,7 @@ def _page(request, *, buy_errors: dict | None = None, recharge_errors: dict | No
         "recharge": settings,
         "form": form,
         "buy_errors": [e for messages in (buy_errors or {}).values() for e in messages],
+        "buy_amount_invalid": "amount" in (buy_errors or {}),  # not when the card, say, failed
         "recharge_errors": recharge_errors or {},
         "purchase_min": PURCHASE_MIN,
         "purchase_max": PURCHASE_MAX,

@@ -14,11 +14,12 @@ from workspaces.services import IssuedKey
 
 from .. import charts, clock
 from ..access import workspace_page
-from ..forms import PeriodForm, preset_period
+from ..forms import Period, PeriodForm, preset_period
 from ..onboarding import first_request
 from ..selectors.onboarding import onboarding_of
-from ..selectors.overview import Overview
+from ..selectors.overview import Overview, remembered_period
 from ..selectors.overview import overview as overview_of
+from ..services import overview_period_remember
 
 PRESET_KEYS = ("this_month", "last_month", "last_3", "last_12")
 
@@ -34,11 +35,7 @@ def overview_context(request, *, issued: IssuedKey | None = None) -> dict:
     """The overview's page context; `issued` is a key created from the "Get started" checklist,
     whose secret this one response shows (in the checklist's requests, ready to copy)."""
     today = clock.utc_today()
-    form = PeriodForm(request.GET if "period" in request.GET else None, today=today)
-    period = form.resolved()
-    if not form.is_bound:
-        form = PeriodForm(None, today=today)
-        form.initial = {"period": period.key, "start": period.start, "end": period.end}
+    form, period = _chosen_period(request, today)
     data = overview_of(request.access.workspace, period)
     chart_list = _charts(data, today)
     breakdowns = [
@@ -59,6 +56,22 @@ def overview_context(request, *, issued: IssuedKey | None = None) -> dict:
         "first_request": first_request(issued, now=timezone.now()),
         "issued": issued,
     }
+
+
+def _chosen_period(request, today: date) -> tuple[PeriodForm, Period]:
+    """The period the URL asks for, remembered for the person when valid (invalid input never is);
+    without one in the URL, the one they chose last, checked by the same form (this month, quietly,
+    when it no longer holds). The form is the picker's, with the period's days filled in."""
+    if "period" in request.GET:
+        form = PeriodForm(request.GET, today=today)
+        period = form.resolved()
+        if form.is_valid():
+            overview_period_remember(user=request.user, period=period)
+        return form, period
+    period = PeriodForm(remembered_period(request.user), today=today).resolved()
+    form = PeriodForm(None, today=today)
+    form.initial = {"period": period.key, "start": period.start, "end": period.end}
+    return form, period
 
 
 def _charts(data: Overview, today: date) -> list[charts.Chart]:

@@ -23,8 +23,9 @@ def _usage_filters(request) -> tuple[UsageFilterForm, dict]:
     return form, form.filters()
 
 
-def _filter_query(request, filters: dict) -> dict:
-    """The filters as they appear in the page's links (with the workspace), for the template."""
+def _filter_query(request, form: UsageFilterForm, filters: dict) -> dict:
+    """The filters as they appear in the page's links (with the workspace), for the template, and
+    whether any narrows this month's (an empty table then offers to clear them)."""
     values = {
         "start": filters["start"].isoformat(),
         "end": filters["end"].isoformat(),
@@ -32,7 +33,11 @@ def _filter_query(request, filters: dict) -> dict:
         "model": filters["model"],
         "api_key": filters["api_key_id"] or "",
     }
-    return {"filters": values, "query": urlencode({"workspace": request.access.workspace.slug, **values})}
+    return {
+        "filters": values,
+        "query": urlencode({"workspace": request.access.workspace.slug, **values}),
+        "filtered": filters != form.unfiltered(),
+    }
 
 
 @require_GET
@@ -48,7 +53,7 @@ def usage_events(request):
         {
             "tab": "events",
             "form": form,
-            **_filter_query(request, filters),
+            **_filter_query(request, form, filters),
             "page": page,
             "first_page": cursor is None,
             "hint": selectors.export_hint(request.access.workspace, filters),
@@ -68,7 +73,7 @@ def usage_rollups(request):
         {
             "tab": "rollups",
             "form": form,
-            **_filter_query(request, filters),
+            **_filter_query(request, form, filters),
             "rollups": paginator.get_page(form.page_number()),
             "hint": selectors.export_hint(request.access.workspace, filters),
         },

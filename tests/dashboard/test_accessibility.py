@@ -212,6 +212,43 @@ def test_create_a_budget_with_the_keyboard_fixing_a_mistake_on_the_way(page, own
     assert "$7.78 spent this month (77.8 %)" in page.locator(f"[data-budget='{budget.pk}']").inner_text()
 
 
+def focused_field(page) -> dict:
+    return page.evaluate("""() => {
+        const field = document.activeElement, described = field.getAttribute("aria-describedby") || "";
+        const lists = described.split(" ").map((id) => document.getElementById(id)).filter((el) => el && el.matches("ul.errorlist"));
+        return {id: field.id, invalid: field.getAttribute("aria-invalid"), lists: lists.map((l) => l.id),
+                roles: lists.map((l) => l.getAttribute("role")), errors: lists.map((l) => l.innerText)};
+    }""")
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("   ", "Name: This field is required."), ("x" * 101, "Name: Ensure this value has at most 100 characters")],
+    ids=["blank", "too long"],
+)
+def test_a_key_name_sent_back_with_an_error_is_announced_and_focused(page, owner, workspace, name, error):
+    sign_in(page, "owner@acme.test")
+    page.goto(f"{page.base_url}/keys/?workspace=acme")
+    # The input's maxlength stops typing past 100, not a forged or pasted value: set it as a script would.
+    page.locator("#id_name").evaluate("(input, name) => { input.removeAttribute('maxlength'); input.value = name; }", name)
+    page.get_by_role("button", name="Create key").click()
+    page.get_by_role("alert").wait_for()
+    page.console_errors.clear()  # the browser logs the form's 400
+    assert not ApiKey.objects.filter(workspace=workspace).exists()
+    focused = focused_field(page)
+    assert focused["id"] == "id_name" and focused["invalid"] == "true", focused
+    assert focused["lists"] == ["key-errors"] and focused["roles"] == ["alert"], focused
+    assert error in focused["errors"][0], focused
+    assert "name-help" in page.locator("#id_name").get_attribute("aria-describedby"), "the help is still read"
+    # Fixed where it is, it goes through.
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.type("render farm")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#new-secret")
+    assert ApiKey.objects.get(workspace=workspace).name == "render farm"
+    assert page.locator("#id_name").get_attribute("aria-invalid") is None
+
+
 def test_each_chart_points_at_its_data_table(page, owner, usage):
     sign_in(page, "owner@acme.test")
     page.wait_for_selector("#chart-daily[data-drawn]")

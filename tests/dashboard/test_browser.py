@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Playwright drives Debian's Chromium against the live server.
 
 Every test also fails on a console error or an uncaught exception in the page (the `page` fixture).
-`make screenshots` runs test_every_page_renders with MB_SCREENSHOTS=var/screenshots.
+`make screenshots` runs test_every_page_renders (and test_browser_onboarding's new workspace) with
+MB_SCREENSHOTS=var/screenshots: every page at 1280 and 390 px.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from billing.close import statement_close
 from billing.models import CloseRun, Statement, StripeCustomer
 from billing.payments import statement_charge
 from budgets.models import Budget
+from core.periods import add_months
 from dashboard.selectors.statements import scheduled_close
 from tests.conftest import event
 from tests.dashboard.conftest import last_month_day, person, sign_in
@@ -92,6 +94,31 @@ def test_the_period_picker_changes_the_charts_and_the_url(page, owner, usage):
     shared = page.url
     page.goto(shared)
     assert chart_total(page, "chart-daily") == Decimal(usage["this_month"]) + Decimal(usage["last_month"])
+
+
+def test_the_overview_remembers_the_period_across_pages_and_sign_ins(page, owner, usage):
+    today = utc_today()
+    three_months = add_months(today.replace(day=1), -2), today
+
+    def shows_last_3_months():
+        assert "period=" not in page.url
+        assert page.locator(".period-picker [aria-current=true]").all_inner_texts() == ["Last 3 months"]
+        assert chart_total(page, "chart-daily") == api_total(page, *three_months) == (
+            Decimal(usage["this_month"]) + Decimal(usage["last_month"])
+        )
+
+    sign_in(page, "owner@acme.test")
+    page.get_by_role("link", name="Last 3 months").click()
+    page.wait_for_url(re.compile(r"period=last_3"))
+    page.get_by_role("link", name="Usage").click()
+    page.wait_for_url(re.compile(r"/usage/"))
+    page.locator("nav.tabs").get_by_role("link", name="Overview").click()
+    page.wait_for_url(re.compile(r"/\?workspace=acme$"))
+    shows_last_3_months()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/login/"))
+    sign_in(page, "owner@acme.test")
+    shows_last_3_months()
 
 
 def test_create_a_key_copy_its_secret_once_and_revoke_it(page, browser_context, owner, workspace, usage):
@@ -223,8 +250,9 @@ def wide_elements(page) -> list[str]:
     )
 
 
+WIDTHS = ((1280, ""), (390, "-phone"))  # a desktop's and a phone's, and the screenshots' suffix
 SCREENSHOT_PAGES = [
-    ("overview", "/?workspace=acme"),
+    ("overview", "/?workspace=acme&period=this_month"),  # not the period remembered from the page before
     ("budgets", "/budgets/?workspace=acme"),
     ("overview-last-3-months", "/?workspace=acme&period=last_3"),
     ("usage-events", "/usage/?workspace=acme"),
@@ -242,34 +270,43 @@ SCREENSHOT_PAGES = [
 
 def test_every_page_renders_without_console_errors(page, browser_context, owner, viewer, workspace, usage, local_stripe):
     """Each page, on a desktop and on a phone's width. With MB_SCREENSHOTS=<folder> (`make
-    screenshots`), a full-page screenshot of each is saved there."""
+    screenshots`), a full-page screenshot of each is saved there, sign-in and the staff pages included."""
     # The month before last closed on schedule, and its charge failed (no card yet); last month
     # (the `usage` fixture's) is over but not closed: the statement pages show it all, last month
-    # as a pending statement above this month's draft.
+    # as a pending statement above this month's draft. The closed month's usage is of several
+    # features and models, so that its statement shows its lines grouped.
     last_month = last_month_day().date().replace(day=1)
     before_last = (last_month - timedelta(days=1)).replace(day=1)
     occurred = datetime.combine(before_last.replace(day=15), time(12, 0), tzinfo=dt_timezone.utc)
     outcome = events_ingest(workspace=workspace, api_key=usage["second_key"], now=occurred + timedelta(minutes=1), raw_events=[
         event(occurred_at=occurred.isoformat(), feature="training", model=..., steps=..., width=..., height=...),
+        event(occurred_at=occurred.isoformat(), quantity=120),
+        event(occurred_at=occurred.isoformat(), quantity=40, steps=50),
+        event(occurred_at=occurred.isoformat(), quantity=8, model="sdxl", steps=40, width=1024, height=1024),
+        event(occurred_at=occurred.isoformat(), feature="upscaling", quantity=6, model=..., steps=..., width=..., height=...),
     ])  # fmt: skip
-    assert outcome.results[0].status == "accepted"
+    assert {result.status for result in outcome.results} == {"accepted"}
     statement, _ = statement_close(workspace, before_last, now=scheduled_close(before_last))
-    Budget.objects.create(workspace=workspace, amount=Decimal("20"), thresholds=[50, 80, 100])
+    budget = Budget.objects.create(workspace=workspace, amount=Decimal("20"), thresholds=[50, 80, 100])
     statement_charge(statement)
     assert Statement.objects.get(pk=statement.pk).status == Statement.Status.PAYMENT_FAILED
     # Staff see the close of last month failing.
     CloseRun.objects.create(period=last_month, status=CloseRun.Status.FAILED, attempts=7, started_at=timezone.now(),
                             finished_at=timezone.now(), error="OperationalError: could not connect to server")  # fmt: skip
     pages = [*SCREENSHOT_PAGES,
+             ("budget-edit", f"/budgets/{budget.pk}/?workspace=acme"),
              ("statement", f"/statements/{statement.pk}/?workspace=acme"),
              ("statement-print", f"/statements/{statement.pk}/print/?workspace=acme")]  # fmt: skip
     folder = Path(os.environ["MB_SCREENSHOTS"]) if os.environ.get("MB_SCREENSHOTS") else None
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
+    for width, suffix in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
         page.goto(f"{page.base_url}/login/")
-        page.screenshot(path=str(folder / "sign-in.png"), full_page=True)
+        if folder:
+            page.screenshot(path=str(folder / f"sign-in{suffix}.png"), full_page=True)
     sign_in(page, "owner@acme.test")
-    for width, suffix in ((1280, ""), (390, "-phone")):
+    for width, suffix in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
         for name, path in pages:
             response = page.goto(page.base_url + path)
@@ -289,6 +326,12 @@ def test_every_page_renders_without_console_errors(page, browser_context, owner,
                 group = page.locator(f"#pending-{last_month:%Y-%m} details.usage-group").first
                 group.locator("summary").click()
                 assert group.locator("table.lines").is_visible()
+            if name == "statement":
+                # Grouped: usage per feature and model, the first group opened to its lines.
+                groups = page.locator("#statement-details details.usage-group")
+                assert groups.count() >= 4
+                groups.first.locator("summary").click()
+                assert groups.first.locator("table.lines").is_visible()
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{path} is wider than the screen at {width}px by {overflow}px: {wide_elements(page)}"
             if folder:
@@ -298,11 +341,14 @@ def test_every_page_renders_without_console_errors(page, browser_context, owner,
     page.context.clear_cookies()
     person("staff@meterboard.test", staff=True)
     sign_in(page, "staff@meterboard.test")
-    page.set_viewport_size({"width": 1280, "height": 900})
-    for name, path in staff_pages:
-        assert page.goto(page.base_url + path).status == 200, path
-        if name == "staff":
-            assert f"Closing {last_month:%Y-%m} failed" in page.locator("#close-problems").inner_text()
-            assert page.locator("#close-runs tr.close-failed").count() == 1
-        if folder:
-            page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+    for width, suffix in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        for name, path in staff_pages:
+            assert page.goto(page.base_url + path).status == 200, path
+            if name == "staff":
+                assert f"Closing {last_month:%Y-%m} failed" in page.locator("#close-problems").inner_text()
+                assert page.locator("#close-runs tr.close-failed").count() == 1
+                overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 1, f"{path} is wider than the screen at {width}px by {overflow}px: {wide_elements(page)}"
+            if folder:
+                page.screenshot(path=str(folder / f"{name}{suffix}.png"), full_page=True)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from budgets.models import Budget
 from tests.conftest import event, ingest
 from tests.dashboard.conftest import sign_in
+from tests.dashboard.test_browser import WIDTHS
 from workspaces.models import ApiKey
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -26,11 +27,14 @@ def step_state(page, name: str) -> str:
 
 
 def screenshot(page, name: str) -> None:
-    """With MB_SCREENSHOTS=<folder>, a full-page screenshot of the page as it is (not yet in `make screenshots`)."""
+    """With MB_SCREENSHOTS=<folder> (`make screenshots`), full-page screenshots of the page as it
+    is, at 1280 px and at a phone's 390 px (`<name>-phone.png`)."""
     if os.environ.get("MB_SCREENSHOTS"):
         folder = Path(os.environ["MB_SCREENSHOTS"])
         folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        for width, suffix in reversed(WIDTHS):  # the phone first: the test goes on at 1280 px
+            page.set_viewport_size({"width": width, "height": 900})
+            page.screenshot(path=str(folder / f"{name}{suffix}.png"), full_page=True)
 
 
 def test_a_new_workspace_goes_from_key_to_first_event_seen_live_to_budget(page, owner, workspace):

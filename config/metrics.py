@@ -1,5 +1,6 @@
 """GET /metrics, for Prometheus (issue 14, operations): the metrics of core.metrics, Celery's task
-outcomes, and the length of each Celery queue read from the broker at scrape time.
+outcomes, the length of each Celery queue read from the broker at scrape time, and the event
+stream's deliveries not yet settled, read from the database at scrape time.
 
 Who may scrape: a request with `Authorization: Bearer <METRICS_TOKEN>` (when that is set), or one
 from an address in METRICS_ALLOWED_IPS (CIDRs; by default this machine only). Anything else gets
@@ -100,6 +101,29 @@ class QueueLengthCollector:
         yield family
 
 
+class PendingDeliveriesCollector:
+    """meterboard_stream_deliveries_pending{status}: event deliveries not yet settled (pending, or
+    retrying after a failure), read from the database at each scrape: one grouped COUNT."""
+
+    def collect(self):
+        # Imported here: config.celery imports this module while the settings load, before models can be.
+        from notifications.selectors import deliveries_pending_count
+
+        family = GaugeMetricFamily(
+            "meterboard_stream_deliveries_pending",
+            "Event stream deliveries to workspace endpoints not yet settled, by status: pending (not yet "
+            "attempted, or queued behind a failing one) and retrying (read from the database).",
+            labels=["status"],
+        )  # fmt: skip
+        try:
+            counts = deliveries_pending_count()
+        except Exception:  # noqa: BLE001 (a database that does not answer: the scrape goes on without it)
+            counts = {}
+        for status, count in counts.items():
+            family.add_metric([status], count)
+        yield family
+
+
 def _queue_lengths() -> dict[str, int]:
     if settings.CELERY_BROKER_URL.startswith("filesystem:"):
         folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
@@ -140,6 +164,7 @@ def registry() -> CollectorRegistry:
         scraped = CollectorRegistry()
         scraped.register(_ThisProcess())
     scraped.register(QueueLengthCollector())
+    scraped.register(PendingDeliveriesCollector())
     return scraped
 
 

@@ -93,6 +93,15 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(minute=30, hour=3),
         "options": {"expires": 24 * 3600},
     },
+    # Daily at 03:50 UTC, a quiet minute after the ledger's upkeep: the event stream's events past
+    # EVENT_RETENTION_DAYS (30 by default) deleted with their deliveries and attempts, 5,000 events a
+    # transaction, except those with a delivery still pending or retrying (a later run takes them).
+    # Idempotent; two runs at once share the work (FOR UPDATE SKIP LOCKED). Stale after a day.
+    "notifications-events-prune": {
+        "task": "notifications.tasks.events_prune",
+        "schedule": crontab(minute=50, hour=3),
+        "options": {"expires": 24 * 3600},
+    },
     # Every minute: send again the charges that never reached Stripe (it was down during the
     # close), reconcile those whose answer was lost or whose process died, and charge declined
     # statements whose next retry (1, 3 and 7 days after the first failure, see billing.payments)

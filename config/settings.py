@@ -341,6 +341,12 @@ try:
 except (ArithmeticError, ValueError):
     raise RuntimeError(f"SPEND_ANOMALY_THRESHOLD={SPEND_ANOMALY_THRESHOLD!r}: a score from 2 to 20 (4.0 by default), or 0 for off.") from None
 
+# --- The event stream (notifications; README "Event stream and workspace webhooks") -------------
+# Days an event of the stream (with its deliveries and their attempts) is kept after its `created`:
+# beat's daily notifications-events-prune deletes older ones once none of their deliveries is still
+# pending or retrying. At least 7 (notifications.retention): a smaller value counts as 7.
+EVENT_RETENTION_DAYS = int(os.environ.get("EVENT_RETENTION_DAYS", "30"))
+
 # --- REST framework and OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

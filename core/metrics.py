@@ -75,6 +75,26 @@ CELERY_TASKS = Counter(
 )
 # meterboard_celery_queue_length{queue} is read from the broker at each scrape (config.metrics).
 
+# The workspace event stream (notifications). Not meterboard_events_*: those are usage events.
+STREAM_EVENTS_PUBLISHED = Counter(
+    "meterboard_stream_events_published",
+    "Events of the workspace event stream recorded, by type, counted when their transaction commits "
+    "(a key published before is not counted again).",
+    ["type"],
+)
+STREAM_DELIVERY_ATTEMPTS = Counter(
+    "meterboard_stream_delivery_attempts",
+    "Attempts at delivering an event to a workspace endpoint, by outcome: delivered, will_retry (failed, "
+    "retried later), gave_up (failed with its 24-hour window over, or its last attempt never reported back).",
+    ["outcome"],
+)
+STREAM_DELIVERY_LATENCY = Histogram(
+    "meterboard_stream_delivery_latency_seconds",
+    "From an event's created to its delivery to an endpoint, retries included (replays not counted).",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+# meterboard_stream_deliveries_pending{status} is read from the database at each scrape (config.metrics).
+
 UNKNOWN_FEATURE = "unknown"
 
 
@@ -88,3 +108,9 @@ def events_count(tally: Tally) -> None:
 def close_progress(done: int, total: int) -> None:
     CLOSE_WORKSPACES_DONE.set(done)
     CLOSE_WORKSPACES_TOTAL.set(total)
+
+
+def stream_events_count(types: Tally) -> None:
+    """Add one publication's events: `types` counts them by type (one increment per type)."""
+    for event_type, count in types.items():
+        STREAM_EVENTS_PUBLISHED.labels(event_type).inc(count)

@@ -33,7 +33,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import webhooks
+from core import metrics, webhooks
 from core.jobs import enqueue
 from core.locks import workspace_lock
 
@@ -50,6 +50,9 @@ _COUNTDOWN_MARGIN = 0.25
 # PostgreSQL advisory lock class of a workspace's endpoint slots (pg_advisory_xact_lock): "mbne".
 _LOCK_ENDPOINT_SLOTS = 0x6D62_6E65
 _OPEN = (EventDelivery.Status.PENDING, EventDelivery.Status.RETRYING)
+# meterboard_stream_delivery_attempts_total's outcome of each way an attempt settles its delivery.
+_OUTCOMES = {EventDelivery.Status.DELIVERED: "delivered", EventDelivery.Status.RETRYING: "will_retry",
+             EventDelivery.Status.FAILED: "gave_up"}  # fmt: skip
 _BUSY = object()
 _GAVE_UP = object()
 
@@ -127,6 +130,7 @@ def endpoint_deliver(endpoint_id: int, *, now: datetime | None = None, time_limi
         endpoint_enqueue(endpoint_id, countdown=max(webhooks.webhook_timeout(), 1.0) * random.uniform(0.5, 1.0))
         return "deferred"
     if claimed is _GAVE_UP:
+        metrics.STREAM_DELIVERY_ATTEMPTS.labels(_OUTCOMES[EventDelivery.Status.FAILED]).inc()
         endpoint_enqueue(endpoint_id)
         return "failed"
     endpoint, delivery, attempt = claimed
@@ -157,11 +161,20 @@ def endpoint_deliver(endpoint_id: int, *, now: datetime | None = None, time_limi
         )  # fmt: skip
         _settle(delivery, status, finished, result.error, retry_at)
         Endpoint.objects.filter(pk=endpoint_id).update(claimed_until=None)
+    _attempt_count(delivery, status, finished)
     if status == EventDelivery.Status.FAILED:
         logger.warning("notifications: gave up delivering %s to endpoint %s: %s", delivery.event_id, endpoint_id, result.error)
     if status != EventDelivery.Status.RETRYING:
         endpoint_enqueue(endpoint_id)  # the next one in order, at once
     return status
+
+
+def _attempt_count(delivery: EventDelivery, status: str, at: datetime) -> None:
+    """The attempt's outcome and, once delivered, how long after the event's `created` (a replay's
+    age says nothing of delivery: not counted)."""
+    metrics.STREAM_DELIVERY_ATTEMPTS.labels(_OUTCOMES[status]).inc()
+    if status == EventDelivery.Status.DELIVERED and not delivery.replay:
+        metrics.STREAM_DELIVERY_LATENCY.observe(max((at - delivery.event.created).total_seconds(), 0.0))
 
 
 def endpoint_enqueue(endpoint_id: int, *, countdown: float = 0) -> None:

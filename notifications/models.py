@@ -30,8 +30,12 @@ class Event(models.Model):
     class Meta:
         ordering = ["created", "id"]
         constraints = [models.UniqueConstraint(fields=["workspace", "type", "key"], name="event_once_per_key")]
-        # The events log: a workspace's events in created order, after a cursor.
-        indexes = [models.Index(fields=["workspace", "created", "id"], name="event_ws_created")]
+        indexes = [
+            # The events log: a workspace's events in created order, after a cursor.
+            models.Index(fields=["workspace", "created", "id"], name="event_ws_created"),
+            # Retention (notifications.retention): the oldest events of every workspace first.
+            models.Index(fields=["created"], name="event_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} {self.type}"

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from core.webhooks import MAX_URL_LENGTH
 
-from .models import ALL_TYPES, Endpoint
+from .models import ALL_TYPES, Endpoint, EventDelivery
 from .schemas import EVENT_TYPES
 
 MAX_ID = 2**63 - 1
@@ -55,6 +55,32 @@ class EventSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     created = serializers.CharField(help_text="RFC 3339, UTC")
     data = serializers.DictField(help_text="The type's schema: GET /api/v1/event-types")
+
+
+class EventDeliverySerializer(serializers.ModelSerializer):
+    """One delivery of an event to one endpoint (a replay is one more)."""
+
+    id = serializers.SerializerMethodField(help_text="As in the Meterboard-Delivery header: evd_<number>")
+    event = serializers.CharField(source="event_id")
+    endpoint = serializers.IntegerField(source="endpoint_id", help_text="The webhook endpoint's id")
+    replay = serializers.BooleanField(help_text="A manual replay, sent after what the endpoint had queued")
+    next_attempt_at = serializers.DateTimeField(allow_null=True, help_text="When the next attempt is due; null once settled")
+
+    class Meta:
+        model = EventDelivery
+        fields = ["id", "event", "endpoint", "status", "replay", "attempts", "next_attempt_at", "delivered_at", "last_error",
+                  "created_at"]  # fmt: skip
+
+    def get_id(self, delivery) -> str:
+        return f"evd_{delivery.pk}"
+
+
+class EventDetailSerializer(EventSerializer):
+    deliveries = EventDeliverySerializer(many=True, help_text="Each endpoint's delivery, in the order they are made")
+
+
+class EventReplayInputSerializer(StrictSerializer):
+    endpoint = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="An active webhook endpoint of the workspace")
 
 
 class EventsLogQuerySerializer(StrictSerializer):

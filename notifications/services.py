@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from core import webhooks
+from core import metrics, webhooks
 from core.errors import ServiceError
 from core.locks import workspace_lock
 
@@ -49,6 +51,24 @@ def event_id_new(at: datetime) -> str:
         chars.append(_CROCKFORD[value & 31])
         value >>= 5
     return "evt_" + "".join(reversed(chars))
+
+
+def event_id_time(event_id: str) -> datetime | None:
+    """The millisecond an event id was made for (its event's `created`, to the millisecond), read
+    from the ULID's first 10 characters; None for a string no event_id_new could have made. Lets
+    the events log tell a cursor deleted by retention from one that never was, without a query."""
+    if len(event_id) != 30 or not event_id.startswith("evt_"):
+        return None
+    ms = 0
+    for char in event_id[4:14]:
+        digit = _CROCKFORD.find(char)
+        if digit < 0:
+            return None
+        ms = ms * 32 + digit
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=dt_timezone.utc)
+    except (OverflowError, ValueError, OSError):  # past year 9999: no event of ours
+        return None
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,9 @@ def publish_many(publications: Sequence[Publication]) -> list[Event | None]:
     endpoint_ids = sorted({delivery.endpoint_id for delivery in deliveries})
     if endpoint_ids:
         transaction.on_commit(lambda: endpoints_enqueue(endpoint_ids))
+    if new:  # counted once recorded for good: a rolled-back close published nothing
+        types = Tally(event.type for event in new)
+        transaction.on_commit(lambda: metrics.stream_events_count(types))
     return [event if event.pk in inserted else None for event in events]
 
 
@@ -212,14 +235,27 @@ def endpoint_delete(endpoint: Endpoint) -> None:
     endpoint.delete()
 
 
+class EventGone(ServiceError):
+    """This event is no longer kept (past the retention); it cannot be sent again."""
+
+    status = 404
+
+
 def event_replay(event: Event, endpoint: Endpoint, *, now: datetime | None = None) -> EventDelivery:
-    """Send one event again to one endpoint of its workspace: a new delivery, signed like the
-    others, placed after what the endpoint has queued (so out of `created` order: a manual
-    replay). It is retried as any delivery."""
+    """Send one event again to one active endpoint of its workspace: a new delivery, signed like
+    the others, placed after what the endpoint has queued (so out of `created` order: a manual
+    replay). It is retried as any delivery. A paused endpoint is refused (the replay would wait
+    unsent until it resumes), and so is an event deleted meanwhile by retention (EventGone): the
+    event's row is locked until the delivery commits, so retention skips it and keeps it."""
     if endpoint.workspace_id != event.workspace_id:
         raise EndpointInvalid("endpoint", "This endpoint belongs to another workspace.")
+    if not endpoint.active:
+        raise EndpointInvalid("endpoint", "This endpoint is paused: resume it (active: true) to replay events to it.")
     now = now or timezone.now()
-    delivery = EventDelivery.objects.create(event=event, endpoint=endpoint, order_at=now, replay=True,
-                                            next_attempt_at=now, created_at=now)  # fmt: skip
+    with transaction.atomic():
+        if Event.objects.select_for_update().filter(pk=event.pk).values_list("pk", flat=True).first() is None:
+            raise EventGone()
+        delivery = EventDelivery.objects.create(event=event, endpoint=endpoint, order_at=now, replay=True,
+                                                next_attempt_at=now, created_at=now)  # fmt: skip
     transaction.on_commit(lambda: endpoints_enqueue([endpoint.pk]))
     return delivery

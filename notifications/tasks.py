@@ -3,9 +3,11 @@ Services enqueue them by name (core.jobs.enqueue); the sweep's schedule is in co
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from celery import shared_task
 
-from . import delivery
+from . import delivery, retention
 
 
 def _time_limit(task) -> float | None:
@@ -26,3 +28,9 @@ def endpoint_deliver(self, endpoint_id: int) -> str:
 def endpoints_enqueue_due() -> dict:
     """The sweep, every 10 s: enqueue the endpoints whose next delivery is due."""
     return {"enqueued": delivery.endpoints_enqueue_due()}
+
+
+@shared_task(acks_late=True)
+def events_prune() -> dict:
+    """Daily: events past EVENT_RETENTION_DAYS, with no delivery in flight, deleted in batches."""
+    return asdict(retention.events_prune())

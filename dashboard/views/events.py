@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from notifications import services as stream
 from notifications.models import ALL_TYPES, Endpoint, Event
+from notifications.retention import retention_days
 from notifications.schemas import EVENT_TYPES
 from notifications.selectors import endpoints_of, recent_events
 
@@ -44,6 +45,7 @@ def _events_page(request, form: EndpointForm, *, issued=None, status: int = 200)
             "event_type": event_type,
             "form": form,
             "issued": issued,
+            "retention_days": retention_days(),
         },
         status=status,
     )
@@ -91,6 +93,10 @@ def event_replay(request, event_id: str):
     endpoint_id = request.POST.get("endpoint", "")
     pk = int(endpoint_id) if endpoint_id.isdigit() and len(endpoint_id) < 19 else 0  # a bigint, or none
     endpoint = get_object_or_404(Endpoint, pk=pk, workspace=request.access.workspace)
-    stream.event_replay(event, endpoint)
-    messages.success(request, f"{event.id} will be sent again to {endpoint.url}, after what it has queued.")
+    try:
+        stream.event_replay(event, endpoint)
+    except (stream.EndpointInvalid, stream.EventGone) as exc:  # a paused endpoint; an event past the retention
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{event.id} will be sent again to {endpoint.url}, after what it has queued.")
     return back(request, "dashboard:events")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import notifications
 from billing.close import period_close
 from billing.models import Invoice, PaymentAttempt, Statement
 from billing.payment_outcomes import Outcome, settle
@@ -13,6 +14,7 @@ from billing.reissue import statement_void_and_reissue
 from budgets.evaluation import workspace_evaluate
 from budgets.services import budget_create
 from notifications.models import Event
+from notifications.retention import events_prune
 from notifications.schemas import data_errors
 from tests.budgets.conftest import spend_events
 from tests.conftest import event, ingest
@@ -97,3 +99,31 @@ def test_budget_alerts_publish_threshold_crossed_and_forecast_exceeded(workspace
     assert_valid(Event.objects.all())
     assert workspace_evaluate(workspace.pk, now=NOW).recorded == []  # recorded once, published once
     assert Event.objects.filter(type="budget.threshold_crossed").count() == 1
+
+
+def test_no_producer_publishes_a_key_again_once_retention_deleted_its_event(workspace, api_key):
+    """Retention forgets an event's (workspace, type, key): publish() itself would record that key
+    again. The producers never ask: each publishes with the row it creates (a statement, an
+    invoice, a payment attempt's outcome, an alert), and a re-run finds that row and publishes
+    nothing (README, "Event stream and workspace webhooks", Retention)."""
+    october(workspace, api_key)
+    period_close(OCT, now=CLOSED)
+    statement = Statement.objects.get(workspace=workspace)
+    failed = _attempt(statement)
+    declined = Outcome(PaymentAttempt.Status.FAILED, "pi_1", "Your card was declined.")
+    settle(statement, failed, declined, now=CLOSED)
+    budget_create(workspace=workspace, amount=Decimal(100), thresholds=[50])
+    events_ingest(workspace=workspace, api_key=api_key, raw_events=spend_events(60, occurred_at="2026-11-14T08:00:00Z"), now=NOW)
+    workspace_evaluate(workspace.pk, now=NOW)
+    types = {"statement.finalized", "invoice.created", "payment.failed", "budget.threshold_crossed"}
+    assert set(Event.objects.values_list("type", flat=True)) == types
+
+    later = NOW + timedelta(days=60)
+    assert events_prune(now=later).events == 4 and not Event.objects.exists()
+    assert notifications.publish(workspace.pk, "payment.failed", {}, key=f"attempt:{failed.pk}") is not None  # the service forgot
+    Event.objects.all().delete()
+
+    period_close(OCT, now=later)  # the month's close again: its statement is there
+    settle(statement, failed, declined, now=later)  # the attempt's outcome again
+    assert workspace_evaluate(workspace.pk, now=NOW).recorded == []  # the alert is there
+    assert not Event.objects.exists()

@@ -70,12 +70,15 @@ class EventDeliverySerializer(serializers.ModelSerializer):
         model = EventDelivery
         fields = ["id", "event", "endpoint", "status", "replay", "attempts", "next_attempt_at", "delivered_at", "last_error",
                   "created_at"]  # fmt: skip
+        read_only_fields = fields
 
     def get_id(self, delivery) -> str:
         return f"evd_{delivery.pk}"
 
 
 class EventDetailSerializer(EventSerializer):
+    """An event as receivers get it, with its deliveries: GET /api/v1/events/<id>."""
+
     deliveries = EventDeliverySerializer(many=True, help_text="Each endpoint's delivery, in the order they are made")
 
 

@@ -32,6 +32,7 @@ def test_events_are_listed_with_their_deliveries_and_payload(client, owner, work
     assert f"{hook.url}: failed (gave up) (12 attempts)" in page and "Answered HTTP 500" in page
     assert theirs.id not in page
     assert "Replay" in page
+    assert "Events are kept 30 days, then deleted with their deliveries." in page
     only = client.get("/events/?type=payment.failed").content.decode()
     assert event.id not in only
 
@@ -55,6 +56,11 @@ def test_a_replay_queues_a_new_delivery_of_the_same_event(client, admin_user, wo
     client.force_login(admin_user)
     assert client.post(f"/events/{event.id}/replay/", {"endpoint": hook.pk}).status_code == 302
     assert list(EventDelivery.objects.filter(event=event).values_list("replay", "status")) == [(False, "pending"), (True, "pending")]
+    # A paused endpoint is refused, saying why (the replay would wait unsent).
+    Endpoint.objects.filter(pk=hook.pk).update(active=False)
+    page = client.post(f"/events/{event.id}/replay/", {"endpoint": hook.pk}, follow=True).content.decode()
+    assert "This endpoint is paused" in page and f"{hook.url} (paused)" in page
+    assert EventDelivery.objects.filter(event=event).count() == 2
 
 
 def test_viewers_only_read_and_other_workspaces_are_out_of_reach(client, viewer, other_owner, workspace):

@@ -1,15 +1,16 @@
 """Prometheus metrics at /metrics (issue 14, operations): real traffic (ingestion with every outcome,
 allowance answers, a budget alert delivered by e-mail and to a local webhook, Stripe calls through
-localstripe, a month-end close run as its Celery task), then a scrape parsed with prometheus_client's
-own parser, whose samples must have moved by what the traffic did. Who may scrape (a token, or an
-address in the allow-list; never a session). The Grafana dashboard in docs/ names only metrics the
-scrape has, and has a panel for each."""
+localstripe, a month-end close run as its Celery task, the event stream's events delivered to one
+endpoint, retried and given up at another, and replayed through the API), then a scrape parsed with
+prometheus_client's own parser, whose samples must have moved by what the traffic did. Who may
+scrape (a token, or an address in the allow-list; never a session). The Grafana dashboard in docs/
+names only metrics the scrape has, and has a panel for each."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from django.test import Client
 from django.utils import timezone as dj_timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+import notifications.delivery
 from billing import cards, tasks
 from billing.models import Statement
 from budgets.models import AlertDelivery
 from config.wsgi import Application
 from core.periods import current_period, previous_month
+from notifications.models import Event, EventDelivery
 
 # The local webhook receiver, and the budgets' counters emptied before each test (autouse).
 from tests.budgets.conftest import _fresh_counters, receiver  # noqa: F401
@@ -116,6 +119,12 @@ def test_the_scrape_carries_every_metric_of_the_traffic(
     )  # fmt: skip
     assert created.status_code == 201, created.content
     assert allowance(secret)["allowed"] is True
+    # Two endpoints of the workspace's event stream: one that answers 204, one that answers 500.
+    endpoints = {}
+    for path in ("/events", "/fail-events"):
+        answer = api.post("/api/v1/webhook-endpoints", {"url": receiver.url(path)}, format="json")
+        assert answer.status_code == 201, answer.content
+        endpoints[path] = answer.json()["id"]
 
     # Ingestion: accepted, then duplicate, conflict and rejected (a known feature, and none).
     training = {"event_id": "t-1", "occurred_at": now, "feature": "training"}
@@ -151,6 +160,22 @@ def test_the_scrape_carries_every_metric_of_the_traffic(
            now=received.replace(day=1, hour=0, minute=30))  # fmt: skip
     result = tasks.period_close_and_charge_previous_month.apply().get()
     assert (result["finalized"], result["charges"]["paid"]) == (1, 1)
+
+    # The event stream: the alert, the statement, its invoice and its payment were published and
+    # delivered to /events (eager tasks); /fail-events failed its first event (to be retried) and
+    # holds the others. A replay to /events (delivered, no latency: the event is not new), then the
+    # failing head given up once its 24 hours are over (the next one then fails, to be retried).
+    published = ["budget.threshold_crossed", "statement.finalized", "invoice.created", "payment.succeeded"]
+    assert sorted(Event.objects.values_list("type", flat=True)) == sorted(published)
+    assert len(receiver.on("/events")) == 4 and len(receiver.on("/fail-events")) == 1
+    replayed = api.post(f"/api/v1/events/{Event.objects.first().pk}/replay", {"endpoint": endpoints["/events"]}, format="json")
+    assert replayed.status_code == 202, replayed.content
+    assert len(receiver.on("/events")) == 5
+    head = EventDelivery.objects.get(endpoint_id=endpoints["/fail-events"], status="retrying")
+    assert notifications.delivery.endpoint_deliver(head.endpoint_id, now=head.created_at + timedelta(hours=25)) == "failed"
+    assert len(receiver.on("/fail-events")) == 3
+    still_open = dict(Counter(EventDelivery.objects.exclude(status__in=["delivered", "failed"]).values_list("status", flat=True)))
+    assert still_open == {"retrying": 1, "pending": 2}
 
     # Messages waiting in the webhooks queue (no worker reads it here).
     waiting_in(celery_eager, "webhooks")
@@ -197,6 +222,18 @@ def test_the_scrape_carries_every_metric_of_the_traffic(
     assert moved("meterboard_celery_tasks_total", task=task, outcome="success") == 1
     assert moved.total("meterboard_celery_tasks_total", task="budgets.tasks.workspace_evaluate", outcome="success") >= 1
     assert now_samples[("meterboard_celery_queue_length", frozenset({("queue", "webhooks")}))] == 2
+
+    for event_type in published:
+        assert moved("meterboard_stream_events_published_total", type=event_type) == 1
+    assert moved("meterboard_stream_delivery_attempts_total", outcome="delivered") == 5  # the replay too
+    assert moved("meterboard_stream_delivery_attempts_total", outcome="will_retry") == 2
+    assert moved("meterboard_stream_delivery_attempts_total", outcome="gave_up") == 1
+    assert moved("meterboard_stream_delivery_latency_seconds_count") == 4  # not the replay
+    assert moved("meterboard_stream_delivery_latency_seconds_bucket", le="+Inf") == 4
+    assert 0 < moved("meterboard_stream_delivery_latency_seconds_sum") < 4 * 60
+    pending = {status: now_samples[("meterboard_stream_deliveries_pending", frozenset({("status", status)}))]
+               for status in ("pending", "retrying")}  # fmt: skip
+    assert pending == {"pending": 2, "retrying": 1}
     assert ("meterboard_celery_queue_length", frozenset({("queue", "celery")})) in now_samples
 
 

@@ -27,11 +27,15 @@ def no_worker(monkeypatch):
 
 
 def statement_event(workspace, key="41"):
-    return notifications.publish(workspace.pk, "statement.finalized", {"statement_id": int(key)}, key=key, created=CREATED)
+    return notifications.publish(
+        workspace.pk, "statement.finalized", {"statement_id": int(key)}, key=key, created=CREATED
+    )
 
 
 def new_endpoint(workspace, url: str, active: bool = True) -> Endpoint:
-    return Endpoint.objects.create(workspace=workspace, url=url, secret="whsec_x", event_types=["*"], active=active)
+    return Endpoint.objects.create(
+        workspace=workspace, url=url, secret="whsec_x", event_types=["*"], active=active
+    )
 
 
 def session(user) -> SchemaCheckedClient:
@@ -40,7 +44,9 @@ def session(user) -> SchemaCheckedClient:
     return client
 
 
-def test_a_replay_is_one_new_delivery_that_the_endpoint_receives_signed(api, workspace, receiver, allow_private):
+def test_a_replay_is_one_new_delivery_that_the_endpoint_receives_signed(
+    api, workspace, receiver, allow_private
+):
     event = statement_event(workspace)  # before the endpoint: it was never sent there
     created = api.post("/api/v1/webhook-endpoints", {"url": receiver.url("/hook")}, format="json").json()
 
@@ -71,7 +77,9 @@ def test_an_event_lists_every_delivery_in_the_order_they_are_made(api, workspace
     first = new_endpoint(workspace, "https://a.example.com/")
     second = new_endpoint(workspace, "https://b.example.com/")
     event = statement_event(workspace)
-    EventDelivery.objects.filter(endpoint=first).update(status="failed", attempts=12, last_error="Answered HTTP 500")
+    EventDelivery.objects.filter(endpoint=first).update(
+        status="failed", attempts=12, last_error="Answered HTTP 500"
+    )
     replayed = api.post(f"/api/v1/events/{event.id}/replay", {"endpoint": first.pk}, format="json").json()
     deliveries = api.get(f"/api/v1/events/{event.id}").json()["deliveries"]
     assert [(d["endpoint"], d["status"], d["replay"]) for d in deliveries] == [
@@ -80,7 +88,9 @@ def test_an_event_lists_every_delivery_in_the_order_they_are_made(api, workspace
     assert deliveries[0]["last_error"] == "Answered HTTP 500" and deliveries[2]["id"] == replayed["id"]
 
 
-def test_another_workspace_s_events_and_endpoints_are_out_of_reach_both_ways(api, other_api, workspace, other_workspace):
+def test_another_workspace_s_events_and_endpoints_are_out_of_reach_both_ways(
+    api, other_api, workspace, other_workspace
+):
     mine = statement_event(workspace)
     my_endpoint = new_endpoint(workspace, "https://a.example.com/")
     theirs = statement_event(other_workspace)
@@ -94,7 +104,12 @@ def test_another_workspace_s_events_and_endpoints_are_out_of_reach_both_ways(api
         assert answer.status_code == 404, answer.content
     # Nor I theirs; and my event to their endpoint is an unknown endpoint (whether it exists or not).
     assert api.get(f"/api/v1/events/{theirs.id}").status_code == 404
-    assert api.post(f"/api/v1/events/{theirs.id}/replay", {"endpoint": my_endpoint.pk}, format="json").status_code == 404
+    assert (
+        api.post(
+            f"/api/v1/events/{theirs.id}/replay", {"endpoint": my_endpoint.pk}, format="json"
+        ).status_code
+        == 404
+    )
     answer = api.post(f"/api/v1/events/{mine.id}/replay", {"endpoint": their_endpoint.pk}, format="json")
     assert answer.status_code == 400
     assert answer.json() == {"endpoint": ["No such webhook endpoint in this workspace."]}
@@ -132,16 +147,23 @@ def test_a_paused_endpoint_is_refused_with_what_to_do(api, workspace):
     event = statement_event(workspace)
     paused = new_endpoint(workspace, "https://a.example.com/", active=False)
     answer = api.post(f"/api/v1/events/{event.id}/replay", {"endpoint": paused.pk}, format="json")
-    assert answer.json() == {"endpoint": ["This endpoint is paused: resume it (active: true) to replay events to it."]}
+    assert answer.json() == {
+        "endpoint": ["This endpoint is paused: resume it (active: true) to replay events to it."]
+    }
 
 
-@pytest.mark.parametrize("event_id", ["nope", "evt_01kb3y6d0g8r1zq0j7g8wfx2mn", "evt_" + "0" * 25, "evt_" + "9" * 40])
+@pytest.mark.parametrize(
+    "event_id", ["nope", "evt_01kb3y6d0g8r1zq0j7g8wfx2mn", "evt_" + "0" * 25, "evt_" + "9" * 40]
+)
 def test_an_unknown_event_id_is_a_404(api, workspace, event_id):
     target = new_endpoint(workspace, "https://a.example.com/")
     answer = api.get(f"/api/v1/events/{event_id}")
     assert answer.status_code == 404
     assert answer.json() == {"detail": "No such event in this workspace (events are kept 30 days)."}
-    assert api.post(f"/api/v1/events/{event_id}/replay", {"endpoint": target.pk}, format="json").status_code == 404
+    assert (
+        api.post(f"/api/v1/events/{event_id}/replay", {"endpoint": target.pk}, format="json").status_code
+        == 404
+    )
 
 
 def test_replays_need_budgets_write_or_an_owner_or_admin_and_reads_usage_read(workspace):
@@ -155,7 +177,9 @@ def test_replays_need_budgets_write_or_an_owner_or_admin_and_reads_usage_read(wo
 
     assert reader.post(path, body, format="json").status_code == 403
     refused = viewer.post(path, body, format="json")
-    assert refused.status_code == 403 and refused.json() == {"detail": "Only the workspace's owners and admins may do this."}
+    assert refused.status_code == 403 and refused.json() == {
+        "detail": "Only the workspace's owners and admins may do this."
+    }
     assert EventDelivery.objects.filter(replay=True).count() == 0
     assert writer.post(path, body, format="json").status_code == 202
     assert admin.post(path, body, format="json").status_code == 202

@@ -44,7 +44,9 @@ def kept() -> set[str]:
     return set(Event.objects.values_list("pk", flat=True))
 
 
-def test_old_settled_events_go_with_their_deliveries_and_attempts_and_the_rest_stay(workspace, other_workspace):
+def test_old_settled_events_go_with_their_deliveries_and_attempts_and_the_rest_stay(
+    workspace, other_workspace
+):
     hook(workspace)
     hook(other_workspace)
     delivered = published(workspace, "delivered", days_ago=31, status="delivered", attempts=2)
@@ -60,7 +62,9 @@ def test_old_settled_events_go_with_their_deliveries_and_attempts_and_the_rest_s
 
     assert kept() == {pending.pk, retrying.pk, recent.pk}
     assert (pruned.events, pruned.deliveries, pruned.attempts, pruned.batches) == (4, 3, 6, 1)
-    assert not EventDelivery.objects.filter(event_id__in=[delivered.pk, gave_up.pk, theirs.pk, unsent.pk]).exists()
+    assert not EventDelivery.objects.filter(
+        event_id__in=[delivered.pk, gave_up.pk, theirs.pk, unsent.pk]
+    ).exists()
     assert EventDeliveryAttempt.objects.count() == 2  # the retrying one's and the recent one's
     # Idempotent: nothing more to do, until the delivery in flight settles.
     assert retention.events_prune(now=NOW) == retention.Pruned()
@@ -153,7 +157,9 @@ def test_a_run_skips_an_event_a_replay_is_locking_and_the_replay_keeps_it(worksp
     with transaction.atomic():
         replay = event_replay(locked, endpoint, now=NOW)  # its row stays locked until this commits
         done = []
-        thread = threading.Thread(target=lambda: (done.append(retention.events_prune(now=NOW)), connection.close()))
+        thread = threading.Thread(
+            target=lambda: (done.append(retention.events_prune(now=NOW)), connection.close())
+        )
         thread.start()
         thread.join(30)
         assert done and done[0].events == 1  # `other`; never waited for the lock
@@ -181,15 +187,23 @@ def test_an_event_id_tells_its_time_and_whether_it_is_past_the_retention():
 
 def test_the_events_log_says_when_its_cursor_was_deleted_by_retention(api, workspace, other_workspace):
     now = datetime.now(timezone.utc)
-    old = notifications.publish(workspace.pk, "payment.failed", {}, key="old", created=now - timedelta(days=40))
-    new = notifications.publish(workspace.pk, "payment.failed", {}, key="new", created=now - timedelta(days=1))
+    old = notifications.publish(
+        workspace.pk, "payment.failed", {}, key="old", created=now - timedelta(days=40)
+    )
+    new = notifications.publish(
+        workspace.pk, "payment.failed", {}, key="new", created=now - timedelta(days=1)
+    )
     first = api.get("/api/v1/events-log?limit=1").json()
     assert first["next_after"] == old.pk
     retention.events_prune()
     answer = api.get(f"/api/v1/events-log?after={old.pk}")
     assert answer.status_code == 400
-    assert answer.json() == {"after": ["This event is older than the 30-day retention; start again without after."]}
+    assert answer.json() == {
+        "after": ["This event is older than the 30-day retention; start again without after."]
+    }
     assert [e["id"] for e in api.get("/api/v1/events-log").json()["data"]] == [new.pk]  # starting again
     # A recent id that is none of the workspace's events is still just unknown (whoever's it is).
     theirs = notifications.publish(other_workspace.pk, "payment.failed", {}, key="t")
-    assert api.get(f"/api/v1/events-log?after={theirs.pk}").json() == {"after": ["No such event in this workspace."]}
+    assert api.get(f"/api/v1/events-log?after={theirs.pk}").json() == {
+        "after": ["No such event in this workspace."]
+    }

@@ -10,7 +10,7 @@ from config.celery import app
 from config.schedule import CELERY_BEAT_SCHEDULE
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("core", "workspaces", "pricing", "usage", "billing", "budgets", "dashboard", "demo")
+APPS = ("core", "workspaces", "pricing", "usage", "billing", "budgets", "dashboard", "demo", "notifications")
 
 
 def registered() -> set[str]:

@@ -46,6 +46,7 @@ MAX_DEPTH = 32  # {"events": [{"metadata": {...}}]} is 4; metadata may nest up t
 MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4_300
 
 _MEDIA_TYPE = "application/json"
+_CONTAINERS = frozenset((dict, list))
 _READ_CHUNK = 64 * 1024
 
 
@@ -57,15 +58,19 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse a parsed body whose arrays and objects nest deeper than `limit` (the outermost is
     level 1). Iterative: no recursion, whatever the depth. (The C parser itself stops at the
     interpreter's recursion limit with a RecursionError, answered the same way.)"""
-    level, containers = 1, [value] if type(value) in (dict, list) else []
+    level, containers = 1, [value] if type(value) in _CONTAINERS else []
     while containers:
         if level > limit:
             raise BodyError(f"Body is nested more than {limit} levels deep (arrays and objects).")
-        children = []
-        for container in containers:
-            items = container.values() if type(container) is dict else container
-            children.extend(item for item in items if type(item) in (dict, list))
-        containers, level = children, level + 1
+        # One comprehension a level (no generator per container): a 1,000-event batch has a
+        # thousand objects a level, and this is the body's second walk after the parse.
+        containers = [
+            item
+            for container in containers
+            for item in (container.values() if type(container) is dict else container)
+            if type(item) in _CONTAINERS
+        ]
+        level += 1
 
 
 def _no_constant(name: str) -> Any:

@@ -42,7 +42,7 @@ ACCEPTED, DUPLICATE, CONFLICT, REJECTED = "accepted", "duplicate", "conflict", "
 _DEADLOCK_RETRIES = 5
 
 
-@dataclass
+@dataclass(slots=True)  # a batch makes 1,000: slots make each smaller and quicker to build
 class EventResult:
     index: int
     event_id: str | None  # as sent, when it can be repeated (validation.echoable_event_id)
@@ -118,9 +118,10 @@ def events_ingest(
             book, errors = _book_for(event, history)
         if book is not None:
             memo_key = (book.version, event.item)
-            if memo_key not in prices:
-                prices[memo_key] = _price(event, book)
-            price, errors = prices[memo_key]
+            priced_item = prices.get(memo_key)  # one lookup: hashing an item is not free
+            if priced_item is None:
+                priced_item = prices[memo_key] = _price(event, book)
+            price, errors = priced_item
         if event is None or book is None or price is None:
             event_id = echoable_event_id(raw.get("event_id")) if isinstance(raw, dict) else None
             results[index] = EventResult(index, event_id, REJECTED, errors=errors)
@@ -138,11 +139,15 @@ def events_ingest(
     # of the alerts, once per request, after the commit (budgets.spend, installed in usage.recording).
     with recording.spend_recording(workspace.pk, api_key.pk) as spend:
         stored = _store_with_retry(workspace, api_key, list(first_by_id.values()), now, spend)
+        add_spend = spend.add
         for priced in first_by_id.values():
-            result = _outcome(priced, stored, first_in_batch=True)
-            results[priced.index] = result
-            if result.status == ACCEPTED:
-                spend.add(priced.event.occurred_at, priced.price.amount)
+            event = priced.event
+            if stored[event.event_id][2]:  # inserted now, and the batch's first: accepted (_outcome)
+                amount = priced.price.amount
+                results[priced.index] = EventResult(priced.index, event.event_id, ACCEPTED, amount)
+                add_spend(event.occurred_at, amount)
+            else:
+                results[priced.index] = _outcome(priced, stored, first_in_batch=True)
     for priced in batch_repeats:
         results[priced.index] = _outcome(priced, stored, first_in_batch=False)
     done = [result for result in results if result is not None]

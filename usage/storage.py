@@ -115,10 +115,21 @@ class ReferenceMissing(IntegrityError):
 
 def _quoted(values) -> str:
     """A PostgreSQL array literal of strings: each element quoted, backslash and quote escaped.
-    (Validation leaves no NUL in event ids, metadata or anything else stored.)"""
-    return "{" + ",".join(
-        '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values
-    ) + "}"
+    (Validation leaves no NUL in event ids, metadata or anything else stored.)
+
+    The elements are joined on NUL first and escaped as one text, then each NUL becomes the
+    `","` between two elements: three passes in C over the column instead of two `replace`
+    calls and a concatenation per element (a batch has 5 such columns of 1,000 values). Should a
+    NUL ever be in a value, it is escaped element by element, as before."""
+    values = list(values)
+    if not values:
+        return "{}"
+    joined = "\0".join(values)
+    if joined.count("\0") != len(values) - 1:
+        return "{" + ",".join(
+            '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values
+        ) + "}"
+    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace("\0", '","') + '"}'
 
 
 def _plain(values) -> str:
@@ -136,10 +147,10 @@ def insert_events_and_rollups(
     prices = [p.price for p in batch]
 
     def numbers(values) -> str:
-        return _plain([None if value is None else str(value) for value in values])
+        return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
 
     def flags(values) -> str:
-        return _plain(["t" if value else "f" for value in values])
+        return "{" + ",".join(["t" if value else "f" for value in values]) + "}"
 
     books = sorted({p.price_book_id for p in batch})
     params = {

@@ -198,3 +198,18 @@ def test_a_new_workspaces_get_started_checklist_fits_every_width(page, owner, wo
     for width in reversed(WIDTHS):
         page.set_viewport_size({"width": width, "height": 900})
         assert page.evaluate(MEASURE) == [], f"at {width}px"
+
+
+def test_a_chart_refits_its_legend_when_the_window_narrows_and_widens(page, owner, usage):
+    """Drawn on a desktop, then the window is made a phone's width: the chart takes the phone's
+    layout (smaller type, room for the wrapped legend), and back."""
+    sign_in(page, "owner@acme.test")
+    page.wait_for_selector("#chart-daily[data-drawn]")
+    layout = "() => { const l = document.getElementById('chart-daily').layout; return [l.font.size, l.height]; }"
+    wide_font, wide_height = page.evaluate(layout)
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.wait_for_function("() => document.getElementById('chart-daily').layout.font.size === 11")
+    assert page.evaluate(layout)[1] > wide_height  # the legend's rows are given back
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.wait_for_function(f"() => document.getElementById('chart-daily').layout.font.size === {wide_font}")
+    assert page.evaluate(layout) == [wide_font, wide_height]

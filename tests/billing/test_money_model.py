@@ -550,7 +550,13 @@ class MoneyMachine(RuleBasedStateMachine):
                 assert self.line_groups(draft.built.lines) == Counter(), f"{month} bills usage the model does not"
         pending = [draft for draft in drafts if draft.is_pending]
         if then_close and pending:
-            # Closing CUTOFF_LAG later, with nothing received meanwhile, produces exactly these.
+            # Closing CUTOFF_LAG later, with nothing received meanwhile, produces exactly these; but for
+            # a credit lot that expires in between (found by a soak): the preview counted it, and the
+            # close, later, rightly cannot. Then the lines but the credits and the tax after them agree.
+            from billing.models import CreditLot
+
+            expiring = CreditLot.objects.filter(workspace=self.ws[n], remaining__gt=0, expires_at__gt=self.now,
+                                                expires_at__lte=self.now + LAG).exists()  # fmt: skip
             self.now += LAG
             period_close(pending[-1].period, only=self.ws[n], now=self.now)
             self.sync_close(n, pending[-1].period, self.now - LAG)
@@ -560,8 +566,14 @@ class MoneyMachine(RuleBasedStateMachine):
                     assert stored is None
                     continue
                 assert stored is not None, draft.period
-                assert [(x.kind, x.description, x.quantity, x.unit_price, x.amount) for x in stored.lines.all()] == [
-                    (x.kind, x.description, x.quantity, x.unit_price, x.amount) for x in draft.built.lines]
+                stored_rows = [(x.kind, x.description, x.quantity, x.unit_price, x.amount) for x in stored.lines.all()]
+                draft_rows = [(x.kind, x.description, x.quantity, x.unit_price, x.amount) for x in draft.built.lines]
+                if expiring:
+                    assert [r for r in stored_rows if r[0] not in ("credits", "tax")] == [
+                        r for r in draft_rows if r[0] not in ("credits", "tax")]  # fmt: skip
+                    STATS["previews with a credit lot expiring before the close"] += 1
+                    continue
+                assert stored_rows == draft_rows
                 assert (stored.total, stored.carried_forward) == (draft.built.total, draft.built.carried_forward)
         STATS["previews"] += 1
 

@@ -82,46 +82,45 @@ def _refusal(request) -> HttpResponse | None:
 # --- What a scrape reads --------------------------------------------------------------------------
 
 
-class QueueLengthCollector:
-    """meterboard_celery_queue_length{queue}: messages waiting in each queue, read at each scrape.
-    On Redis, the queue's lists (LLEN, each priority's too); on the filesystem broker, its message
-    files. Tasks a worker holds (started, or waiting for a countdown) are not waiting."""
+class ReadAtScrape:
+    """A gauge read from its source at each scrape: `read()` answers {label value: figure}. A source
+    that does not answer (a broker, a database) leaves the family empty; the scrape goes on."""
+
+    def __init__(self, name: str, documentation: str, label: str, read):
+        self.name, self.documentation, self.label, self.read = name, documentation, label, read
 
     def collect(self):
-        family = GaugeMetricFamily(
-            "meterboard_celery_queue_length", "Celery messages waiting in each queue (read from the broker).",
-            labels=["queue"],
-        )  # fmt: skip
+        family = GaugeMetricFamily(self.name, self.documentation, labels=[self.label])
         try:
-            lengths = _queue_lengths()
-        except Exception:  # noqa: BLE001 (a broker that does not answer: the scrape goes on without it)
-            lengths = {}
-        for queue, length in lengths.items():
-            family.add_metric([queue], length)
+            figures = self.read()
+        except Exception:  # noqa: BLE001 (see the docstring)
+            figures = {}
+        for value, figure in figures.items():
+            family.add_metric([value], figure)
         yield family
 
 
-class PendingDeliveriesCollector:
-    """meterboard_stream_deliveries_pending{status}: event deliveries not yet settled (pending, or
-    retrying after a failure), read from the database at each scrape: one grouped COUNT."""
+def _deliveries_pending() -> dict[str, int]:
+    # Imported here: config.celery imports this module while the settings load, before models can be.
+    from notifications.selectors import deliveries_pending_count
 
-    def collect(self):
-        # Imported here: config.celery imports this module while the settings load, before models can be.
-        from notifications.selectors import deliveries_pending_count
+    return deliveries_pending_count()
 
-        family = GaugeMetricFamily(
-            "meterboard_stream_deliveries_pending",
-            "Event stream deliveries to workspace endpoints not yet settled, by status: pending (not yet "
-            "attempted, or queued behind a failing one) and retrying (read from the database).",
-            labels=["status"],
-        )  # fmt: skip
-        try:
-            counts = deliveries_pending_count()
-        except Exception:  # noqa: BLE001 (a database that does not answer: the scrape goes on without it)
-            counts = {}
-        for status, count in counts.items():
-            family.add_metric([status], count)
-        yield family
+
+# meterboard_celery_queue_length{queue}: messages waiting in each queue. On Redis, the queue's lists
+# (LLEN, each priority's too); on the filesystem broker, its message files. Tasks a worker holds
+# (started, or waiting for a countdown) are not waiting.
+QUEUE_LENGTHS = ReadAtScrape(
+    "meterboard_celery_queue_length", "Celery messages waiting in each queue (read from the broker).",
+    "queue", lambda: _queue_lengths(),
+)  # fmt: skip
+# meterboard_stream_deliveries_pending{status}: event deliveries not yet settled, one grouped COUNT.
+DELIVERIES_PENDING = ReadAtScrape(
+    "meterboard_stream_deliveries_pending",
+    "Event stream deliveries to workspace endpoints not yet settled, by status: pending (not yet "
+    "attempted, or queued behind a failing one) and retrying (read from the database).",
+    "status", _deliveries_pending,
+)  # fmt: skip
 
 
 def _queue_lengths() -> dict[str, int]:
@@ -163,8 +162,8 @@ def registry() -> CollectorRegistry:
     else:
         scraped = CollectorRegistry()
         scraped.register(_ThisProcess())
-    scraped.register(QueueLengthCollector())
-    scraped.register(PendingDeliveriesCollector())
+    scraped.register(QUEUE_LENGTHS)
+    scraped.register(DELIVERIES_PENDING)
     return scraped
 
 

@@ -13,7 +13,7 @@ from billing.selectors import plan_for_period
 from budgets.models import SpendAnomaly
 from budgets.selectors import FORECAST_METHOD, Forecast, anomalies_of, workspace_forecast
 from core.money import ZERO
-from core.periods import month_start, next_month
+from core.periods import month_start
 from usage.selectors import UsageSummary, usage_summary
 from workspaces.models import Workspace
 
@@ -21,7 +21,7 @@ from .. import clock
 from ..forms import Period
 from ..models import UserPreference
 from .budgets import BudgetProgress, budgets_progress
-from .statements import scheduled_close_label
+from .statements import MonthClosing
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class FreeAllowance:
 
 
 @dataclass(frozen=True)
-class Overview:
+class Overview(MonthClosing):
     period: Period
     month: date  # the current UTC month (its 1st)
     today: date  # UTC
@@ -57,16 +57,6 @@ class Overview:
     by_steps: UsageSummary
     by_key: UsageSummary
     anomalies: list[SpendAnomaly] = field(default_factory=list)  # the period's, workspace and keys
-
-    @property
-    def next_month_start(self) -> date:
-        """The 1st of the next month: the current one is over at its midnight (UTC)."""
-        return next_month(self.month)
-
-    @property
-    def closes_label(self) -> str:
-        """When this month's statement is made, if there is anything to bill."""
-        return scheduled_close_label(self.month)
 
     @property
     def includes_current_month(self) -> bool:

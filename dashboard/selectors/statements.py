@@ -101,15 +101,11 @@ class PendingMonth:
         return grouped(self.draft.built.lines)
 
 
-@dataclass(frozen=True)
-class Preview:
-    """What the statements pages show of the months not closed yet: this month's draft (its own
-    usage only), and before it every earlier month still pending its close, oldest first."""
+class MonthClosing:
+    """For a dataclass whose `month` is a UTC month's 1st (the current month, on the statements
+    pages and the overview): when that month is over, and when its statement is made."""
 
-    current: Draft | None
-    pending: list[PendingMonth]
-    month: date  # the current UTC month
-    error: str = ""  # why no preview could be built (then `current` is None; logged, not shown)
+    month: date
 
     @property
     def next_month_start(self) -> date:
@@ -119,6 +115,17 @@ class Preview:
     @property
     def closes_label(self) -> str:
         return scheduled_close_label(self.month)
+
+
+@dataclass(frozen=True)
+class Preview(MonthClosing):
+    """What the statements pages show of the months not closed yet: this month's draft (its own
+    usage only), and before it every earlier month still pending its close, oldest first."""
+
+    current: Draft | None
+    pending: list[PendingMonth]
+    month: date  # the current UTC month
+    error: str = ""  # why no preview could be built (then `current` is None; logged, not shown)
 
     @property
     def summary(self) -> list[SummaryLine]:
